@@ -1,0 +1,1 @@
+//! Renders diagnostics for people (codespan-reporting) and for machines (JSON, GitHub annotations).
