@@ -1,14 +1,5 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Lowers validated IR to runtime-shaped dfdx tensors: forward and backward on CPU or CUDA.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod params;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use params::{Param, ParamStore};

@@ -1,0 +1,41 @@
+//! The parameter registry: every weight of a model by its stable name, stored flat on the device.
+
+use dfdx::prelude::*;
+
+/// One weight. Stored flat (`[numel]`) so optimisers, checkpoints and gradient clipping treat all
+/// weights alike; the runtime reshapes to `shape` where the weight is used.
+#[derive(Clone, Debug)]
+pub struct Param<D: Device<f32>> {
+    /// Stable name from the spec, e.g. `blocks.3.attn.qkv.weight`.
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub value: Tensor<(usize,), f32, D>,
+    /// False for fixed tables (sinusoidal): never updated, still saved.
+    pub trainable: bool,
+    /// AdamW's decoupled weight decay applies.
+    pub decay: bool,
+}
+
+impl<D: Device<f32>> Param<D> {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// All weights of a model, in the order `tfm_ir::Graph::for_each_param` yields them.
+#[derive(Clone, Debug)]
+pub struct ParamStore<D: Device<f32>> {
+    pub params: Vec<Param<D>>,
+}
+
+impl<D: Device<f32>> ParamStore<D> {
+    pub fn get(&self, name: &str) -> Option<&Param<D>> {
+        self.params.iter().find(|p| p.name == name)
+    }
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.params.iter().position(|p| p.name == name)
+    }
+    pub fn num_trainable(&self) -> usize {
+        self.params.iter().filter(|p| p.trainable).map(|p| p.numel()).sum()
+    }
+}
