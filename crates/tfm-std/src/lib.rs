@@ -1,14 +1,6 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! The standard library, written in .tfm and embedded in the binary.
+//!
+//! `import std` brings every file below into one namespace, `std`.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+/// `(name shown in diagnostics, source text)` for each file of the standard library.
+pub const FILES: &[(&str, &str)] = &[("<std>/nn.tfm", include_str!("../std/nn.tfm"))];
