@@ -1,14 +1,35 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Training: optimisers, schedules, data and tokenizers, checkpoints, run configuration, logging
+//! and the training loop, all generic over the dfdx device.
+//!
+//! # Code map
+//! - [`config`]: the YAML run configuration, validated key by key, with CLI overrides.
+//! - [`data`]: tokenizers (char, byte, pre-tokenized files), train/val split, random windows.
+//! - [`addition`]: the built-in multi-digit addition task and its exact-match evaluator.
+//! - [`optim`]: AdamW and SGD over a [`ParamStore`], gradient accumulation and clipping.
+//! - [`schedule`]: learning-rate schedules (constant, linear, cosine with warm-up).
+//! - [`checkpoint`]: atomic safetensors checkpoints with validated metadata.
+//! - [`logging`]: the [`Observer`] trait, TensorBoard event files, a metrics file, a progress bar.
+//! - [`trainer`]: the loop itself, [`train`].
+//! - [`rng`]: the small seeded generator whose state is saved in checkpoints.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod addition;
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod logging;
+pub mod optim;
+pub mod rng;
+pub mod schedule;
+pub mod trainer;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use checkpoint::{Checkpoint, CheckpointMeta};
+pub use config::{ConfigError, RunConfig};
+pub use data::{DataSource, Split, TextData, TokenBatch, Tokenizer};
+pub use error::TrainError;
+pub use logging::{Observer, StepStats};
+pub use optim::Optimizer;
+pub use rng::Rng;
+pub use schedule::Schedule;
+pub use tfm_runtime::{Param, ParamStore};
+pub use trainer::{train, TrainModel, TrainOptions, TrainReport};

@@ -1,0 +1,183 @@
+//! The `tfm-bench` binary: builds a GPT from a `.tfm` spec, times training steps on the CPU
+//! runtime and prints one JSON line of results (the same fields as `bench/torch_gpt.py`).
+
+mod step;
+
+use clap::Parser;
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+use tfm_bench::{config, overrides, peak_rss_mib, stats, CONFIGS};
+use tfm_diag::SourceMap;
+use tfm_elab::{check_source, CheckOptions};
+
+/// Times training steps of a tfm model (forward, backward, AdamW update).
+#[derive(Parser, Debug)]
+#[command(name = "tfm-bench")]
+struct Args {
+    /// Named configuration: nanogpt-cpu, medium-cpu or gpt2.
+    #[arg(long, default_value = "nanogpt-cpu")]
+    config: String,
+    /// The GPT spec to build.
+    #[arg(long, default_value = "examples/shakespeare_char.tfm")]
+    spec: PathBuf,
+    /// Which model of the spec file, where it has several.
+    #[arg(long)]
+    model: Option<String>,
+    /// Batch size (overrides the configuration's).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Untimed steps before timing.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    #[arg(long, default_value_t = 0.1)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 1337)]
+    seed: u64,
+    /// Worker threads (rayon pool), where the runtime uses one.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// The machine's peak GFLOP/s, for the share-of-peak field.
+    #[arg(long)]
+    peak_gflops: Option<f64>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<String, String> {
+    let Some(mut cfg) = config(&args.config) else {
+        let names: Vec<&str> = CONFIGS.iter().map(|(n, _)| *n).collect();
+        return Err(format!(
+            "expected a configuration name, found `{}`; hint: use one of {}",
+            args.config,
+            names.join(", ")
+        ));
+    };
+    if let Some(b) = args.batch {
+        cfg.batch = b;
+    }
+    if args.steps == 0 {
+        return Err("expected at least one timed step, found `--steps 0`".into());
+    }
+    // The rayon pool may already exist if a dependency built it; that is not an error here.
+    std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
+
+    let text = std::fs::read_to_string(&args.spec).map_err(|e| {
+        format!(
+            "cannot read spec `{}`: {e}; hint: run from the repository root or pass --spec",
+            args.spec.display()
+        )
+    })?;
+    let opts = CheckOptions { overrides: overrides(&cfg), model: args.model.clone() };
+    let mut sources = SourceMap::new();
+    let t_check = Instant::now();
+    let checked = check_source(&args.spec.display().to_string(), &text, &opts, &mut sources);
+    let check_s = t_check.elapsed().as_secs_f64();
+    let errors: Vec<String> = checked
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| format!("{}: {}", d.code, d.message))
+        .collect();
+    if !errors.is_empty() {
+        return Err(format!("the spec did not check:\n  {}", errors.join("\n  ")));
+    }
+    let Some(checked_model) = checked.models.into_iter().next() else {
+        return Err(format!(
+            "expected a model in `{}`, found none; hint: pass --model NAME",
+            args.spec.display()
+        ));
+    };
+    let model = checked_model.model;
+
+    let expected = cfg.params();
+    let mut spec_params = 0u64;
+    model.graph.for_each_param("", &mut |_, p| spec_params += p.numel());
+
+    let hp = step::Hyper { lr: args.lr, weight_decay: args.weight_decay, seed: args.seed };
+    let mut trainer = step::Trainer::new(&model, &cfg, hp)?;
+    if trainer.num_params() as u64 != expected.total {
+        return Err(format!(
+            "expected {} parameters for configuration `{}`, found {} in the built model; the \
+             models would not be identical",
+            expected.total,
+            args.config,
+            trainer.num_params()
+        ));
+    }
+
+    let t_warm = Instant::now();
+    let mut first_loss = None;
+    for i in 0..args.warmup {
+        let loss = trainer.step(i)?;
+        first_loss.get_or_insert(loss);
+    }
+    let warmup_s = t_warm.elapsed().as_secs_f64();
+
+    let mut times = Vec::with_capacity(args.steps);
+    let mut last_loss = f32::NAN;
+    for i in 0..args.steps {
+        let t0 = Instant::now();
+        last_loss = trainer.step(args.warmup + i)?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    if first_loss.is_none() {
+        first_loss = Some(last_loss);
+    }
+    let st = stats(&times).ok_or("no timed steps")?;
+    let flops = cfg.flops_per_step();
+    let gflops = flops / st.median / 1e9;
+
+    let mut out = json!({
+        "side": "tfm",
+        "config": args.config,
+        "spec": args.spec.display().to_string(),
+        "device": "cpu",
+        "dtype": "fp32",
+        "threads": args.threads,
+        "vocab": cfg.vocab,
+        "layers": cfg.layers,
+        "heads": cfg.heads,
+        "d_model": cfg.d_model,
+        "context": cfg.context,
+        "batch": cfg.batch,
+        "params": trainer.num_params(),
+        "spec_params": spec_params,
+        "check_ms": check_s * 1e3,
+        "warmup": args.warmup,
+        "steps": args.steps,
+        "warmup_s": warmup_s,
+        "ms_per_step": st.median * 1e3,
+        "ms_per_step_mean": st.mean * 1e3,
+        "ms_per_step_min": st.min * 1e3,
+        "tokens_per_s": cfg.tokens_per_step() as f64 / st.median,
+        "flops_per_step": flops,
+        "gflops": gflops,
+        "first_loss": first_loss,
+        "last_loss": last_loss,
+        "peak_rss_mib": peak_rss_mib(),
+    });
+    if let (Some(peak), Some(obj)) = (args.peak_gflops, out.as_object_mut()) {
+        obj.insert("peak_gflops".into(), json!(peak));
+        obj.insert("share_of_peak".into(), json!(gflops / peak));
+    }
+    Ok(out.to_string())
+}
