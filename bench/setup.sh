@@ -3,10 +3,11 @@
 #
 # Strategy, in order:
 #   1. PyTorch's own CPU wheel index (small, no CUDA libraries), if that host is reachable.
-#   2. Otherwise the PyPI `torch` wheel WITHOUT its nvidia-* dependencies (several GiB we do not
-#      need on a CPU machine) plus its pure-Python dependencies. The CUDA build of torch imports
-#      and runs on CPU as long as the CUDA libraries are never loaded; the script verifies that.
-#   3. If that import fails, the full PyPI install (with the nvidia-* packages).
+#   2. Otherwise the PyPI `torch` wheel WITHOUT its nvidia-* dependencies, plus its pure-Python
+#      dependencies, kept only if torch then imports and trains on CPU.
+#   3. Otherwise the full PyPI install (torch 2.15 + cu13 libraries, about 4.5 GiB, a few minutes).
+#      Measured here: the CPU index is unreachable and torch 2.15 from PyPI does not import
+#      without its CUDA libraries, so setup ends at step 3.
 #
 # Usage: bash bench/setup.sh            (idempotent: does nothing when torch already imports)
 #        PYTHON=python3.11 bash bench/setup.sh

@@ -103,6 +103,24 @@ impl SourceFile {
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
         SourceFile { name: name.into(), text, line_starts }
     }
+    /// 0-based index of the line holding a byte offset.
+    pub fn line_index(&self, offset: usize) -> usize {
+        let offset = offset.min(self.text.len());
+        match self.line_starts.binary_search(&offset) {
+            Ok(i) => i,
+            Err(i) => i.saturating_sub(1),
+        }
+    }
+    /// Byte range of a 0-based line, its line break included; `None` past the last line.
+    pub fn line_range(&self, line_index: usize) -> Option<std::ops::Range<usize>> {
+        let start = *self.line_starts.get(line_index)?;
+        let end = self.line_starts.get(line_index + 1).copied().unwrap_or(self.text.len());
+        Some(start..end)
+    }
+    /// The number of lines (a trailing line break starts one more, empty, line).
+    pub fn line_count(&self) -> usize {
+        self.line_starts.len()
+    }
     /// 1-based line and column (in chars) of a byte offset.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.text.len());

@@ -111,9 +111,12 @@ struct Builder {
 type Operand = Option<(Expr, bool)>;
 
 impl Builder {
+    /// The pair's span, without the spaces or comment pest may leave at its end when the rule
+    /// ends with an optional part that was absent.
     fn span(&self, p: &Pair<'_, Rule>) -> Span {
         let s = p.as_span();
-        Span::new(self.file, self.base + s.start(), self.base + s.end())
+        let end = s.start() + trimmed_len(p.as_str());
+        Span::new(self.file, self.base + s.start(), self.base + end)
     }
 
     fn push(&self, d: Diagnostic) {
@@ -186,7 +189,6 @@ impl Builder {
     }
 
     fn item(&self, p: Pair<'_, Rule>) -> Option<Item> {
-        let span = self.span(&p);
         let mut doc = None;
         let mut decl = None;
         for c in kids(p) {
@@ -196,6 +198,7 @@ impl Builder {
             }
         }
         let decl = decl?;
+        let span = self.span(&decl);
         let rule = decl.as_rule();
         let mut parts = kids(decl).into_iter().filter(|c| !matches!(c.as_rule(), Rule::kw_model | Rule::kw_block));
         let name = self.ident(parts.next()?);
@@ -372,7 +375,7 @@ impl Builder {
     fn tensor_type(&self, p: Pair<'_, Rule>) -> Option<TensorTypeExpr> {
         let span = self.span(&p);
         let mut k = kids(p).into_iter();
-        let dtype = self.ident(k.next()?);
+        let dtype = self.ident(k.next()?.into_inner().next()?);
         let mut dims = vec![];
         for d in k {
             dims.push(self.expr(d)?);
@@ -536,6 +539,28 @@ impl Builder {
         };
         Some((Expr { kind, span }, false))
     }
+}
+
+/// The length of `text` without trailing spaces and a trailing `// comment` on its last line.
+fn trimmed_len(text: &str) -> usize {
+    let mut t = text.trim_end_matches([' ', '\t', '\r']);
+    let line_start = t.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let bytes = t.as_bytes();
+    let mut in_str = false;
+    let mut i = line_start;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => in_str = !in_str,
+            b'\\' if in_str => i += 1,
+            b'/' if !in_str && bytes.get(i + 1) == Some(&b'/') => {
+                t = t[..i].trim_end_matches([' ', '\t', '\r']);
+                break;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    t.len()
 }
 
 /// True when an `expr` holds so many prefix operators or `**` that the Pratt parser's recursion

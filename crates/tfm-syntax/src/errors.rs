@@ -86,7 +86,7 @@ fn describe(r: Rule) -> (&'static str, bool) {
         Rule::op_transpose => ("`^T`", true),
         Rule::args => ("`(`", true),
         Rule::arg | Rule::arg_name => ("an argument", false),
-        Rule::tensor_type => ("a tensor type such as `f32[B, T]`", false),
+        Rule::tensor_type | Rule::dtype => ("a tensor type such as `f32[B, T]`", false),
         Rule::constraint => ("`where`", true),
         Rule::stmt
         | Rule::param_stmt

@@ -16,6 +16,7 @@
 
 pub mod ast;
 mod build;
+pub mod dump;
 mod errors;
 mod grammar;
 mod recover;

@@ -1,1 +1,313 @@
-//! placeholder
+//! Checkpoints: one `model.safetensors` file per checkpoint directory holding the weights by their
+//! stable names, the optimizer moments (`optim.m.<name>`, `optim.v.<name>`) and, in the
+//! safetensors metadata, everything needed to resume (step, data RNG state, run config, spec hash,
+//! tokenizer, best validation loss) plus a SHA-256 of the tensor bytes. Files are written
+//! atomically: a temporary file in the same directory, fsync, rename, fsync of the directory.
+//! A run keeps `<dir>/last/` and `<dir>/best/`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use dfdx::prelude::*;
+use safetensors::tensor::{Dtype as StDtype, SafeTensors, TensorView};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tfm_runtime::ParamStore;
+
+use crate::data::Tokenizer;
+use crate::error::TrainError;
+use crate::optim::Optimizer;
+
+pub const FILE_NAME: &str = "model.safetensors";
+pub const FORMAT: &str = "tfm-checkpoint/1";
+
+/// Everything besides tensors that a checkpoint records.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    /// Optimizer steps completed.
+    pub step: u64,
+    /// State of the training data generator after `step` steps.
+    pub rng_state: u64,
+    /// The run configuration, as YAML.
+    pub config_yaml: String,
+    /// SHA-256 of the elaborated model (see [`spec_hash`]).
+    pub spec_hash: String,
+    pub tokenizer: Tokenizer,
+    /// Lowest validation loss seen so far.
+    pub best_val_loss: Option<f32>,
+    /// Validation loss of these weights, if measured.
+    pub val_loss: Option<f32>,
+    /// Optimiser kind (`adamw`, `sgd`) and its update count.
+    pub optimizer: String,
+    pub optimizer_step: u64,
+}
+
+/// Hex SHA-256 of a text (the elaborated IR's serialised form, say).
+pub fn spec_hash(text: &str) -> String {
+    hex(&Sha256::digest(text.as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn ck_err(path: &Path, message: impl Into<String>, hint: Option<&str>) -> TrainError {
+    TrainError::Checkpoint { path: path.to_path_buf(), message: message.into(), hint: hint.map(String::from) }
+}
+
+/// Named host tensors, sorted by name.
+type HostTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+fn checksum(tensors: &HostTensors) -> String {
+    let mut h = Sha256::new();
+    for (name, (shape, data)) in tensors {
+        h.update(name.as_bytes());
+        h.update([0u8]);
+        for d in shape {
+            h.update((*d as u64).to_le_bytes());
+        }
+        for x in data {
+            h.update(x.to_le_bytes());
+        }
+    }
+    hex(&h.finalize())
+}
+
+/// Serialises the weights, the optimizer state and `meta` into safetensors bytes.
+pub fn to_bytes<D: Device<f32>>(
+    store: &ParamStore<D>,
+    optimizer: Option<&Optimizer<D>>,
+    meta: &CheckpointMeta,
+) -> Result<Vec<u8>, TrainError> {
+    let mut tensors: HostTensors = BTreeMap::new();
+    for p in &store.params {
+        tensors.insert(p.name.clone(), (p.shape.clone(), p.value.as_vec()));
+    }
+    if let Some(opt) = optimizer {
+        for (name, shape, data) in opt.state_tensors(store) {
+            tensors.insert(name, (shape, data));
+        }
+    }
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, (s, d))| (n.clone(), s.clone(), d.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .collect();
+    let mut views = Vec::with_capacity(bytes.len());
+    for (n, s, b) in &bytes {
+        let v = TensorView::new(StDtype::F32, s.clone(), b)
+            .map_err(|e| TrainError::Model(format!("weight `{n}` does not match its shape {s:?}: {e:?}")))?;
+        views.push((n.clone(), v));
+    }
+    let mut info = HashMap::new();
+    info.insert("format".to_string(), FORMAT.to_string());
+    info.insert("meta".to_string(), serde_json::to_string(meta).unwrap_or_default());
+    info.insert("sha256".to_string(), checksum(&tensors));
+    safetensors::tensor::serialize(views, &Some(info))
+        .map_err(|e| TrainError::Model(format!("cannot serialise the checkpoint: {e:?}")))
+}
+
+/// Writes a checkpoint into directory `dir` (created if needed), atomically replacing any
+/// previous one there. Returns the file written.
+pub fn save<D: Device<f32>>(
+    dir: &Path,
+    store: &ParamStore<D>,
+    optimizer: Option<&Optimizer<D>>,
+    meta: &CheckpointMeta,
+) -> Result<PathBuf, TrainError> {
+    let bytes = to_bytes(store, optimizer, meta)?;
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, "created", e))?;
+    let path = dir.join(FILE_NAME);
+    write_atomic(&path, &bytes, None)?;
+    Ok(path)
+}
+
+/// The temporary file a write of `path` goes through.
+pub fn temp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint");
+    path.with_file_name(format!(".{name}.tmp"))
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it and renames it over `path`; on any
+/// failure the temporary file is removed and `path` is untouched. `fail_after` makes the write
+/// fail after that many bytes (fault injection for tests).
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], fail_after: Option<usize>) -> Result<(), TrainError> {
+    let tmp = temp_path(path);
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp).map_err(|e| TrainError::io(&tmp, "created", e))?;
+        match fail_after {
+            Some(n) if n < bytes.len() => {
+                f.write_all(&bytes[..n]).map_err(|e| TrainError::io(&tmp, "written", e))?;
+                return Err(TrainError::io(
+                    &tmp,
+                    "written",
+                    std::io::Error::new(std::io::ErrorKind::Other, "simulated write failure"),
+                ));
+            }
+            _ => f.write_all(bytes).map_err(|e| TrainError::io(&tmp, "written", e))?,
+        }
+        f.sync_all().map_err(|e| TrainError::io(&tmp, "written", e))?;
+        drop(f);
+        std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, "renamed", e))?;
+        if let Some(dir) = path.parent() {
+            // Make the rename durable; not all file systems allow syncing a directory.
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    })();
+    if result.is_err() && tmp.is_file() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// A checkpoint read from disk and checked for integrity.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    pub path: PathBuf,
+    pub meta: CheckpointMeta,
+    pub tensors: HostTensors,
+}
+
+impl Checkpoint {
+    /// Reads `path`: a checkpoint directory or its `model.safetensors`. Truncated or corrupted
+    /// files are errors.
+    pub fn read(path: &Path) -> Result<Self, TrainError> {
+        let file = if path.is_dir() { path.join(FILE_NAME) } else { path.to_path_buf() };
+        let bytes = std::fs::read(&file).map_err(|e| TrainError::io(&file, "read", e))?;
+        Self::from_bytes(&file, &bytes)
+    }
+
+    pub fn from_bytes(file: &Path, bytes: &[u8]) -> Result<Self, TrainError> {
+        let damaged = Some("the file is truncated or damaged; use the other checkpoint (`best/` or `last/`) or retrain");
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| ck_err(file, format!("not a readable safetensors file ({e:?})"), damaged))?;
+        let (_, header) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| ck_err(file, format!("not a readable safetensors file ({e:?})"), damaged))?;
+        let info = header.metadata().clone().unwrap_or_default();
+        match info.get("format") {
+            Some(f) if f == FORMAT => {}
+            Some(f) => return Err(ck_err(file, format!("expected format `{FORMAT}`, found `{f}`"), None)),
+            None => {
+                return Err(ck_err(
+                    file,
+                    format!("expected format `{FORMAT}`, found a safetensors file without it"),
+                    Some("this file was not written by tfm"),
+                ))
+            }
+        }
+        let meta: CheckpointMeta = info
+            .get("meta")
+            .ok_or_else(|| ck_err(file, "the metadata entry `meta` is missing", damaged))
+            .and_then(|m| serde_json::from_str(m).map_err(|e| ck_err(file, format!("invalid metadata: {e}"), damaged)))?;
+        let mut tensors: HostTensors = BTreeMap::new();
+        for (name, view) in st.tensors() {
+            if view.dtype() != StDtype::F32 {
+                return Err(ck_err(file, format!("expected f32 for `{name}`, found {:?}", view.dtype()), None));
+            }
+            let data: Vec<f32> =
+                view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            tensors.insert(name, (view.shape().to_vec(), data));
+        }
+        let want = info.get("sha256").cloned().unwrap_or_default();
+        let got = checksum(&tensors);
+        if want != got {
+            return Err(ck_err(
+                file,
+                format!("the tensor data does not match its checksum (expected {want}, found {got})"),
+                damaged,
+            ));
+        }
+        Ok(Checkpoint { path: file.to_path_buf(), meta, tensors })
+    }
+
+    /// Errors unless the checkpoint was trained with the spec whose hash is `expected`.
+    pub fn check_spec_hash(&self, expected: &str) -> Result<(), TrainError> {
+        if self.meta.spec_hash == expected {
+            return Ok(());
+        }
+        Err(ck_err(
+            &self.path,
+            format!(
+                "spec hash mismatch: expected {expected} (the current spec), found {} (the spec the checkpoint was trained with)",
+                self.meta.spec_hash
+            ),
+            Some("load the checkpoint with the spec and `set` overrides it was trained with"),
+        ))
+    }
+
+    /// Copies the weights into `store` (and the moments into `optimizer`), after checking that the
+    /// names and shapes match; every mismatch is listed.
+    pub fn restore<D: Device<f32>>(
+        &self,
+        store: &mut ParamStore<D>,
+        optimizer: Option<&mut Optimizer<D>>,
+    ) -> Result<(), TrainError> {
+        let mut problems = Vec::new();
+        for p in &store.params {
+            match self.tensors.get(&p.name) {
+                None => problems.push(format!("missing `{}` {:?}", p.name, p.shape)),
+                Some((shape, _)) if *shape != p.shape => {
+                    problems.push(format!("`{}`: expected shape {:?}, found {:?}", p.name, p.shape, shape))
+                }
+                Some(_) => {}
+            }
+        }
+        for name in self.tensors.keys() {
+            if !name.starts_with("optim.") && store.get(name).is_none() {
+                problems.push(format!("unexpected `{name}` (not a weight of this model)"));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ck_err(
+                &self.path,
+                format!("the checkpoint does not fit the model:\n  {}", problems.join("\n  ")),
+                Some("load the checkpoint with the spec it was trained with"),
+            ));
+        }
+        for p in store.params.iter_mut() {
+            if let Some((_, data)) = self.tensors.get(&p.name) {
+                let dev = p.value.device().clone();
+                p.value = dev.tensor_from_vec(data.clone(), (data.len(),));
+            }
+        }
+        if let Some(opt) = optimizer {
+            if opt.settings.kind.name() != self.meta.optimizer {
+                return Err(ck_err(
+                    &self.path,
+                    format!("expected optimizer `{}`, found `{}` in the checkpoint", opt.settings.kind.name(), self.meta.optimizer),
+                    Some("resume with the optimizer the run started with"),
+                ));
+            }
+            opt.load_state(store, self.meta.optimizer_step, |name| self.tensors.get(name).map(|(_, d)| d.clone()))
+                .map_err(|m| ck_err(&self.path, m, None))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_write_leaves_the_old_file_and_no_temp() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(FILE_NAME);
+        write_atomic(&path, b"old contents", None).expect("first write");
+        let err = write_atomic(&path, b"new contents that fail halfway", Some(5));
+        assert!(err.is_err());
+        assert_eq!(std::fs::read(&path).expect("read"), b"old contents");
+        assert!(!temp_path(&path).exists());
+        write_atomic(&path, b"new", None).expect("second write");
+        assert_eq!(std::fs::read(&path).expect("read"), b"new");
+    }
+
+    #[test]
+    fn spec_hash_is_sha256_hex() {
+        // sha256("abc"), FIPS 180-2 test vector.
+        assert_eq!(spec_hash("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+}

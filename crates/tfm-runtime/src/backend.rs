@@ -1,0 +1,514 @@
+//! The hot operations, as a trait over the device: default methods written with dfdx ops serve
+//! every device; the CPU overrides them with fused, parallel kernels (`cpu.rs`).
+
+use crate::value::{Ctx, FT, IT, BT, Flat};
+use crate::{dev_err, layout, run_err, RuntimeError};
+use dfdx::prelude::*;
+use tfm_ir::Activation;
+
+type R<X> = Result<X, RuntimeError>;
+
+/// Columns `off..off + width` of the last axis of a `[B, L, W]` tensor (q, k and v inside a
+/// fused projection are read in place).
+#[derive(Clone, Copy)]
+pub struct Cols<'a, D: Device<f32>> {
+    pub x: &'a FT<D>,
+    pub off: usize,
+    pub width: usize,
+}
+
+impl<'a, D: Device<f32>> Cols<'a, D> {
+    pub fn all(x: &'a FT<D>) -> Self {
+        Cols { x, off: 0, width: x.last() }
+    }
+    pub fn row_stride(&self) -> usize {
+        self.x.last()
+    }
+}
+
+/// The attention core's sizes and switches.
+#[derive(Clone, Copy, Debug)]
+pub struct CoreCfg {
+    pub b: usize,
+    /// Query length.
+    pub t: usize,
+    /// Key length.
+    pub s: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub hd: usize,
+    pub causal: bool,
+    /// 0 = none; else a query attends to keys `j` with `i - window < j`.
+    pub window: usize,
+    pub scale: f32,
+    /// Attention dropout probability (0 when not training).
+    pub dropout: f32,
+}
+
+impl CoreCfg {
+    /// Whether query `i` may attend to key `j` (before any padding mask).
+    pub fn allowed(&self, i: usize, j: usize) -> bool {
+        (!self.causal || j <= i) && (self.window == 0 || j + self.window > i)
+    }
+}
+
+/// Operations with a device-specific fast path. Every method has a correct default built from
+/// dfdx ops; devices override what they can do faster.
+pub trait Backend: Device<f32> + Sized {
+    /// `x [*, in] @ w[out, in]^T + b`.
+    fn linear<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, w: &FT<Self>, b: Option<&FT<Self>>) -> R<FT<Self>> {
+        generic::linear(cx, x, w, b)
+    }
+    /// Batched `a [.., m, k] @ b [.., k, n]` with broadcasting of the leading dims.
+    fn matmul<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, a: &FT<Self>, b: &FT<Self>) -> R<FT<Self>> {
+        generic::matmul(cx, a, b)
+    }
+    fn layer_norm<T: Tape<f32, Self>>(
+        cx: &mut Ctx<Self, T>,
+        x: &FT<Self>,
+        w: &FT<Self>,
+        b: Option<&FT<Self>>,
+        eps: f32,
+    ) -> R<FT<Self>> {
+        generic::layer_norm(cx, x, w, b, eps)
+    }
+    fn rms_norm<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, w: &FT<Self>, eps: f32) -> R<FT<Self>> {
+        generic::rms_norm(cx, x, w, eps)
+    }
+    /// Elementwise activation (`gelu`, `gelu_exact`, `relu`, `silu`; gated ones are built from these).
+    fn act<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, act: Activation) -> R<FT<Self>> {
+        generic::act(cx, x, act)
+    }
+    /// Same-shape elementwise sum.
+    fn add<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, a: &FT<Self>, b: &FT<Self>) -> R<FT<Self>> {
+        Ok(cx.zip(a, b, |a, b| a + b))
+    }
+    /// `[B, T, heads * hd]`: softmax(scale * q k^T + bias + masks) v per head.
+    fn attention_core<T: Tape<f32, Self>>(
+        cx: &mut Ctx<Self, T>,
+        q: Cols<Self>,
+        k: Cols<Self>,
+        v: Cols<Self>,
+        cfg: CoreCfg,
+        mask: Option<&BT>,
+        bias: Option<&FT<Self>>,
+    ) -> R<FT<Self>> {
+        generic::attention_core(cx, q, k, v, cfg, mask, bias)
+    }
+    /// Rotary embedding (rotate-half) of the `heads * hd` columns of `x [B, L, W]`, positions 0..L.
+    fn rope<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: Cols<Self>, heads: usize, hd: usize, theta: f32) -> R<FT<Self>> {
+        generic::rope(cx, x, heads, hd, theta)
+    }
+    /// Rows of `w [num, dim]` picked by `ids`.
+    fn embedding<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, w: &FT<Self>, ids: &IT) -> R<FT<Self>> {
+        generic::embedding(cx, w, ids)
+    }
+    /// Mean cross-entropy of `logits [rows, V]` against `targets` (`-100` = ignored); a scalar.
+    fn cross_entropy<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, logits: &FT<Self>, targets: &[i64]) -> R<FT<Self>> {
+        generic::cross_entropy(cx, logits, targets)
+    }
+    /// Inverted dropout with keep probability `1 - p`.
+    fn dropout<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, p: f32) -> R<FT<Self>> {
+        generic::dropout(cx, x, p)
+    }
+    /// `out[i] = x[idx[i]]` with an accumulating backward.
+    fn gather<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, idx: Vec<usize>, shape: Vec<usize>) -> R<FT<Self>> {
+        cx.gather(x, idx, shape)
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl Backend for Cuda {}
+
+pub(crate) fn check_targets(targets: &[i64], v: usize) -> R<usize> {
+    let mut count = 0;
+    for &t in targets {
+        if t == -100 {
+            continue;
+        }
+        if t < 0 || t as usize >= v {
+            return Err(run_err(format!(
+                "expected labels in 0..{v} (or -100 to ignore), found {t}; hint: check the data's vocabulary or class count"
+            )));
+        }
+        count += 1;
+    }
+    Ok(count)
+}
+
+pub(crate) fn check_ids(ids: &IT, num: usize, what: &str) -> R<Vec<usize>> {
+    ids.data
+        .iter()
+        .map(|&i| {
+            if i < 0 || i as usize >= num {
+                Err(run_err(format!(
+                    "{what}: expected ids in 0..{num}, found {i}; hint: token ids must be below the vocabulary size and positions below the context length"
+                )))
+            } else {
+                Ok(i as usize)
+            }
+        })
+        .collect()
+}
+
+/// The rotary tables for `l` positions: `cos[l, hd]`, signed `sin[l, hd]` (negative in the first
+/// half, as rotate-half pairs `x1` with `-x2`).
+pub(crate) fn rope_tables(l: usize, hd: usize, theta: f32) -> (Vec<f32>, Vec<f32>) {
+    let half = hd / 2;
+    let mut cos = vec![0.0; l * hd];
+    let mut sin = vec![0.0; l * hd];
+    for p in 0..l {
+        for i in 0..half {
+            let inv = (theta as f64).powf(-(2.0 * i as f64) / hd as f64);
+            let a = p as f64 * inv;
+            let (s, c) = a.sin_cos();
+            cos[p * hd + i] = c as f32;
+            cos[p * hd + i + half] = c as f32;
+            sin[p * hd + i] = -s as f32;
+            sin[p * hd + i + half] = s as f32;
+        }
+    }
+    (cos, sin)
+}
+
+/// Device-generic implementations with dfdx ops.
+pub mod generic {
+    use super::*;
+
+    pub fn linear<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &FT<D>, w: &FT<D>, b: Option<&FT<D>>) -> R<FT<D>> {
+        let (o, i) = (w.shape[0], w.numel() / w.shape[0].max(1));
+        let n = x.rows();
+        let w = &cx.distinct(x, w);
+        let xt = cx.tr(x).reshape_like(&(n, i));
+        let wt = w.t.clone().reshape_like(&(o, i)).permute::<(usize, usize), Axes2<1, 0>>();
+        let mut y = xt.try_matmul(wt).map_err(dev_err)?;
+        if let Some(b) = b {
+            let bb = b.t.clone().reshape_like(&(o,)).broadcast_like::<(usize, usize), Axis<0>>(&(n, o));
+            y = y + bb;
+        }
+        let mut shape = x.shape.clone();
+        if let Some(l) = shape.last_mut() {
+            *l = o;
+        }
+        Ok(cx.keep(y, shape))
+    }
+
+    pub fn matmul<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, a: &FT<D>, b: &FT<D>) -> R<FT<D>> {
+        let (ra, rb) = (a.shape.len(), b.shape.len());
+        if ra < 2 || rb < 2 {
+            return Err(run_err("matmul: expected operands with at least 2 dims"));
+        }
+        let (m, k, n) = (a.shape[ra - 2], a.shape[ra - 1], b.shape[rb - 1]);
+        if b.shape[rb - 2] != k {
+            return Err(run_err(format!("matmul: expected inner dims to agree, found {k} and {}", b.shape[rb - 2])));
+        }
+        let b = &cx.distinct(a, b);
+        if rb == 2 {
+            let rows = a.numel() / k.max(1);
+            let y = cx.tr(a).reshape_like(&(rows, k)).try_matmul(b.t.clone().reshape_like(&(k, n))).map_err(dev_err)?;
+            let mut shape = a.shape.clone();
+            shape[ra - 1] = n;
+            return Ok(cx.keep(y, shape));
+        }
+        let (a, b, batch) = broadcast_batch(cx, a, b)?;
+        let nb: usize = batch.iter().product();
+        let y = cx
+            .tr(&a)
+            .reshape_like(&(nb, m, k))
+            .try_matmul(b.t.clone().reshape_like(&(nb, k, n)))
+            .map_err(dev_err)?;
+        let mut shape = batch;
+        shape.extend([m, n]);
+        Ok(cx.keep(y, shape))
+    }
+
+    /// Broadcasts the leading dims of two matmul operands to a common batch shape.
+    pub fn broadcast_batch<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, a: &FT<D>, b: &FT<D>) -> R<(FT<D>, FT<D>, Vec<usize>)> {
+        let (ra, rb) = (a.shape.len(), b.shape.len());
+        let (ba, bb) = (&a.shape[..ra - 2], &b.shape[..rb - 2]);
+        let batch = layout::broadcast_shapes(ba, bb)
+            .ok_or_else(|| run_err(format!("matmul: batch dims {ba:?} and {bb:?} do not broadcast")))?;
+        let expand = |cx: &mut Ctx<D, T>, x: &FT<D>, r: usize| -> R<FT<D>> {
+            if x.shape[..r - 2] == batch[..] {
+                return Ok(x.clone());
+            }
+            let mut to = batch.clone();
+            to.extend_from_slice(&x.shape[r - 2..]);
+            let idx = layout::broadcast(&x.shape, &to);
+            cx.gather(x, idx, to)
+        };
+        let a2 = expand(cx, a, ra)?;
+        let b2 = expand(cx, b, rb)?;
+        Ok((a2, b2, batch))
+    }
+
+    pub fn layer_norm<D: Device<f32>, T: Tape<f32, D>>(
+        cx: &mut Ctx<D, T>,
+        x: &FT<D>,
+        w: &FT<D>,
+        b: Option<&FT<D>>,
+        eps: f32,
+    ) -> R<FT<D>> {
+        let (r, n) = (x.rows(), x.last());
+        let xn = cx.tr(x).reshape_like(&(r, n)).try_normalize::<Axis<1>>(eps).map_err(dev_err)?;
+        let mut y = xn * w.t.clone().reshape_like(&(n,)).broadcast_like::<(usize, usize), Axis<0>>(&(r, n));
+        if let Some(b) = b {
+            y = y + b.t.clone().reshape_like(&(n,)).broadcast_like::<(usize, usize), Axis<0>>(&(r, n));
+        }
+        Ok(cx.keep(y, x.shape.clone()))
+    }
+
+    pub fn rms_norm<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &FT<D>, w: &FT<D>, eps: f32) -> R<FT<D>> {
+        let (r, n) = (x.rows(), x.last());
+        let ms = cx.tr(x).reshape_like(&(r, n)).square().sum::<(usize,), Axis<1>>() * (1.0 / n as f32);
+        let inv = (ms + eps).sqrt().recip();
+        let inv = cx.keep(inv, vec![r]);
+        let y = cx.tr(&inv).broadcast_like::<(usize, usize), Axis<1>>(&(r, n)) * x.t.clone().reshape_like(&(r, n));
+        let y = y * w.t.clone().reshape_like(&(n,)).broadcast_like::<(usize, usize), Axis<0>>(&(r, n));
+        Ok(cx.keep(y, x.shape.clone()))
+    }
+
+    pub fn act<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &FT<D>, act: Activation) -> R<FT<D>> {
+        Ok(match act {
+            Activation::Gelu => cx.map(x, |t| t.fast_gelu()),
+            Activation::Relu => cx.map(x, |t| t.relu()),
+            Activation::Silu => {
+                let s = cx.map(x, |t| t.sigmoid());
+                cx.zip(&s, x, |s, x| s * x)
+            }
+            Activation::GeluExact => gelu_exact(cx, x)?,
+            Activation::Swiglu | Activation::Geglu => {
+                return Err(run_err("gated activations apply to two tensors; use them through `mlp`"))
+            }
+        })
+    }
+
+    /// `x * Phi(x)` with Phi from erfc's Abramowitz-Stegun 7.1.26 form (error below 1.5e-7),
+    /// differentiated by dfdx through elementary ops (never dfdx's `accurate_gelu`).
+    pub fn gelu_exact<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &FT<D>) -> R<FT<D>> {
+        const P: f32 = 0.327_591_1;
+        const A: [f32; 5] = [0.254_829_6, -0.284_496_74, 1.421_413_7, -1.453_152_1, 1.061_405_4];
+        let z = cx.map(x, |t| t.abs() * std::f32::consts::FRAC_1_SQRT_2);
+        let tt = cx.map(&z, |z| (z * P + 1.0).recip());
+        let mut poly = cx.map(&tt, |t| t * A[4]);
+        for a in A[..4].iter().rev() {
+            let a = *a;
+            poly = cx.map(&poly, |u| u + a);
+            poly = cx.zip(&poly, &tt, |u, t| u * t);
+        }
+        let e = cx.map(x, |t| (t.square() * -0.5).exp());
+        // q = P(X > |x|) = erfc(|x| / sqrt 2) / 2
+        let q = cx.zip(&poly, &e, |p, e| p * e * 0.5);
+        let one_minus_q = cx.map(&q, |q| q.negate() + 1.0);
+        let cond = x.t.clone().ge(0.0);
+        let phi = cond.try_choose(cx.tr(&one_minus_q), q.t.clone()).map_err(dev_err)?;
+        let phi = cx.keep(phi, x.shape.clone());
+        Ok(cx.zip(&phi, x, |p, x| p * x))
+    }
+
+    pub fn attention_core<D: Device<f32>, T: Tape<f32, D>>(
+        cx: &mut Ctx<D, T>,
+        q: Cols<D>,
+        k: Cols<D>,
+        v: Cols<D>,
+        c: CoreCfg,
+        mask: Option<&BT>,
+        bias: Option<&FT<D>>,
+    ) -> R<FT<D>> {
+        let (b, t, s, h, hd) = (c.b, c.t, c.s, c.heads, c.hd);
+        let group = h / c.kv_heads.max(1);
+        let (wq, wk, wv) = (q.row_stride(), k.row_stride(), v.row_stride());
+        let mut iq = Vec::with_capacity(b * h * t * hd);
+        let mut ik = Vec::with_capacity(b * h * s * hd);
+        let mut iv = Vec::with_capacity(b * h * s * hd);
+        for bi in 0..b {
+            for hi in 0..h {
+                let g = hi / group;
+                for ti in 0..t {
+                    for d in 0..hd {
+                        iq.push((bi * t + ti) * wq + q.off + hi * hd + d);
+                    }
+                }
+                for d in 0..hd {
+                    for si in 0..s {
+                        ik.push((bi * s + si) * wk + k.off + g * hd + d);
+                    }
+                }
+                for si in 0..s {
+                    for d in 0..hd {
+                        iv.push((bi * s + si) * wv + v.off + g * hd + d);
+                    }
+                }
+            }
+        }
+        let q4 = cx.gather(q.x, iq, vec![b * h, t, hd])?;
+        let kt = cx.gather(k.x, ik, vec![b * h, hd, s])?;
+        let v4 = cx.gather(v.x, iv, vec![b * h, s, hd])?;
+        let sc = cx
+            .tr(&q4)
+            .reshape_like(&(b * h, t, hd))
+            .try_matmul(kt.t.clone().reshape_like(&(b * h, hd, s)))
+            .map_err(dev_err)?
+            * c.scale;
+        let mut sc = cx.keep(sc, vec![b, h, t, s]);
+        if let Some(bias) = bias {
+            let bb = bias.t.clone().reshape_like(&(h * t * s,)).broadcast_like::<(usize, usize), Axis<0>>(&(b, h * t * s));
+            let y = cx.tr(&sc).reshape_like(&(b, h * t * s)) + bb;
+            sc = cx.keep(y, vec![b, h, t, s]);
+        }
+        let mut keep = Vec::with_capacity(b * h * t * s);
+        for bi in 0..b {
+            for _ in 0..h {
+                for i in 0..t {
+                    for j in 0..s {
+                        let pad_ok = mask.map_or(true, |m| m.data[bi * s + j]);
+                        keep.push(pad_ok && c.allowed(i, j));
+                    }
+                }
+            }
+        }
+        if keep.iter().any(|k| !k) {
+            sc = cx.masked_fill(&sc, &keep, -1e9)?;
+        }
+        let p = cx.tr(&sc).reshape_like(&(b * h * t, s)).softmax::<Axis<1>>();
+        let mut p = cx.keep(p, vec![b * h, t, s]);
+        if c.dropout > 0.0 {
+            p = dropout(cx, &p, c.dropout)?;
+        }
+        let o = cx
+            .tr(&p)
+            .reshape_like(&(b * h, t, s))
+            .try_matmul(v4.t.clone().reshape_like(&(b * h, s, hd)))
+            .map_err(dev_err)?;
+        let o = cx.keep(o, vec![b, h, t, hd]);
+        let (idx, _) = layout::permute(&[b, h, t, hd], &[0, 2, 1, 3]);
+        cx.gather(&o, idx, vec![b, t, h * hd])
+    }
+
+    pub fn rope<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: Cols<D>, heads: usize, hd: usize, theta: f32) -> R<FT<D>> {
+        let (b, l, w) = (x.x.shape[0], x.x.shape[1], x.row_stride());
+        let width = heads * hd;
+        let half = hd / 2;
+        let xc = if x.off == 0 && width == w {
+            x.x.clone()
+        } else {
+            let mut idx = Vec::with_capacity(b * l * width);
+            for r in 0..b * l {
+                idx.extend(r * w + x.off..r * w + x.off + width);
+            }
+            cx.gather(x.x, idx, vec![b, l, width])?
+        };
+        let (cos, sin) = rope_tables(l, hd, theta);
+        let n = b * l * width;
+        let mut cb = Vec::with_capacity(n);
+        let mut sb = Vec::with_capacity(n);
+        let mut partner = Vec::with_capacity(n);
+        for r in 0..b * l {
+            let p = r % l;
+            for hh in 0..heads {
+                for d in 0..hd {
+                    cb.push(cos[p * hd + d]);
+                    sb.push(sin[p * hd + d]);
+                    let pd = if d < half { d + half } else { d - half };
+                    partner.push(r * width + hh * hd + pd);
+                }
+            }
+        }
+        let cosv = cx.constant(cb, vec![b, l, width])?;
+        let sinv = cx.constant(sb, vec![b, l, width])?;
+        let rot = cx.gather(&xc, partner, vec![b, l, width])?;
+        let a = cx.zip(&xc, &cosv, |x, c| x * c);
+        let r2 = cx.zip(&rot, &sinv, |x, s| x * s);
+        Ok(cx.zip(&a, &r2, |a, b| a + b))
+    }
+
+    pub fn embedding<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, w: &FT<D>, ids: &IT) -> R<FT<D>> {
+        let (num, dim) = (w.shape[0], w.numel() / w.shape[0].max(1));
+        let idx = check_ids(ids, num, "embedding")?;
+        let n = idx.len();
+        let it = cx.index(idx)?;
+        let y = cx.tr(w).reshape_like(&(num, dim)).try_gather(it).map_err(dev_err)?;
+        let _: &Tensor<(usize, usize), f32, D, T> = &y;
+        let mut shape = ids.shape.clone();
+        shape.push(dim);
+        debug_assert_eq!(shape.iter().product::<usize>(), n * dim);
+        Ok(cx.keep(y, shape))
+    }
+
+    pub fn cross_entropy<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, logits: &FT<D>, targets: &[i64]) -> R<FT<D>> {
+        let (rows, v) = (logits.rows(), logits.last());
+        if targets.len() != rows {
+            return Err(run_err(format!("cross-entropy: expected {rows} labels, found {}", targets.len())));
+        }
+        let count = check_targets(targets, v)?;
+        if count == 0 {
+            return cx.constant(vec![0.0], vec![]);
+        }
+        let lv = if count == rows {
+            logits.clone()
+        } else {
+            let mut idx = Vec::with_capacity(count * v);
+            for (r, &t) in targets.iter().enumerate() {
+                if t != -100 {
+                    idx.extend(r * v..(r + 1) * v);
+                }
+            }
+            cx.gather(logits, idx, vec![count, v])?
+        };
+        let sel: Vec<usize> = targets.iter().filter(|&&t| t != -100).map(|&t| t as usize).collect();
+        let it = cx.index(sel)?;
+        let picked = cx.tr(&lv).reshape_like(&(count, v)).log_softmax::<Axis<1>>().try_select(it).map_err(dev_err)?;
+        let _: &Tensor<(usize,), f32, D, T> = &picked;
+        let loss = picked.sum::<(), Axis<0>>() * (-1.0 / count as f32);
+        Ok(cx.keep(loss, vec![]))
+    }
+
+    pub fn dropout<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &FT<D>, p: f32) -> R<FT<D>> {
+        if p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let keep = cx.rng.keep_mask(x.numel(), p);
+        let y = cx.masked_fill(x, &keep, 0.0)?;
+        let s = 1.0 / (1.0 - p);
+        Ok(cx.map(&y, |t| t * s))
+    }
+
+    /// Sum over `axis`.
+    pub fn sum_axis<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &FT<D>, axis: usize) -> R<FT<D>> {
+        let pre: usize = x.shape[..axis].iter().product();
+        let n = x.shape[axis];
+        let post: usize = x.shape[axis + 1..].iter().product();
+        let y = cx.tr(x).reshape_like(&(pre, n, post)).sum::<(usize, usize), Axis<1>>();
+        let mut shape = x.shape.clone();
+        shape.remove(axis);
+        Ok(cx.keep(y, shape))
+    }
+
+    /// Moves `axis` last (a gather) when it is not already, applies `f` over rows, moves it back.
+    pub fn over_axis<D: Device<f32>, T: Tape<f32, D>>(
+        cx: &mut Ctx<D, T>,
+        x: &FT<D>,
+        axis: usize,
+        f: impl FnOnce(Tensor<(usize, usize), f32, D, T>) -> Tensor<(usize, usize), f32, D, T>,
+    ) -> R<FT<D>> {
+        let r = x.shape.len();
+        if axis + 1 == r {
+            let y = f(cx.tr(x).reshape_like(&(x.rows(), x.last())));
+            return Ok(cx.keep(y, x.shape.clone()));
+        }
+        let mut axes: Vec<usize> = (0..r).filter(|&a| a != axis).collect();
+        axes.push(axis);
+        let (idx, moved) = layout::permute(&x.shape, &axes);
+        let xm = cx.gather(x, idx, moved.clone())?;
+        let ym = {
+            let y = f(cx.tr(&xm).reshape_like(&(xm.rows(), xm.last())));
+            cx.keep(y, moved.clone())
+        };
+        let mut back = vec![0; r];
+        for (i, &a) in axes.iter().enumerate() {
+            back[a] = i;
+        }
+        let (idx, shape) = layout::permute(&moved, &back);
+        cx.gather(&ym, idx, shape)
+    }
+}

@@ -1,0 +1,1 @@
+//! Gradient checks against finite differences, written once over the device.

@@ -1,0 +1,246 @@
+//! Run-time values (flat device tensors with a logical shape, host integer and bool tensors)
+//! and the per-run context that owns the single gradient tape.
+
+use crate::{dev_err, run_err, HostTensor, RuntimeError};
+use dfdx::prelude::*;
+use std::sync::Arc;
+
+/// A flat device tensor.
+pub type Flat<D, T = NoneTape> = Tensor<(usize,), f32, D, T>;
+
+/// An f32 value: a flat, contiguous device tensor and its logical shape. `uid` identifies the
+/// underlying tensor (dfdx's own id is private): values sharing it must not meet in one dfdx
+/// binary op, whose backward cannot take the same tensor twice.
+#[derive(Clone, Debug)]
+pub struct FT<D: Device<f32>> {
+    pub t: Flat<D>,
+    pub shape: Vec<usize>,
+    pub uid: u64,
+}
+
+static NEXT_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A fresh value identity.
+pub fn fresh_uid() -> u64 {
+    NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The identity of the store's weight number `i`.
+pub fn param_uid(i: usize) -> u64 {
+    (1 << 62) | i as u64
+}
+
+impl<D: Device<f32>> FT<D> {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+    /// The same data with another shape of equal size (free).
+    pub fn reshaped(&self, shape: Vec<usize>) -> FT<D> {
+        debug_assert_eq!(shape.iter().product::<usize>(), self.numel());
+        FT { t: self.t.clone(), shape, uid: self.uid }
+    }
+    pub fn last(&self) -> usize {
+        self.shape.last().copied().unwrap_or(1)
+    }
+    /// Rows when viewed as `[rows, last]`.
+    pub fn rows(&self) -> usize {
+        let l = self.last();
+        if l == 0 {
+            0
+        } else {
+            self.numel() / l
+        }
+    }
+}
+
+/// An integer tensor, kept on the host (token ids, positions, labels).
+#[derive(Clone, Debug)]
+pub struct IT {
+    pub shape: Vec<usize>,
+    pub data: Arc<Vec<i64>>,
+}
+
+/// A boolean tensor, kept on the host (padding masks).
+#[derive(Clone, Debug)]
+pub struct BT {
+    pub shape: Vec<usize>,
+    pub data: Arc<Vec<bool>>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Val<D: Device<f32>> {
+    F(FT<D>),
+    I(IT),
+    B(BT),
+}
+
+impl<D: Device<f32>> Val<D> {
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Val::F(x) => &x.shape,
+            Val::I(x) => &x.shape,
+            Val::B(x) => &x.shape,
+        }
+    }
+    pub fn dtype(&self) -> tfm_ir::DType {
+        match self {
+            Val::F(_) => tfm_ir::DType::F32,
+            Val::I(_) => tfm_ir::DType::I64,
+            Val::B(_) => tfm_ir::DType::Bool,
+        }
+    }
+    pub fn to_host(&self) -> HostTensor {
+        match self {
+            Val::F(x) => HostTensor::F32 { shape: x.shape.clone(), data: x.t.as_vec() },
+            Val::I(x) => HostTensor::I64 { shape: x.shape.clone(), data: x.data.to_vec() },
+            Val::B(x) => HostTensor::Bool { shape: x.shape.clone(), data: x.data.to_vec() },
+        }
+    }
+    pub fn f(&self, what: &str) -> Result<&FT<D>, RuntimeError> {
+        match self {
+            Val::F(x) => Ok(x),
+            other => Err(run_err(format!("expected an f32 tensor for {what}, found {}", other.dtype().name()))),
+        }
+    }
+    pub fn i(&self, what: &str) -> Result<&IT, RuntimeError> {
+        match self {
+            Val::I(x) => Ok(x),
+            other => Err(run_err(format!("expected an i64 tensor for {what}, found {}", other.dtype().name()))),
+        }
+    }
+    pub fn b(&self, what: &str) -> Result<&BT, RuntimeError> {
+        match self {
+            Val::B(x) => Ok(x),
+            other => Err(run_err(format!("expected a bool tensor for {what}, found {}", other.dtype().name()))),
+        }
+    }
+}
+
+/// A small, fast, seedable generator (SplitMix64) for dropout masks and initialisation.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 * (1.0 / (1u64 << 24) as f32)
+    }
+    /// Standard normal (Box-Muller), in f64.
+    pub fn normal(&mut self) -> f64 {
+        let u1 = ((self.next_u64() >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64);
+        let u2 = (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+    /// A keep-mask with keep probability `1 - p`.
+    pub fn keep_mask(&mut self, n: usize, p: f32) -> Vec<bool> {
+        (0..n).map(|_| self.uniform() >= p).collect()
+    }
+}
+
+/// Per-run state: the device, the one tape all ops record into, dropout on/off and its rng.
+pub struct Ctx<D: Device<f32>, T> {
+    pub dev: D,
+    pub tape: T,
+    pub train: bool,
+    pub rng: Rng,
+    /// Use the device's fused kernels where it has them (off: dfdx ops everywhere).
+    pub fused: bool,
+}
+
+impl<D: Device<f32>, T: Tape<f32, D>> Ctx<D, T> {
+    pub fn new(dev: D, train: bool, seed: u64) -> Self {
+        Ctx { dev, tape: T::default(), train, rng: Rng::new(seed), fused: true }
+    }
+
+    /// `x` with an empty tape of the run's kind, ready to be the taped operand of a dfdx op.
+    pub fn tr(&self, x: &FT<D>) -> Flat<D, T> {
+        x.t.clone().put_tape(T::default())
+    }
+
+    /// Takes the result of a dfdx op: flattens it (free when contiguous), moves its backward ops
+    /// onto the run's tape.
+    pub fn keep<S: Shape>(&mut self, y: Tensor<S, f32, D, T>, shape: Vec<usize>) -> FT<D> {
+        let n: usize = shape.iter().product();
+        debug_assert_eq!(n, y.shape().num_elements());
+        let y = y.reshape_like(&(n,));
+        let (y, tape) = y.split_tape();
+        let t = std::mem::take(&mut self.tape);
+        self.tape = t.merge(tape);
+        FT { t: y, shape, uid: fresh_uid() }
+    }
+
+    /// A constant (no gradient is ever needed for it).
+    pub fn constant(&self, data: Vec<f32>, shape: Vec<usize>) -> Result<FT<D>, RuntimeError> {
+        let n = data.len();
+        let t = self.dev.try_tensor_from_vec(data, (n,)).map_err(dev_err)?;
+        Ok(FT { t, shape, uid: fresh_uid() })
+    }
+
+    pub fn index(&self, idx: Vec<usize>) -> Result<Tensor<(usize,), usize, D>, RuntimeError> {
+        let n = idx.len();
+        self.dev.try_tensor_from_vec(idx, (n,)).map_err(dev_err)
+    }
+
+    /// Elementwise unary map with dfdx ops.
+    pub fn map(&mut self, x: &FT<D>, f: impl FnOnce(Flat<D, T>) -> Flat<D, T>) -> FT<D> {
+        let y = f(self.tr(x));
+        self.keep(y, x.shape.clone())
+    }
+
+    /// Elementwise binary map of two same-shape values with dfdx ops (`b` untaped: dfdx still
+    /// sends its gradient to `b`'s id).
+    pub fn zip(&mut self, a: &FT<D>, b: &FT<D>, f: impl FnOnce(Flat<D, T>, Flat<D>) -> Flat<D, T>) -> FT<D> {
+        debug_assert_eq!(a.numel(), b.numel());
+        let b = self.distinct(a, b);
+        let y = f(self.tr(a), b.t.clone());
+        self.keep(y, a.shape.clone())
+    }
+
+    /// `b`, or a copy of it when it is the same tensor as `a`.
+    pub fn distinct(&mut self, a: &FT<D>, b: &FT<D>) -> FT<D> {
+        if a.uid == b.uid {
+            self.map(b, |t| t * 1.0)
+        } else {
+            b.clone()
+        }
+    }
+
+    /// `out[i] = x[idx[i]]`, with an accumulating backward.
+    pub fn gather(&mut self, x: &FT<D>, idx: Vec<usize>, shape: Vec<usize>) -> Result<FT<D>, RuntimeError> {
+        debug_assert_eq!(idx.len(), shape.iter().product::<usize>());
+        let n = x.numel();
+        if let Some(bad) = idx.iter().find(|&&i| i >= n) {
+            return Err(run_err(format!("internal: gather index {bad} out of range for {n} elements")));
+        }
+        let it = self.index(idx)?;
+        let y: Flat<D, T> = self.tr(x).try_gather(it).map_err(dev_err)?;
+        Ok(self.keep(y, shape))
+    }
+
+    /// `out[i] = x[i]` where `keep[i]`, else `fill`: a gather from `x` plus one constant slot, so
+    /// only `x` is differentiated (no full-size constant mask).
+    pub fn masked_fill(&mut self, x: &FT<D>, keep: &[bool], fill: f32) -> Result<FT<D>, RuntimeError> {
+        let n = x.numel();
+        let idx: Vec<usize> = keep.iter().enumerate().map(|(i, &k)| if k { i } else { n }).collect();
+        self.gather_fill(x, idx, x.shape.clone(), fill)
+    }
+
+    /// A gather where index `x.numel()` reads the constant `fill` (padding, masks).
+    pub fn gather_fill(&mut self, x: &FT<D>, idx: Vec<usize>, shape: Vec<usize>, fill: f32) -> Result<FT<D>, RuntimeError> {
+        let n = x.numel();
+        let slot = self.constant(vec![fill], vec![1])?;
+        let ext: Flat<D, T> = (self.tr(x), slot.t.clone()).try_concat_along(Axis::<0>).map_err(dev_err)?;
+        let ext = self.keep(ext, vec![n + 1]);
+        self.gather(&ext, idx, shape)
+    }
+}
