@@ -193,7 +193,7 @@ def run(args: argparse.Namespace) -> dict:
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=args.lr,
-        betas=(0.9, 0.99),
+        betas=(0.9, 0.99),  # as the tfm side
         **opt_kwargs,
     )
     step_model = torch.compile(model) if args.compile else model
@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> dict:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return loss
+        return loss.detach()
 
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -301,6 +301,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     res = measure_peak(args) if args.measure_peak else run(args)
     res["machine"] = platform.machine()
+    res["loadavg_1m"] = os.getloadavg()[0]
     res["cpu_count"] = os.cpu_count()
     print(json.dumps(res))
     sys.stdout.flush()

@@ -42,8 +42,8 @@ def whisper_attention(d):
     return linear(d, d) + linear(d, d, bias=False) + linear(d, d) + linear(d, d)
 
 
-def gpt2(vocab=50257, context=1024, d=768, layers=12):
-    block = layer_norm(d) + attention(d, d // 64) + layer_norm(d) + mlp(d, 4 * d)
+def gpt2(vocab=50257, context=1024, d=768, layers=12, heads=12):
+    block = layer_norm(d) + attention(d, heads) + layer_norm(d) + mlp(d, 4 * d)
     return {
         "tok (embedding, tied with the head)": vocab * d,
         "pos (embedding)": context * d,
@@ -78,13 +78,13 @@ def t5_small(vocab=32128, d=512, layers=6, heads=8, d_kv=64, ffn=2048, buckets=3
     }
 
 
-def vit_encoder_layer(d, ffn):
-    return layer_norm(d) + attention(d, 12) + layer_norm(d) + mlp(d, ffn)
+def vit_encoder_layer(d, heads, ffn):
+    return layer_norm(d) + attention(d, heads) + layer_norm(d) + mlp(d, ffn)
 
 
-def vit_b16(image=224, patch=16, d=768, layers=12, classes=1000):
+def vit_b16(image=224, patch=16, d=768, layers=12, heads=12, ffn=3072, classes=1000):
     n = (image // patch) ** 2
-    block = vit_encoder_layer(d, 4 * d)
+    block = vit_encoder_layer(d, heads, ffn)
     return {
         "patch (patch_embed)": 3 * patch * patch * d + d,
         "cls (class token)": d,
@@ -151,14 +151,14 @@ def transformer_base(vocab=37000, d=512, layers=6, heads=8, ffn=2048):
     }
 
 
-def tiny_gpt(vocab, context, d, layers):
-    return gpt2(vocab=vocab, context=context, d=d, layers=layers)
+def tiny_gpt(vocab, context, d, layers, heads):
+    return gpt2(vocab=vocab, context=context, d=d, layers=layers, heads=heads)
 
 
 REFERENCE = [
     ("bert_base", bert_base(), 109_482_240),
     ("gpt2", gpt2(), 124_439_808),
-    ("gpt2_medium", gpt2(d=1024, layers=24), 354_823_168),
+    ("gpt2_medium", gpt2(d=1024, layers=24, heads=16), 354_823_168),
     ("t5_small", t5_small(), 60_506_624),
     ("vit_b16", vit_b16(), 86_567_656),
     ("clip_vit_b32", clip_vit_b32(), 151_277_313),
@@ -167,6 +167,11 @@ REFERENCE = [
     ("mistral_7b", llama(32000, 4096, 32, 32, 8, 14336), 7_241_732_096),
     ("transformer_base", transformer_base(), 63_082_496),
     ("bert_large", bert_base(d=1024, layers=24, heads=16, ffn=4096), 335_141_888),
+    ("vit_l16", vit_b16(d=1024, layers=24, heads=16, ffn=4096), 304_326_632),
+    ("llama2_13b", llama(32000, 5120, 40, 40, 40, 13824), 13_015_864_320),
+    ("transformer_big", transformer_base(d=1024, heads=16, ffn=4096), 214_245_376),
+    ("examples/shakespeare_char", tiny_gpt(65, 64, 128, 4, 4), 809_856),
+    ("examples/addition", tiny_gpt(16, 32, 128, 3, 4), 601_216),
 ]
 
 

@@ -49,6 +49,25 @@ impl<'w> Ctx<'w> {
         Ctx { world, diags: vec![], stack: vec![], used: HashSet::new() }
     }
 
+    /// Evaluates a constant expression (variant overrides) in an empty scope of `module`.
+    pub fn const_expr(&mut self, module: ModId, e: &'w Expr) -> Option<Val> {
+        let mut body = Body::new(self, module, false, String::new());
+        match body.eval(e)? {
+            Ev::Sym(s) => Some(Val::Choice(s)),
+            ev => body.to_val(ev, e.span),
+        }
+    }
+
+    /// Checks a block that no model instantiates: defaults, constraints and statements as far
+    /// as they do not depend on parameters without defaults, and every name it uses.
+    pub fn check_unused_block(&mut self, r: ItemRef, decl: &'w ast::Decl) {
+        self.stack.push(r);
+        let mut body = Body::new(self, r.module, false, decl.name.name.clone());
+        body.run(decl, &HashMap::new());
+        body.resolve_walk(decl);
+        self.stack.pop();
+    }
+
     pub fn errors(&self) -> usize {
         self.diags.iter().filter(|d| d.is_error()).count()
     }
@@ -124,6 +143,9 @@ pub(crate) struct Body<'c, 'w> {
     input_constraints: Vec<(&'w Expr, Option<String>)>,
     objective: Option<Objective>,
     expectations: Vec<ExpectOutcome>,
+    /// An override (variant or `--set`) changed a parameter from its default: expectations,
+    /// which describe the model as declared, are skipped.
+    overridden: bool,
 }
 
 type O<T> = Option<T>;
@@ -168,6 +190,7 @@ impl<'c, 'w> Body<'c, 'w> {
             input_constraints: vec![],
             objective: None,
             expectations: vec![],
+            overridden: false,
         }
     }
 
@@ -245,6 +268,9 @@ impl<'c, 'w> Body<'c, 'w> {
         // 6. expectations.
         for s in &decl.body {
             if let Stmt::Expect { kind, span } = s {
+                if self.is_model && self.overridden {
+                    continue;
+                }
                 if self.is_model {
                     self.expect(kind, *span);
                 } else if !self.is_model_decl() {
@@ -268,6 +294,22 @@ impl<'c, 'w> Body<'c, 'w> {
             return;
         }
         let val = if let Some(g) = given {
+            if self.is_model {
+                // Compare with the default, quietly: only a changed value counts as an override.
+                let before = self.cx.diags.len();
+                let default = default.and_then(|d| match self.eval(d) {
+                    Some(Ev::Sym(s)) => Some(Val::Choice(s)),
+                    Some(Ev::Val(v)) => Some(v),
+                    _ => None,
+                });
+                self.cx.diags.truncate(before);
+                let same = match (default.as_ref().map(|d| coerce(d, ty)), coerce(&g.val, ty)) {
+                    (Some(Ok(a)), Ok(b)) => a == b,
+                    (None, _) => true,
+                    _ => false,
+                };
+                self.overridden |= !same;
+            }
             coerce(&g.val, ty).map_err(|e| (e, g.span, g.raw.clone()))
         } else if let Some(d) = default {
             match self.eval(d) {
@@ -453,7 +495,7 @@ impl<'c, 'w> Body<'c, 'w> {
                     );
                     return None;
                 }
-                let spec = self.layer_spec(p, call)?;
+                let spec = prims::layer_spec(self, p, call)?;
                 let defs = spec.params(&name.name, span);
                 let mut ids = vec![];
                 for d in defs {
@@ -1546,13 +1588,92 @@ impl<'c, 'w> Body<'c, 'w> {
         }
     }
 
+    /// Reports names that resolve to nothing anywhere in the body (used for unchecked blocks,
+    /// where missing parameter values silence the ordinary checks).
+    fn resolve_walk(&mut self, decl: &'w ast::Decl) {
+        let mut options: HashSet<String> = prims::ACT_NAMES.iter().chain(["normal", "zeros", "ones", "constant"].iter()).map(|s| s.to_string()).collect();
+        for s in &decl.body {
+            if let Stmt::Param { ty: TypeExpr::Choice(opts), .. } = s {
+                options.extend(opts.iter().map(|o| o.name.clone()));
+            }
+        }
+        let mut exprs: Vec<&'w Expr> = vec![];
+        let mut calls: Vec<&'w ast::Call> = vec![];
+        for s in &decl.body {
+            match s {
+                Stmt::Param { default, constraint, .. } => {
+                    exprs.extend(default.iter());
+                    exprs.extend(constraint.iter().map(|c| &c.cond));
+                }
+                Stmt::Input { constraint, .. } => exprs.extend(constraint.iter().map(|c| &c.cond)),
+                Stmt::Layer { init, .. } => match init {
+                    ast::LayerInit::Call(c) => calls.push(c),
+                    ast::LayerInit::Repeat { count, body, .. } => {
+                        exprs.push(count);
+                        calls.push(body);
+                    }
+                },
+                Stmt::Let { value, .. } => exprs.push(value),
+                Stmt::Output { value, .. } => exprs.extend(value.iter()),
+                Stmt::Require { cond, .. } => exprs.push(cond),
+                Stmt::Objective { args, .. } => exprs.extend(args.iter().map(|a| &a.value)),
+                Stmt::Expect { .. } => {}
+            }
+        }
+        for c in calls {
+            if matches!(self.resolve_callee(&c.callee, true), Callee::Unknown) {
+                self.unknown_callee(&c.callee, true);
+            }
+            for a in &c.args {
+                self.walk_expr(&a.value, &options);
+            }
+        }
+        for e in exprs {
+            self.walk_expr(e, &options);
+        }
+    }
+
+    fn walk_expr(&mut self, e: &'w Expr, options: &HashSet<String>) {
+        match &e.kind {
+            ExprKind::Name(p) => {
+                let first = &p.segments[0];
+                let known = self.params.contains_key(&first.name)
+                    || self.tensors.contains_key(&first.name)
+                    || self.insts.contains_key(&first.name)
+                    || self.shape_vars.contains(&first.name)
+                    || self.output_spans.contains_key(&first.name)
+                    || (p.segments.len() == 1 && options.contains(&first.name));
+                if !known && p.segments.len() == 1 {
+                    self.unknown(&first.name, e.span);
+                } else if !known {
+                    self.unknown(&first.name, first.span);
+                }
+            }
+            ExprKind::List(items) => items.iter().for_each(|i| self.walk_expr(i, options)),
+            ExprKind::Call(c) => {
+                if matches!(self.resolve_callee(&c.callee, false), Callee::Unknown) {
+                    self.unknown_callee(&c.callee, false);
+                }
+                c.args.iter().for_each(|a| self.walk_expr(&a.value, options));
+            }
+            ExprKind::Binary { lhs, rhs, .. } => {
+                self.walk_expr(lhs, options);
+                self.walk_expr(rhs, options);
+            }
+            ExprKind::Unary { expr, .. } | ExprKind::Transpose(expr) => self.walk_expr(expr, options),
+            ExprKind::If { cond, then, otherwise } => {
+                self.walk_expr(cond, options);
+                self.walk_expr(then, options);
+                self.walk_expr(otherwise, options);
+            }
+            _ => {}
+        }
+    }
+
     pub(crate) fn value_type(&self, v: ValueId) -> &TensorType {
         &self.g.values[v].ty
     }
 
-    pub(crate) fn graph_param_shape(&self, p: ParamId) -> &[u64] {
-        &self.g.params[p].shape
-    }
 
     pub(crate) fn emit_pub(&mut self, d: Diagnostic) {
         self.emit(d)
@@ -1589,7 +1710,7 @@ pub(crate) fn describe(ev: &Ev) -> String {
         Ev::Tuple(v) => format!("{} tensors", v.len()),
         Ev::Sym(s) => format!("the name `{s}`"),
         Ev::List(_) => "a list".into(),
-        Ev::Str(_) => "a string".into(),
+        Ev::Str(s) => format!("the string \"{s}\""),
     }
 }
 

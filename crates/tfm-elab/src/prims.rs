@@ -24,7 +24,7 @@ pub(crate) const BUILTINS: &[&str] = &["min", "max", "floor_div", "ceil_div", "f
 
 pub(crate) const OBJECTIVES: &[&str] = &["next_token", "masked_token", "classify", "seq2seq", "contrastive", "speech_to_text"];
 
-const ACTS: &[&str] = &["gelu", "gelu_exact", "relu", "silu", "swiglu", "geglu"];
+pub(crate) const ACT_NAMES: &[&str] = &["gelu", "gelu_exact", "relu", "silu", "swiglu", "geglu"];
 
 /// `(argument name, floating point?, dims by variable name)` per objective argument.
 pub(crate) type Pattern = &'static [(&'static str, bool, &'static [&'static str])];
@@ -284,7 +284,7 @@ pub(crate) fn layer_spec<'w>(b: &mut Body<'_, 'w>, p: &str, c: &'w ast::Call) ->
         "mlp" => {
             let d_model = a.size(0)?;
             let hidden = a.size(1)?;
-            let act = a.choice_or(2, ACTS, "gelu")?;
+            let act = a.choice_or(2, ACT_NAMES, "gelu")?;
             LayerSpec::Mlp { d_model, hidden, act: activation(&act)?, bias: a.bool_or(3, true)? }
         }
         "patch_embed" => LayerSpec::PatchEmbed { channels: a.size(0)?, dim: a.size(1)?, patch: a.size(2)?, bias: a.bool_or(3, true)? },

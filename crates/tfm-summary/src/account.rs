@@ -594,13 +594,24 @@ fn serde_plain_name(k: tfm_ir::ObjectiveKind) -> &'static str {
     }
 }
 
-/// Every weight read in more than one place, in a deterministic order.
+/// The weight at a child path below `g`.
+fn param_def<'a>(g: &'a Graph, path: &[ChildId], param: ParamId) -> Option<&'a tfm_ir::ParamDef> {
+    let mut g = g;
+    for &c in path {
+        g = &g.children.get(c)?.graph;
+    }
+    g.params.get(param)
+}
+
+/// Every trainable weight read in more than one place (a fixed table read twice, such as the
+/// sinusoidal positions of both a source and a target, is not trained, so tying does not arise), in a deterministic order.
 pub(crate) fn tied_weights(g: &Graph) -> Vec<TiedWeight> {
     let mut reads = HashMap::new();
     count_reads(g, &mut vec![], &mut reads);
     let mut tied: Vec<_> = reads.into_iter().filter(|(_, n)| *n > 1).collect();
     tied.sort();
     tied.into_iter()
+        .filter(|((path, param), _)| param_def(g, path, *param).is_some_and(|p| p.kind == ParamKind::Trainable))
         .filter_map(|((path, param), reads)| {
             let (name, shape) = weight_name(g, &path, param)?;
             Some(TiedWeight { numel: numel(&shape), name, shape, reads })

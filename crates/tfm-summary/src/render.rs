@@ -141,7 +141,10 @@ pub fn render_table(s: &Summary) -> String {
     if !docs.is_empty() {
         out.push('\n');
         for (r, d) in docs {
-            let _ = writeln!(out, "{} ({}): {}", r.name, r.kind, d.lines().next().unwrap_or(""));
+            let _ = writeln!(out, "{} ({}):", r.name, r.kind);
+            for line in d.lines() {
+                let _ = writeln!(out, "    {line}");
+            }
         }
     }
 

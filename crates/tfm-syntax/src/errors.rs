@@ -147,7 +147,7 @@ fn found(src: &str, pos: usize) -> (String, usize) {
         return ("a doc comment".into(), 3);
     }
     if rest.starts_with("//!") {
-        return ("a file doc comment (`//!` belongs at the top of the file)".into(), 3);
+        return ("a file doc comment".into(), 3);
     }
     for op in ["==", "!=", "<=", ">=", "&&", "||", "**", "^T"] {
         if rest.starts_with(op) {
@@ -176,8 +176,9 @@ fn open_string_start(src: &str, pos: usize) -> Option<usize> {
     open
 }
 
-/// The last `{` before `pos` that is not closed before `pos` (strings and comments skipped).
-fn unclosed_brace(src: &str, from: usize, pos: usize) -> Option<usize> {
+/// The last `open` bracket in `src[from..pos]` not closed before `pos` (strings and comments
+/// skipped).
+fn unclosed(src: &str, from: usize, pos: usize, open: u8, close: u8) -> Option<usize> {
     let bytes = src.as_bytes();
     let mut stack = vec![];
     let mut i = from;
@@ -197,8 +198,8 @@ fn unclosed_brace(src: &str, from: usize, pos: usize) -> Option<usize> {
                     i += 1;
                 }
             }
-            b'{' => stack.push(i),
-            b'}' => {
+            c if c == open => stack.push(i),
+            c if c == close => {
                 stack.pop();
             }
             _ => {}
@@ -240,6 +241,21 @@ pub(crate) fn from_pest(err: &Error<Rule>, src: &str, base: usize, file: FileId)
         }
     };
 
+    if let Some(d) = dangling_doc(src, pos, file) {
+        return d;
+    }
+    let names_expected =
+        positives.iter().any(|r| matches!(r, Rule::ident | Rule::path | Rule::choice | Rule::callee));
+    if names_expected && (found_text == "`:`" || found_text == "`=`") {
+        if let Some((word, start)) = word_before(src, pos) {
+            if KEYWORDS.contains(&word) {
+                return Diagnostic::error("E0001", format!("expected a name, found keyword `{word}`"))
+                    .at(Span::new(file, start, start + word.len()), "a keyword cannot be used as a name")
+                    .hint(format!("`{word}` is a keyword: choose another name, for example `{word}_`"));
+            }
+        }
+    }
+
     let keyword_found = found_text.starts_with("keyword");
     if keyword_found && positives.iter().any(|r| matches!(r, Rule::ident | Rule::path | Rule::choice | Rule::callee)) {
         let word = found_text.trim_start_matches("keyword ").to_string();
@@ -273,17 +289,74 @@ pub(crate) fn from_pest(err: &Error<Rule>, src: &str, base: usize, file: FileId)
     let mut d = Diagnostic::error("E0001", format!("expected {expected_text}, found {found_text}"))
         .at(at, format!("expected {expected_text}"));
 
-    if expected.contains(&"`}`") && (found_len == 0 || keyword_found) {
-        if let Some(open) = unclosed_brace(src, base, pos) {
-            d = d
-                .with(Span::new(file, open, open + 1), "this `{` is not closed")
-                .hint("add the missing `}`");
+    for (open, close) in [(b'{', b'}'), (b'[', b']'), (b'(', b')')] {
+        let closer = format!("`{}`", close as char);
+        if expected.contains(&closer.as_str()) && (found_len == 0 || keyword_found) {
+            if let Some(at) = unclosed(src, base, pos, open, close) {
+                d = d
+                    .with(Span::new(file, at, at + 1), format!("this `{}` is not closed", open as char))
+                    .hint(format!("add the missing {closer}"));
+                break;
+            }
         }
+    }
+    if let Some(kw) = misspelt_keyword(src, pos) {
+        d = d.hint(format!("did you mean `{kw}`?"));
+    }
+    if found_text == "a file doc comment" {
+        d = d.hint("`//!` documents the whole file and belongs at its top; use `///` before a declaration");
     }
     if found_text == "a doc comment" {
         d = d.hint("a `///` doc comment must stand on its own line(s) right before what it documents");
     }
     d
+}
+
+/// The identifier that ends right before `pos` (spaces and tabs skipped), with its start.
+fn word_before(src: &str, pos: usize) -> Option<(&str, usize)> {
+    let before = src.get(..pos)?.trim_end_matches([' ', '\t']);
+    let start = before.rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map(|i| i + 1).unwrap_or(0);
+    let word = &before[start..];
+    (!word.is_empty()).then_some((word, start))
+}
+
+/// When the first word of the line holding `pos` (and before it) looks like a misspelt statement
+/// or item keyword, that keyword.
+fn misspelt_keyword(src: &str, pos: usize) -> Option<&'static str> {
+    let line_start = src.get(..pos)?.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let line = src.get(line_start..pos)?.trim_start();
+    let word_len = line.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(line.len());
+    if word_len == 0 || word_len == line.len() {
+        return None;
+    }
+    let word = &line[..word_len];
+    if KEYWORDS.contains(&word) {
+        return None;
+    }
+    const STARTERS: &[&str] =
+        &["input", "output", "layer", "objective", "expect", "require", "model", "block", "import", "repeat"];
+    tfm_diag::did_you_mean(word, STARTERS.iter().copied())
+}
+
+/// A `///` comment with nothing after it to document (only `}` or the end of the file follows).
+fn dangling_doc(src: &str, pos: usize, file: FileId) -> Option<Diagnostic> {
+    let rest = src.get(pos..)?;
+    if !(rest.is_empty() || rest.starts_with('}')) {
+        return None;
+    }
+    let before = src.get(..pos)?.trim_end();
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let line = &before[line_start..];
+    let indent = line.len() - line.trim_start().len();
+    if !line.trim_start().starts_with("///") {
+        return None;
+    }
+    let start = line_start + indent;
+    Some(
+        Diagnostic::error("E0001", "doc comment documents nothing")
+            .at(Span::new(file, start, before.len()), "nothing follows this doc comment")
+            .hint("put it right before a declaration or statement, or make it a plain `//` comment"),
+    )
 }
 
 /// A diagnostic when brackets nest deeper than the parser accepts, checked before parsing.

@@ -4,6 +4,8 @@
 //! everything it could read together with the diagnostics for what it could not. When the file
 //! as a whole does not parse, it is cut at the lines that start a top-level `model`, `block` or
 //! `import`, and each piece is parsed alone, so an error in one item does not hide the others.
+//! Within a broken piece, the line holding the error is blanked out and the piece parsed again
+//! to find further errors (a piece with errors contributes no item to the AST).
 //!
 //! Diagnostic codes of this phase:
 //! - `E0001` syntax error ("expected `}` or a statement, found `foo`");
@@ -41,7 +43,7 @@ pub fn parse(src: &str, file: FileId) -> (ast::File, Vec<Diagnostic>) {
         Err(first) => {
             let pieces = recover::split_items(src);
             if pieces.len() <= 1 {
-                diags.push(first);
+                diags.extend(recover::more_errors(src, 0, src.len(), file, first));
             } else {
                 for (start, end) in pieces {
                     match build::parse_piece(src, start, end, file) {
@@ -49,7 +51,7 @@ pub fn parse(src: &str, file: FileId) -> (ast::File, Vec<Diagnostic>) {
                             merge(&mut out, piece);
                             diags.append(&mut d);
                         }
-                        Err(e) => diags.push(e),
+                        Err(e) => diags.extend(recover::more_errors(src, start, end, file, e)),
                     }
                 }
             }
@@ -66,3 +68,4 @@ fn merge(out: &mut ast::File, piece: ast::File) {
     out.imports.extend(piece.imports);
     out.items.extend(piece.items);
 }
+

@@ -4,6 +4,8 @@
 //! every brace or at column 0 (a missing `}` above must not swallow the next item), together
 //! with the `///` doc comment lines right above it.
 
+use tfm_diag::{Diagnostic, FileId};
+
 const STARTERS: &[&str] = &["model", "block", "import"];
 
 /// Byte ranges `[start, end)` covering all of `src`, in order.
@@ -79,6 +81,110 @@ pub(crate) fn split_items(src: &str) -> Vec<(usize, usize)> {
         out.push((*s, e));
     }
     out
+}
+
+/// The most syntax errors reported for one piece.
+const MAX_ERRORS_PER_PIECE: usize = 10;
+
+/// Starting from the first syntax error of `src[start..end]`, finds further ones: the error's
+/// line (with the doc comment above it) is blanked out and the piece parsed again, as long as
+/// that line is a statement of its own (brackets balanced, not a continuation of the line above)
+/// and each new error lies on a later line. Returns all errors found, `first` included.
+pub(crate) fn more_errors(src: &str, start: usize, end: usize, file: FileId, first: Diagnostic) -> Vec<Diagnostic> {
+    let mut out = vec![];
+    let mut buf = src.to_string();
+    let mut err = first;
+    loop {
+        let Some(pos) = err.primary_span().map(|s| s.start as usize) else { break };
+        out.push(err);
+        if out.len() >= MAX_ERRORS_PER_PIECE {
+            break;
+        }
+        let Some((line_start, line_end)) = own_line(&buf, start, pos) else { break };
+        let blank_from = doc_lines_above(&buf, start, line_start);
+        blank(&mut buf, blank_from, line_end);
+        match crate::build::parse_piece(&buf, start, end, file) {
+            Ok((_, diags)) => {
+                out.extend(diags);
+                break;
+            }
+            Err(next) => match next.primary_span() {
+                Some(s) if s.start as usize > line_end => err = next,
+                _ => break,
+            },
+        }
+    }
+    out
+}
+
+/// The line holding `pos` as `(start, end)` (end at its line break), when it stands alone as a
+/// statement: its brackets balance and the line before it is not unfinished.
+fn own_line(buf: &str, piece_start: usize, pos: usize) -> Option<(usize, usize)> {
+    let pos = pos.min(buf.len());
+    let line_start = buf.get(..pos)?.rfind('\n').map(|i| i + 1).unwrap_or(0).max(piece_start);
+    let line_end = buf.get(pos..)?.find('\n').map(|i| pos + i).unwrap_or(buf.len());
+    let line = buf.get(line_start..line_end)?;
+    let code = strip_comment(line);
+    let mut depth = 0i64;
+    for c in code.chars() {
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth -= 1,
+            _ => {}
+        }
+        if depth < 0 {
+            return None;
+        }
+    }
+    if depth != 0 || code.trim().is_empty() {
+        return None;
+    }
+    let before = buf.get(piece_start..line_start)?;
+    let prev = before.trim_end().rsplit('\n').next().map(strip_comment).unwrap_or("");
+    let prev = prev.trim_end();
+    let unfinished = ["(", "[", ",", "+", "-", "*", "/", "%", "@", "=", "&&", "||", "<", ">", "then", "else"];
+    if unfinished.iter().any(|u| prev.ends_with(u)) {
+        return None;
+    }
+    Some((line_start, line_end))
+}
+
+/// A line without its `//` comment (strings respected).
+fn strip_comment(line: &str) -> &str {
+    let bytes = line.as_bytes();
+    let mut in_str = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => in_str = !in_str,
+            b'\\' if in_str => i += 1,
+            b'/' if !in_str && bytes.get(i + 1) == Some(&b'/') => return &line[..i],
+            _ => {}
+        }
+        i += 1;
+    }
+    line
+}
+
+/// The start of the run of `///` lines directly above `line_start` (or `line_start` itself).
+fn doc_lines_above(buf: &str, piece_start: usize, line_start: usize) -> usize {
+    let mut start = line_start;
+    while start > piece_start {
+        let prev_start = buf[..start - 1].rfind('\n').map(|i| i + 1).unwrap_or(0).max(piece_start);
+        if buf[prev_start..start].trim_start().starts_with("///") {
+            start = prev_start;
+        } else {
+            break;
+        }
+    }
+    start
+}
+
+/// Replaces `buf[from..to]` by spaces of the same byte length (line breaks kept).
+fn blank(buf: &mut String, from: usize, to: usize) {
+    let (Some(head), Some(mid), Some(tail)) = (buf.get(..from), buf.get(from..to), buf.get(to..)) else { return };
+    let mid: String = mid.chars().map(|c| if c == '\n' { "\n".to_string() } else { " ".repeat(c.len_utf8()) }).collect();
+    *buf = format!("{head}{mid}{tail}");
 }
 
 #[cfg(test)]

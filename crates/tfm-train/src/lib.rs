@@ -20,6 +20,7 @@ pub mod error;
 pub mod logging;
 pub mod optim;
 pub mod rng;
+pub mod runtime;
 pub mod schedule;
 pub mod trainer;
 
