@@ -59,8 +59,13 @@ def build(bin_name: str, package: str) -> Path:
     return target_dir() / "release" / bin_name
 
 
-def measure_peak(threads: int) -> float:
-    res = run_json([str(VENV_PY), str(TORCH_SCRIPT), "--measure-peak", "--threads", str(threads)])
+def pin_prefix(args: argparse.Namespace) -> list[str]:
+    """`taskset -c CPUS` when --pin is given: emulates a small machine on a larger one."""
+    return ["taskset", "-c", args.pin] if args.pin else []
+
+
+def measure_peak(args: argparse.Namespace, python: str) -> float:
+    res = run_json([*pin_prefix(args), python, str(TORCH_SCRIPT), "--measure-peak", "--threads", str(args.threads)])
     return float(res["gflops"])
 
 
@@ -69,15 +74,17 @@ def fmt(x, digits=1):
 
 
 def train_mode(args: argparse.Namespace) -> None:
-    if not VENV_PY.exists():
-        sys.exit("error: .venv-bench is missing; hint: run `bash bench/setup.sh` first")
-    tfm_bin = target_dir() / "release" / "tfm-bench"
-    if not args.no_build:
+    python = args.python or str(VENV_PY)
+    if not args.python and not VENV_PY.exists():
+        sys.exit("error: .venv-bench is missing; hint: run `bash bench/setup.sh` first, or pass --python")
+    tfm_bin = Path(args.tfm_bin) if args.tfm_bin else target_dir() / "release" / "tfm-bench"
+    if not args.no_build and not args.tfm_bin:
         tfm_bin = build("tfm-bench", "tfm-bench")
-    peak_measured = measure_peak(args.threads)
+    peak_measured = measure_peak(args, python)
     peak = args.peak_gflops or peak_measured
     log(f"matmul peak (PyTorch, {args.threads} threads, 2048^2 fp32): {peak_measured:.1f} GFLOP/s")
 
+    load_before = os.getloadavg()[0]
     results: dict[str, dict[str, dict]] = {}
     for cfg in args.configs.split(","):
         warmup, steps = STEPS.get(cfg, (3, 10))
@@ -87,8 +94,9 @@ def train_mode(args: argparse.Namespace) -> None:
                   "--threads", str(args.threads), "--peak-gflops", f"{peak:.3f}"]
         best: dict[str, dict] = {}
         for rep in range(args.reps):
-            sides = [("tfm", [str(tfm_bin), *common]),
-                     ("pytorch", [str(VENV_PY), str(TORCH_SCRIPT), *common, "--attn", args.attn])]
+            pin = pin_prefix(args)
+            sides = [("tfm", [*pin, str(tfm_bin), *common]),
+                     ("pytorch", [*pin, python, str(TORCH_SCRIPT), *common, "--attn", args.attn])]
             if rep % 2 == 1:
                 sides.reverse()
             for side, cmd in sides:
@@ -105,7 +113,9 @@ def train_mode(args: argparse.Namespace) -> None:
 
     cpu = cpu_name()
     print()
-    print(f"Machine: {cpu}, {os.cpu_count()} cores, {args.threads} threads per side.")
+    pinned = f", each side pinned to CPUs {args.pin}" if args.pin else ""
+    print(f"Machine: {cpu}, {os.cpu_count()} cores, {args.threads} threads per side{pinned}; "
+          f"load average before: {load_before:.1f}, after: {os.getloadavg()[0]:.1f}.")
     print(f"Peak: {peak_measured:.1f} GFLOP/s measured (PyTorch fp32 2048x2048 matmul); "
           f"share of peak below uses {peak:.1f}.")
     print("FLOPs per step = (6 * N + 12 * L * T * d) * B * T, N = parameters less the position table.")
@@ -159,8 +169,8 @@ def time_cmd(cmd: list[str], runs: int) -> dict:
 
 
 def check_mode(args: argparse.Namespace) -> None:
-    tfm = target_dir() / "release" / "tfm"
-    if not args.no_build:
+    tfm = Path(args.tfm_bin) if args.tfm_bin else target_dir() / "release" / "tfm"
+    if not args.no_build and not args.tfm_bin:
         tfm = build("tfm", "tfm-cli")
     specs = ROOT / "specs"
     targets = [("specs/ (all)", [str(tfm), "check", "specs"])]
@@ -188,9 +198,13 @@ def main() -> None:
     t.add_argument("--attn", choices=["manual", "sdpa"], default="manual")
     t.add_argument("--peak-gflops", type=float, default=None, help="use this peak instead of the measured one")
     t.add_argument("--no-build", action="store_true")
+    t.add_argument("--tfm-bin", default=None, help="a prebuilt tfm-bench binary (skips the build)")
+    t.add_argument("--python", default=None, help="a python with torch (default .venv-bench)")
+    t.add_argument("--pin", default=None, help="run each side under `taskset -c PIN`, e.g. 0,1")
     c = sub.add_parser("check", help="time `tfm check` on specs/")
     c.add_argument("--runs", type=int, default=10)
     c.add_argument("--no-build", action="store_true")
+    c.add_argument("--tfm-bin", default=None, help="a prebuilt tfm binary (skips the build)")
     args = p.parse_args()
     if args.mode == "train":
         train_mode(args)

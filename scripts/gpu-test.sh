@@ -38,6 +38,9 @@ fi
 for bin in "$STAGE"/bin/*; do
   name=$(basename "$bin")
   case "$name" in cuda_smoke|tfm) continue ;; esac
+  if ! grep -q "^needs $name:.*libcuda" "$STAGE/manifest"; then
+    echo; echo "== skip $name: it holds no CUDA code (it does not link libcuda)"; continue
+  fi
   step "tests: $name"
   "$RUN" "$name" --test-threads=1 || { echo "FAIL $name"; failed=1; }
 done

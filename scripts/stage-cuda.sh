@@ -26,7 +26,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     -o) OUT=$2; shift 2 ;;
     --build) BUILD=1; shift ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) BINS+=("$1"); shift ;;
   esac
 done
@@ -65,6 +65,8 @@ for line in sys.stdin:
   fi
 fi
 [ ${#BINS[@]} -gt 0 ] || die "no binaries to stage; hint: pass binary paths or --build"
+# cargo reports an example again when `cargo test` rebuilds it: stage each path once.
+mapfile -t BINS < <(printf '%s\n' "${BINS[@]}" | awk '!seen[$0]++')
 
 rm -rf "$OUT"
 mkdir -p "$OUT/bin" "$OUT/include"

@@ -1,7 +1,7 @@
 //! A compact, stable text dump of a checked model (used by snapshot tests and `--dump`-style output).
 
 use std::fmt::Write;
-use tfm_ir::{ChildKind, Graph, Init, Model, Op, ParamKind};
+use tfm_ir::{ChildKind, Graph, Init, Model, Op, ParamKind, Prim};
 
 /// Renders `model` as indented text: parameters, weights with shapes, children, values, nodes.
 pub fn dump_model(model: &Model) -> String {
@@ -64,7 +64,7 @@ fn graph(s: &mut String, g: &Graph, depth: usize) {
             Op::Prim { prim, params } => {
                 let ps: Vec<&str> = params.iter().map(|p| g.params[*p].name.as_str()).collect();
                 let w = if ps.is_empty() { String::new() } else { format!(" [{}]", ps.join(", ")) };
-                format!("{prim:?}({}){w}", ins.join(", "))
+                format!("{}({}){w}", prim_text(prim), ins.join(", "))
             }
             Op::Apply { child } => format!("apply {}({})", g.children[*child].name, ins.join(", ")),
             Op::Weight { path, param } => {
@@ -83,5 +83,25 @@ fn graph(s: &mut String, g: &Graph, depth: usize) {
     if !g.outputs.is_empty() {
         let outs: Vec<String> = g.outputs.iter().map(|o| format!("%{o}")).collect();
         let _ = writeln!(s, "{pad}return {}", outs.join(", "));
+    }
+}
+
+fn dims(ds: &[tfm_ir::Dim]) -> String {
+    ds.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// `Debug`, except that dims print as written (`T`, `2*T`) rather than as polynomials.
+fn prim_text(p: &Prim) -> String {
+    match p {
+        Prim::Arange { n } => format!("Arange {{ n: {n} }}"),
+        Prim::Reshape { shape } => format!("Reshape {{ shape: [{}] }}", dims(shape)),
+        Prim::Expand { shape } => format!("Expand {{ shape: [{}] }}", dims(shape)),
+        Prim::Split { axis, sizes } => format!("Split {{ axis: {axis}, sizes: [{}] }}", dims(sizes)),
+        Prim::Slice { axis, start, end } => format!("Slice {{ axis: {axis}, start: {start}, end: {end} }}"),
+        Prim::Alibi { heads, len } => format!("Alibi {{ heads: {heads}, len: {len} }}"),
+        Prim::RelativeBias { buckets, max_distance, bidirectional, q_len, k_len } => {
+            format!("RelativeBias {{ buckets: {buckets}, max_distance: {max_distance}, bidirectional: {bidirectional}, q_len: {q_len}, k_len: {k_len} }}")
+        }
+        other => format!("{other:?}"),
     }
 }

@@ -14,6 +14,8 @@ use tfm_syntax::ast::{self, BinOp, Expr, ExprKind, Stmt, TypeExpr, UnOp};
 
 /// Deepest nesting of block instances before we call it runaway recursion.
 const MAX_DEPTH: usize = 64;
+/// Most block bodies elaborated in one check (guards against exponential nesting).
+const MAX_BODIES: usize = 10_000;
 
 /// State shared by every body elaborated during one check.
 pub(crate) struct Ctx<'w> {
@@ -22,6 +24,7 @@ pub(crate) struct Ctx<'w> {
     stack: Vec<ItemRef>,
     /// Blocks instantiated at least once.
     pub used: HashSet<ItemRef>,
+    bodies: usize,
 }
 
 /// A value given to a parameter from outside the body: call argument, variant or `--set`.
@@ -46,7 +49,7 @@ pub(crate) struct Elaborated {
 
 impl<'w> Ctx<'w> {
     pub fn new(world: &'w World) -> Self {
-        Ctx { world, diags: vec![], stack: vec![], used: HashSet::new() }
+        Ctx { world, diags: vec![], stack: vec![], used: HashSet::new(), bodies: 0 }
     }
 
     /// Evaluates a constant expression (variant overrides) in an empty scope of `module`.
@@ -54,7 +57,7 @@ impl<'w> Ctx<'w> {
         let mut body = Body::new(self, module, false, String::new());
         match body.eval(e)? {
             Ev::Sym(s) => Some(Val::Choice(s)),
-            ev => body.to_val(ev, e.span),
+            ev => body.need_val(ev, e.span),
         }
     }
 
@@ -146,6 +149,7 @@ pub(crate) struct Body<'c, 'w> {
     /// An override (variant or `--set`) changed a parameter from its default: expectations,
     /// which describe the model as declared, are skipped.
     overridden: bool,
+    objective_span: Option<Span>,
 }
 
 type O<T> = Option<T>;
@@ -158,7 +162,7 @@ pub(crate) fn fmt_num(n: u128) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push('_');
         }
         out.push(c);
@@ -191,6 +195,7 @@ impl<'c, 'w> Body<'c, 'w> {
             objective: None,
             expectations: vec![],
             overridden: false,
+            objective_span: None,
         }
     }
 
@@ -314,7 +319,7 @@ impl<'c, 'w> Body<'c, 'w> {
         } else if let Some(d) = default {
             match self.eval(d) {
                 Some(Ev::Sym(s)) if matches!(ty, TypeExpr::Choice(_)) => coerce(&Val::Choice(s), ty).map_err(|e| (e, Some(d.span), None)),
-                Some(ev) => match self.to_val(ev, d.span) {
+                Some(ev) => match self.need_val(ev, d.span) {
                     Some(v) => coerce(&v, ty).map_err(|e| (e, Some(d.span), None)),
                     None => {
                         self.params.insert(name.name.clone(), None);
@@ -499,7 +504,7 @@ impl<'c, 'w> Body<'c, 'w> {
                 let defs = spec.params(&name.name, span);
                 let mut ids = vec![];
                 for d in defs {
-                    if d.shape.iter().try_fold(1u64, |a, &b| a.checked_mul(b)).is_none() {
+                    if d.shape.iter().any(|&n| n > i64::MAX as u64) || d.shape.iter().try_fold(1u64, |a, &b| a.checked_mul(b)).is_none() {
                         self.emit(err(codes::OVERFLOW, format!("the weight `{}` has more than 2^64 elements", d.name)).at(span, "too large"));
                         return None;
                     }
@@ -556,7 +561,7 @@ impl<'c, 'w> Body<'c, 'w> {
                 Some(arg) => {
                     let v = match self.eval(&arg.value) {
                         Some(Ev::Sym(s)) if matches!(pty, TypeExpr::Choice(_)) => Some(Val::Choice(s)),
-                        Some(ev) => self.to_val(ev, arg.value.span),
+                        Some(ev) => self.need_val(ev, arg.value.span),
                         None => None,
                     };
                     match v {
@@ -583,7 +588,8 @@ impl<'c, 'w> Body<'c, 'w> {
         }
         // Recursion guard.
         if self.cx.stack.contains(&r) || self.cx.stack.len() >= MAX_DEPTH {
-            let mut chain: Vec<String> = self.cx.stack.iter().filter_map(|x| Some(format!("`{}`", world.item(*x).name().name))).collect();
+            let from = self.cx.stack.iter().position(|x| *x == r).unwrap_or(0);
+            let mut chain: Vec<String> = self.cx.stack[from..].iter().map(|x| format!("`{}`", world.item(*x).name().name)).collect();
             chain.push(format!("`{}`", decl.name.name));
             self.emit(
                 err(codes::RECURSION, format!("recursive block: {}", chain.join(" -> ")))
@@ -593,6 +599,17 @@ impl<'c, 'w> Body<'c, 'w> {
             return None;
         }
         self.cx.used.insert(r);
+        self.cx.bodies += 1;
+        if self.cx.bodies > MAX_BODIES {
+            if self.cx.bodies == MAX_BODIES + 1 {
+                self.emit(
+                    err(codes::RECURSION, format!("more than {MAX_BODIES} block instances to check"))
+                        .at(call.span, "instances nest too widely")
+                        .hint("use `repeat` to stack copies: its body is checked once"),
+                );
+            }
+            return None;
+        }
         let before = self.cx.diags.len();
         let out = self.cx.elab_decl(r, &given, false);
         let ctx_label = format!("in this instance of `{}`", decl.name.name);
@@ -611,7 +628,7 @@ impl<'c, 'w> Body<'c, 'w> {
         let kind = match repeat {
             None => ChildKind::Block,
             Some((count, shared, rspan)) => {
-                let ok = ports.len() >= 1 && outs.len() == 1 && ports[0].ty == outs[0];
+                let ok = !ports.is_empty() && outs.len() == 1 && ports[0].ty == outs[0];
                 if !ok {
                     let found = match (ports.first(), outs.as_slice()) {
                         (Some(p), [o]) => format!("input `{}: {}` and output `{o}`", p.name, p.ty),
@@ -720,11 +737,11 @@ impl<'c, 'w> Body<'c, 'w> {
     // ----- objectives and expectations -----
 
     fn objective(&mut self, kind: &'w ast::Ident, args: &'w [ast::Arg], span: Span) {
-        if let Some(prev) = &self.objective {
-            let prev = prev.span;
+        if let Some(prev) = self.objective_span {
             self.emit(err(codes::DUPLICATE, "a model has one objective; found a second").at(span, "second objective").with(prev, "first objective").hint("remove one of them"));
             return;
         }
+        self.objective_span = Some(span);
         let Some((k, pattern)) = prims::objective(&kind.name) else {
             let mut d = err(codes::UNKNOWN, format!("unknown objective `{}`", kind.name)).at(kind.span, "not an objective");
             if let Some(s) = did_you_mean(&kind.name, prims::OBJECTIVES.iter().copied()) {
@@ -748,7 +765,8 @@ impl<'c, 'w> Body<'c, 'w> {
             };
             let Some(v) = self.eval(&arg.value).and_then(|ev| self.need_tensor(ev, arg.value.span)) else { return };
             let t = self.g.values[v].ty.clone();
-            let want = format!("{}[{}]", if float { "f32" } else { "i64" }, dims.join(", "));
+            let shown: Vec<String> = dims.iter().map(|v| vars.get(v).map(|d| d.to_string()).unwrap_or_else(|| v.to_string())).collect();
+            let want = format!("{}[{}]", if float { "f32" } else { "i64" }, shown.join(", "));
             let dtype_ok = if float { matches!(t.dtype, DType::F32 | DType::F16 | DType::Bf16) } else { t.dtype == DType::I64 };
             let rank_ok = t.shape.len() == dims.len() || (dims.is_empty() && t.shape == [Dim::known(1)]);
             let mut ok = dtype_ok && rank_ok;
@@ -764,14 +782,11 @@ impl<'c, 'w> Body<'c, 'w> {
                 }
             }
             if !ok {
-                let bound: Vec<String> = dims.iter().filter_map(|v| vars.get(v).map(|d| format!("{v} = {d}"))).collect();
                 let mut d = err(codes::OBJECTIVE, format!("{what}: argument `{aname}` expected `{want}`, found `{t}`")).at(arg.value.span, format!("this is `{t}`"));
                 if self.g.values[v].span != arg.value.span {
                     d = d.with(self.g.values[v].span, "produced here");
                 }
-                if !bound.is_empty() {
-                    d = d.hint(format!("the other arguments fix {}", bound.join(", ")));
-                }
+                d = d.hint(format!("{what} takes {}", pattern.iter().map(|(n, f, ds)| format!("`{n}: {}[{}]`", if *f { "f32" } else { "i64" }, ds.join(", "))).collect::<Vec<_>>().join(", ")));
                 self.emit(d);
                 return;
             }
@@ -961,7 +976,7 @@ impl<'c, 'w> Body<'c, 'w> {
     }
 
     fn name(&mut self, p: &'w ast::Path) -> O<Ev> {
-        let first = &p.segments[0];
+        let first = p.segments.first()?;
         if p.segments.len() == 1 {
             let n = first.name.as_str();
             if let Some(t) = self.tensors.get(n) {
@@ -1301,7 +1316,9 @@ impl<'c, 'w> Body<'c, 'w> {
         cands.extend(m.namespaces.keys().map(|s| s.as_str()));
         cands.extend(prims::LAYERS.iter().chain(prims::FUNCTIONS).chain(prims::BUILTINS).copied());
         let mut d = err(codes::UNKNOWN, format!("unknown name `{n}`")).at(span, "not found in this scope");
-        if let Some(s) = did_you_mean(n, cands) {
+        if n == "std" {
+            d = d.hint("add `import std` at the top of the file");
+        } else if let Some(s) = did_you_mean(n, cands) {
             d = d.hint(format!("did you mean `{s}`?"));
         }
         self.emit(d);
@@ -1469,7 +1486,7 @@ impl<'c, 'w> Body<'c, 'w> {
 
     // ----- conversions -----
 
-    pub(crate) fn to_val(&mut self, ev: Ev, span: Span) -> O<Val> {
+    pub(crate) fn need_val(&mut self, ev: Ev, span: Span) -> O<Val> {
         match ev {
             Ev::Val(v) => Some(v),
             Ev::Dim(d) => match d.as_const() {
@@ -1491,7 +1508,7 @@ impl<'c, 'w> Body<'c, 'w> {
     }
 
     pub(crate) fn need_int(&mut self, ev: Ev, span: Span) -> O<i64> {
-        match self.to_val(ev, span)? {
+        match self.need_val(ev, span)? {
             Val::Int(i) => Some(i),
             other => {
                 self.emit(err(codes::TYPE, format!("expected an int, found {} `{other}`", other.type_name())).at(span, "not an int"));
@@ -1510,7 +1527,7 @@ impl<'c, 'w> Body<'c, 'w> {
     }
 
     pub(crate) fn need_float(&mut self, ev: Ev, span: Span) -> O<f64> {
-        match self.to_val(ev, span)? {
+        match self.need_val(ev, span)? {
             v @ (Val::Int(_) | Val::Float(_)) => v.as_f64(),
             other => {
                 self.emit(err(codes::TYPE, format!("expected a float, found {} `{other}`", other.type_name())).at(span, "not a number"));
@@ -1520,7 +1537,7 @@ impl<'c, 'w> Body<'c, 'w> {
     }
 
     pub(crate) fn need_bool(&mut self, ev: Ev, span: Span) -> O<bool> {
-        match self.to_val(ev, span)? {
+        match self.need_val(ev, span)? {
             Val::Bool(b) => Some(b),
             other => {
                 self.emit(err(codes::TYPE, format!("expected a bool, found {} `{other}`", other.type_name())).at(span, "not a bool"));
@@ -1636,7 +1653,7 @@ impl<'c, 'w> Body<'c, 'w> {
     fn walk_expr(&mut self, e: &'w Expr, options: &HashSet<String>) {
         match &e.kind {
             ExprKind::Name(p) => {
-                let first = &p.segments[0];
+                let Some(first) = p.segments.first() else { return };
                 let known = self.params.contains_key(&first.name)
                     || self.tensors.contains_key(&first.name)
                     || self.insts.contains_key(&first.name)

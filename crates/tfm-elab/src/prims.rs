@@ -207,7 +207,7 @@ pub(crate) fn layer_spec<'w>(b: &mut Body<'_, 'w>, p: &str, c: &'w ast::Call) ->
         "conv1d" => &["in", "out", "kernel", "stride", "padding", "bias"],
         "sinusoidal" => &["len", "dim"],
         "relative_bias" => &["heads", "buckets", "max_distance", "bidirectional"],
-        "parameter" => &["dims", "init", "std", "value"],
+        "parameter" => &["dims", "init", "std", "value", "decay"],
         _ => return None,
     };
     let what = format!("`{p}`");
@@ -313,13 +313,14 @@ pub(crate) fn layer_spec<'w>(b: &mut Body<'_, 'w>, p: &str, c: &'w ast::Call) ->
             let init = a.choice_or(1, &["normal", "zeros", "ones", "constant"], "normal")?;
             let std = a.float_or(2, 0.02)?;
             let value = a.float_or(3, 0.0)?;
+            let decay = a.bool_or(4, false)?;
             let init = match init.as_str() {
                 "zeros" => Init::Zeros,
                 "ones" => Init::Ones,
                 "constant" => Init::Constant(value),
                 _ => Init::Normal { std, residual: false },
             };
-            LayerSpec::Parameter { dims, init }
+            LayerSpec::Parameter { dims, init, decay }
         }
         _ => return None,
     })
@@ -565,8 +566,8 @@ pub(crate) fn builtin<'w>(b: &mut Body<'_, 'w>, f: &str, c: &'w ast::Call) -> Op
         "min" | "max" => {
             let (x, xs) = a.req(0)?;
             let (y, ys) = a.req(1)?;
-            let x = a.b.to_val(x, xs)?;
-            let y = a.b.to_val(y, ys)?;
+            let x = a.b.need_val(x, xs)?;
+            let y = a.b.need_val(y, ys)?;
             let pick_first = |p: bool| if (f == "min") == p { 0 } else { 1 };
             match (&x, &y) {
                 (Val::Int(i), Val::Int(j)) => Some(Ev::Val(Val::Int(if pick_first(i <= j) == 0 { *i } else { *j }))),

@@ -35,9 +35,15 @@ mod smoke {
 
     /// Deterministic inputs with mixed signs, so softmax is not uniform.
     fn inputs(m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        let a = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1).collect();
-        let b = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.07).collect();
-        let w = (0..m * n).map(|i| ((i * 3 % 7) as f32 - 3.0) * 0.5).collect();
+        let a = (0..m * k)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1)
+            .collect();
+        let b = (0..k * n)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.07)
+            .collect();
+        let w = (0..m * n)
+            .map(|i| ((i * 3 % 7) as f32 - 3.0) * 0.5)
+            .collect();
         (a, b, w)
     }
 
@@ -66,16 +72,32 @@ mod smoke {
             .permute::<_, Axes2<1, 0>>()
             .reshape_like(&(k * m,))
             .as_vec();
-        let concat = (a.clone(), b.clone().permute::<_, Axes2<1, 0>>().reshape_like(&(n, k)))
+        let concat = (
+            a.clone(),
+            b.clone().permute::<_, Axes2<1, 0>>().reshape_like(&(n, k)),
+        )
             .concat_along(Axis::<0>)
             .as_vec();
 
-        Pass { product, probs, loss, grad_a, grad_b, permuted, concat }
+        Pass {
+            product,
+            probs,
+            loss,
+            grad_a,
+            grad_b,
+            permuted,
+            concat,
+        }
     }
 
     /// Largest absolute difference, or None when the lengths differ.
     fn max_diff(x: &[f32], y: &[f32]) -> Option<f32> {
-        (x.len() == y.len()).then(|| x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max))
+        (x.len() == y.len()).then(|| {
+            x.iter()
+                .zip(y)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0.0, f32::max)
+        })
     }
 
     pub fn run() -> i32 {
@@ -117,19 +139,33 @@ mod smoke {
         let mut failed = 0;
         for (name, cv, gv, tol) in checks {
             match max_diff(cv, gv) {
-                Some(d) if d <= tol => println!("ok   {name:<24} n={:<4} max|cpu-gpu|={d:.3e} (tol {tol:.0e})", cv.len()),
+                Some(d) if d <= tol => println!(
+                    "ok   {name:<24} n={:<4} max|cpu-gpu|={d:.3e} (tol {tol:.0e})",
+                    cv.len()
+                ),
                 Some(d) => {
                     failed += 1;
-                    println!("FAIL {name:<24} n={:<4} max|cpu-gpu|={d:.3e} (tol {tol:.0e})", cv.len());
+                    println!(
+                        "FAIL {name:<24} n={:<4} max|cpu-gpu|={d:.3e} (tol {tol:.0e})",
+                        cv.len()
+                    );
                 }
                 None => {
                     failed += 1;
-                    println!("FAIL {name:<24} lengths differ: cpu {} gpu {}", cv.len(), gv.len());
+                    println!(
+                        "FAIL {name:<24} lengths differ: cpu {} gpu {}",
+                        cv.len(),
+                        gv.len()
+                    );
                 }
             }
         }
         println!("loss cpu={:.6} gpu={:.6}", c.loss, g.loss);
-        println!("probs[0..4] cpu={:?} gpu={:?}", &c.probs[..4], &g.probs[..4]);
+        println!(
+            "probs[0..4] cpu={:?} gpu={:?}",
+            &c.probs[..4],
+            &g.probs[..4]
+        );
         if failed == 0 {
             println!("cuda smoke: all {} checks passed", checks.len());
             0

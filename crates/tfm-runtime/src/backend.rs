@@ -1,7 +1,7 @@
 //! The hot operations, as a trait over the device: default methods written with dfdx ops serve
 //! every device; the CPU overrides them with fused, parallel kernels (`cpu.rs`).
 
-use crate::value::{Ctx, FT, IT, BT, Flat};
+use crate::value::{Ctx, BT, FT, IT};
 use crate::{dev_err, layout, run_err, RuntimeError};
 use dfdx::prelude::*;
 use tfm_ir::Activation;

@@ -1,6 +1,793 @@
-//! Fused, rayon-parallel CPU kernels for the hot operations, as dfdx custom ops.
+//! Fused, rayon-parallel CPU kernels for the hot operations, as dfdx custom ops: the forward
+//! computes on host buffers, the backward closure (on the run's tape) reads the output's
+//! gradient and accumulates into the inputs' gradients, keyed by the same tensors as dfdx's own
+//! ops. `Ctx::fused == false` falls back to the generic dfdx versions.
 
-use crate::backend::Backend;
+use crate::backend::{check_ids, check_targets, generic, rope_tables, Backend, Cols, CoreCfg};
+use crate::gemm::{sgemm, sgemm_par, MatRef};
+use crate::value::{Ctx, Flat, Rng, BT, FT, IT};
+use crate::{layout, run_err, RuntimeError};
 use dfdx::prelude::*;
+use rayon::prelude::*;
+use std::sync::Arc;
+use tfm_ir::Activation;
 
-impl Backend for Cpu {}
+type R<X> = Result<X, RuntimeError>;
+type Grads = Gradients<f32, Cpu>;
+
+/// Elements per parallel task for elementwise work.
+const CHUNK: usize = 1 << 14;
+
+/// The data of `x` on the host: the cached copy when a kernel made `x`, else a copy.
+fn host(x: &FT<Cpu>) -> Arc<Vec<f32>> {
+    crate::gemm::single_threaded_kernels();
+    if let Some(h) = &x.host {
+        return h.clone();
+    }
+    let mut v = vec![0.0; x.numel()];
+    x.t.copy_into(&mut v);
+    Arc::new(v)
+}
+
+/// Takes the output's accumulated gradient out of the store (nobody reads it afterwards).
+fn take_grad(grads: &mut Grads, t: &Flat<Cpu>) -> Result<Vec<f32>, CpuError> {
+    let g = grads.get_or_alloc_mut(t)?;
+    Ok(std::mem::take(&mut **g))
+}
+
+/// Runs `f` on the gradient buffer of `t`, allocating it if needed.
+fn with_grad(grads: &mut Grads, t: &Flat<Cpu>, f: impl FnOnce(&mut [f32])) -> Result<(), CpuError> {
+    let g = grads.get_or_alloc_mut(t)?;
+    f(&mut g[..]);
+    Ok(())
+}
+
+fn add_into(dst: &mut [f32], src: &[f32]) {
+    dst.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(d, s)| {
+        for (a, b) in d.iter_mut().zip(s) {
+            *a += b;
+        }
+    });
+}
+
+fn out_shape_last(shape: &[usize], last: usize) -> Vec<usize> {
+    let mut s = shape.to_vec();
+    if let Some(l) = s.last_mut() {
+        *l = last;
+    }
+    s
+}
+
+/// tanh by Eigen's rational approximation (a few ulp in f32), branch-free so loops vectorise.
+#[inline(always)]
+fn fast_tanh(x: f32) -> f32 {
+    let x = x.clamp(-7.905_311, 7.905_311);
+    let x2 = x * x;
+    let mut p = -2.760_768_5e-16f32;
+    p = p * x2 + 2.000_187_9e-13;
+    p = p * x2 - 8.604_672e-11;
+    p = p * x2 + 5.122_297e-8;
+    p = p * x2 + 1.485_722_4e-5;
+    p = p * x2 + 6.372_619_3e-4;
+    p = p * x2 + 4.893_524_6e-3;
+    p *= x;
+    let mut q = 1.198_258_4e-6f32;
+    q = q * x2 + 1.185_347_1e-4;
+    q = q * x2 + 2.268_434_6e-3;
+    q = q * x2 + 4.893_525e-3;
+    p / q
+}
+
+#[inline(always)]
+fn gelu_tanh(x: f32) -> (f32, f32) {
+    const C: f32 = 0.797_884_6; // sqrt(2 / pi)
+    let u = C * (x + 0.044_715 * x * x * x);
+    let t = fast_tanh(u);
+    let y = 0.5 * x * (1.0 + t);
+    let d = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * C * (1.0 + 3.0 * 0.044_715 * x * x);
+    (y, d)
+}
+
+/// erf by Abramowitz-Stegun 7.1.26 in f64 (absolute error below 1.5e-7).
+fn erf(x: f64) -> f64 {
+    let s = x.signum();
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = t * (0.254_829_592 + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    s * (1.0 - poly * (-a * a).exp())
+}
+
+fn gelu_erf(x: f32) -> (f32, f32) {
+    let xd = x as f64;
+    let cdf = 0.5 * (1.0 + erf(xd * std::f64::consts::FRAC_1_SQRT_2));
+    let pdf = (-0.5 * xd * xd).exp() * 0.398_942_280_401_432_7;
+    ((xd * cdf) as f32, (cdf + xd * pdf) as f32)
+}
+
+#[inline(always)]
+fn relu(x: f32) -> (f32, f32) {
+    if x > 0.0 {
+        (x, 1.0)
+    } else {
+        (0.0, 0.0)
+    }
+}
+
+#[inline(always)]
+fn silu(x: f32) -> (f32, f32) {
+    let s = 1.0 / (1.0 + (-x).exp());
+    (x * s, s * (1.0 + x * (1.0 - s)))
+}
+
+/// An elementwise activation as a custom op; `f` returns (value, derivative).
+fn act_op<T: Tape<f32, Cpu>, F: Fn(f32) -> (f32, f32) + Sync + Send + Copy + 'static>(cx: &mut Ctx<Cpu, T>, x: &FT<Cpu>, f: F) -> R<FT<Cpu>> {
+    let xh = host(x);
+    let mut y = vec![0.0; xh.len()];
+    y.par_chunks_mut(CHUNK).zip(xh.par_chunks(CHUNK)).for_each(|(y, x)| {
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o = f(v).0;
+        }
+    });
+    let out = cx.constant_cached(y, x.shape.clone())?;
+    if T::OWNS_TAPE {
+        let (xt, ot) = (x.t.clone(), out.t.clone());
+        cx.tape.add_backward_op(move |grads| {
+            let gy = take_grad(grads, &ot)?;
+            with_grad(grads, &xt, |gx| {
+                gx.par_chunks_mut(CHUNK).zip(gy.par_chunks(CHUNK)).zip(xh.par_chunks(CHUNK)).for_each(|((gx, gy), x)| {
+                    for ((d, g), &v) in gx.iter_mut().zip(gy).zip(x) {
+                        *d += g * f(v).1;
+                    }
+                });
+            })
+        });
+    }
+    Ok(out)
+}
+
+impl Backend for Cpu {
+    fn linear<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, w: &FT<Self>, b: Option<&FT<Self>>) -> R<FT<Self>> {
+        if !cx.fused {
+            return generic::linear(cx, x, w, b);
+        }
+        let (o, i) = (w.shape[0], w.numel() / w.shape[0].max(1));
+        let n = x.rows();
+        let xh = host(x);
+        let wh = host(w);
+        let mut y = vec![0.0; n * o];
+        let beta = if let Some(b) = b {
+            let bh = host(b);
+            y.par_chunks_mut(o.max(1) * 64).for_each(|c| {
+                for row in c.chunks_mut(o.max(1)) {
+                    row.copy_from_slice(&bh);
+                }
+            });
+            1.0
+        } else {
+            0.0
+        };
+        sgemm_par(n, i, o, 1.0, MatRef::rows(&xh, 0, i), MatRef::trans(&wh, 0, i), beta, &mut y, 0, o);
+        let out = cx.constant_cached(y, out_shape_last(&x.shape, o))?;
+        if T::OWNS_TAPE {
+            let (xt, wt, bt, ot) = (x.t.clone(), w.t.clone(), b.map(|b| b.t.clone()), out.t.clone());
+            cx.tape.add_backward_op(move |grads| {
+                let gy = take_grad(grads, &ot)?;
+                with_grad(grads, &xt, |gx| {
+                    sgemm_par(n, o, i, 1.0, MatRef::rows(&gy, 0, o), MatRef::rows(&wh, 0, i), 1.0, gx, 0, i);
+                })?;
+                with_grad(grads, &wt, |gw| {
+                    sgemm_par(o, n, i, 1.0, MatRef::trans(&gy, 0, o), MatRef::rows(&xh, 0, i), 1.0, gw, 0, i);
+                })?;
+                if let Some(bt) = bt {
+                    let db = gy
+                        .par_chunks(o.max(1) * 64)
+                        .map(|c| {
+                            let mut acc = vec![0.0f32; o];
+                            for row in c.chunks(o.max(1)) {
+                                for (a, g) in acc.iter_mut().zip(row) {
+                                    *a += g;
+                                }
+                            }
+                            acc
+                        })
+                        .reduce(|| vec![0.0; o], |mut a, b| {
+                            for (x, y) in a.iter_mut().zip(&b) {
+                                *x += y;
+                            }
+                            a
+                        });
+                    with_grad(grads, &bt, |gb| add_into(gb, &db))?;
+                }
+                Ok(())
+            });
+        }
+        Ok(out)
+    }
+
+    fn matmul<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, a: &FT<Self>, b: &FT<Self>) -> R<FT<Self>> {
+        let (ra, rb) = (a.shape.len(), b.shape.len());
+        if !cx.fused || ra < 2 || rb < 2 || a.shape[ra - 1] != b.shape[rb - 2] {
+            return generic::matmul(cx, a, b);
+        }
+        let (m, k, n) = (a.shape[ra - 2], a.shape[ra - 1], b.shape[rb - 1]);
+        let (ba, bb) = (&a.shape[..ra - 2], &b.shape[..rb - 2]);
+        let batch = layout::broadcast_shapes(ba, bb)
+            .ok_or_else(|| run_err(format!("matmul: batch dims {ba:?} and {bb:?} do not broadcast")))?;
+        let nb: usize = batch.iter().product();
+        // which a / b matrix each output matrix reads
+        let (ia, ib) = if rb == 2 {
+            ((0..nb).collect::<Vec<_>>(), vec![0; nb])
+        } else {
+            (layout::broadcast(ba, &batch), layout::broadcast(bb, &batch))
+        };
+        let ah = host(a);
+        let bh = host(b);
+        let mut y = vec![0.0; nb * m * n];
+        if rb == 2 {
+            sgemm_par(nb * m, k, n, 1.0, MatRef::rows(&ah, 0, k), MatRef::rows(&bh, 0, n), 0.0, &mut y, 0, n);
+        } else {
+            for bi in 0..nb {
+                let (oa, ob) = (ia[bi] * m * k, ib[bi] * k * n);
+                sgemm_par(m, k, n, 1.0, MatRef::rows(&ah, oa, k), MatRef::rows(&bh, ob, n), 0.0, &mut y, bi * m * n, n);
+            }
+        }
+        let mut shape = batch;
+        shape.extend([m, n]);
+        let out = cx.constant_cached(y, shape)?;
+        if T::OWNS_TAPE {
+            let (at, bt, ot) = (a.t.clone(), b.t.clone(), out.t.clone());
+            cx.tape.add_backward_op(move |grads| {
+                let gy = take_grad(grads, &ot)?;
+                with_grad(grads, &at, |ga| {
+                    if rb == 2 {
+                        sgemm_par(nb * m, n, k, 1.0, MatRef::rows(&gy, 0, n), MatRef::trans(&bh, 0, n), 1.0, ga, 0, k);
+                    } else {
+                        for bi in 0..nb {
+                            let ob = ib[bi] * k * n;
+                            sgemm_par(m, n, k, 1.0, MatRef::rows(&gy, bi * m * n, n), MatRef::trans(&bh, ob, n), 1.0, ga, ia[bi] * m * k, k);
+                        }
+                    }
+                })?;
+                with_grad(grads, &bt, |gb| {
+                    if rb == 2 {
+                        sgemm_par(k, nb * m, n, 1.0, MatRef::trans(&ah, 0, k), MatRef::rows(&gy, 0, n), 1.0, gb, 0, n);
+                    } else {
+                        for bi in 0..nb {
+                            let oa = ia[bi] * m * k;
+                            sgemm_par(k, m, n, 1.0, MatRef::trans(&ah, oa, k), MatRef::rows(&gy, bi * m * n, n), 1.0, gb, ib[bi] * k * n, n);
+                        }
+                    }
+                })?;
+                Ok(())
+            });
+        }
+        Ok(out)
+    }
+
+    fn layer_norm<T: Tape<f32, Self>>(
+        cx: &mut Ctx<Self, T>,
+        x: &FT<Self>,
+        w: &FT<Self>,
+        b: Option<&FT<Self>>,
+        eps: f32,
+    ) -> R<FT<Self>> {
+        if !cx.fused {
+            return generic::layer_norm(cx, x, w, b, eps);
+        }
+        norm(cx, x, w, b, eps, false)
+    }
+
+    fn rms_norm<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, w: &FT<Self>, eps: f32) -> R<FT<Self>> {
+        if !cx.fused {
+            return generic::rms_norm(cx, x, w, eps);
+        }
+        norm(cx, x, w, None, eps, true)
+    }
+
+    fn act<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, act: Activation) -> R<FT<Self>> {
+        if !cx.fused || matches!(act, Activation::Swiglu | Activation::Geglu) {
+            return generic::act(cx, x, act);
+        }
+        match act {
+            Activation::Gelu => act_op(cx, x, gelu_tanh),
+            Activation::GeluExact => act_op(cx, x, gelu_erf),
+            Activation::Relu => act_op(cx, x, relu),
+            _ => act_op(cx, x, silu),
+        }
+    }
+
+    fn add<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, a: &FT<Self>, b: &FT<Self>) -> R<FT<Self>> {
+        if !cx.fused {
+            return Ok(cx.zip(a, b, |a, b| a + b));
+        }
+        let mut y = Arc::unwrap_or_clone(host(a));
+        let bh = host(b);
+        add_into(&mut y, &bh);
+        let out = cx.constant_cached(y, a.shape.clone())?;
+        if T::OWNS_TAPE {
+            let (at, bt, ot) = (a.t.clone(), b.t.clone(), out.t.clone());
+            cx.tape.add_backward_op(move |grads| {
+                let gy = take_grad(grads, &ot)?;
+                with_grad(grads, &at, |g| add_into(g, &gy))?;
+                with_grad(grads, &bt, |g| add_into(g, &gy))
+            });
+        }
+        Ok(out)
+    }
+
+    fn attention_core<T: Tape<f32, Self>>(
+        cx: &mut Ctx<Self, T>,
+        q: Cols<Self>,
+        k: Cols<Self>,
+        v: Cols<Self>,
+        cfg: CoreCfg,
+        mask: Option<&BT>,
+        bias: Option<&FT<Self>>,
+    ) -> R<FT<Self>> {
+        if !cx.fused {
+            return generic::attention_core(cx, q, k, v, cfg, mask, bias);
+        }
+        attention(cx, q, k, v, cfg, mask, bias)
+    }
+
+    fn rope<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: Cols<Self>, heads: usize, hd: usize, theta: f32) -> R<FT<Self>> {
+        if !cx.fused {
+            return generic::rope(cx, x, heads, hd, theta);
+        }
+        let (b, l, w) = (x.x.shape[0], x.x.shape[1], x.row_stride());
+        let (off, width, half) = (x.off, heads * hd, hd / 2);
+        let xh = host(x.x);
+        let (cos, sin) = rope_tables(l, hd, theta);
+        let mut y = vec![0.0; b * l * width];
+        y.par_chunks_mut(width.max(1)).enumerate().for_each(|(r, row)| {
+            let p = r % l;
+            let src = &xh[r * w + off..r * w + off + width];
+            for h in 0..heads {
+                for d in 0..hd {
+                    let pd = if d < half { d + half } else { d - half };
+                    row[h * hd + d] = src[h * hd + d] * cos[p * hd + d] + src[h * hd + pd] * sin[p * hd + d];
+                }
+            }
+        });
+        let out = cx.constant_cached(y, vec![b, l, width])?;
+        if T::OWNS_TAPE {
+            let (xt, ot) = (x.x.t.clone(), out.t.clone());
+            cx.tape.add_backward_op(move |grads| {
+                let gy = take_grad(grads, &ot)?;
+                with_grad(grads, &xt, |gx| {
+                    gx.par_chunks_mut(w.max(1)).enumerate().for_each(|(r, grow)| {
+                        let p = r % l;
+                        let g = &gy[r * width..(r + 1) * width];
+                        let dst = &mut grow[off..off + width];
+                        for h in 0..heads {
+                            for d in 0..hd {
+                                let pd = if d < half { d + half } else { d - half };
+                                let gd = g[h * hd + d];
+                                dst[h * hd + d] += gd * cos[p * hd + d];
+                                dst[h * hd + pd] += gd * sin[p * hd + d];
+                            }
+                        }
+                    });
+                })
+            });
+        }
+        Ok(out)
+    }
+
+    fn embedding<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, w: &FT<Self>, ids: &IT) -> R<FT<Self>> {
+        if !cx.fused {
+            return generic::embedding(cx, w, ids);
+        }
+        let (num, dim) = (w.shape[0], w.numel() / w.shape[0].max(1));
+        let idx = check_ids(ids, num, "embedding")?;
+        let wh = host(w);
+        let mut y = vec![0.0; idx.len() * dim];
+        y.par_chunks_mut(dim.max(1)).zip(idx.par_iter()).for_each(|(row, &i)| row.copy_from_slice(&wh[i * dim..(i + 1) * dim]));
+        let mut shape = ids.shape.clone();
+        shape.push(dim);
+        let out = cx.constant_cached(y, shape)?;
+        if T::OWNS_TAPE {
+            let (wt, ot) = (w.t.clone(), out.t.clone());
+            cx.tape.add_backward_op(move |grads| {
+                let gy = take_grad(grads, &ot)?;
+                with_grad(grads, &wt, |gw| {
+                    for (r, &i) in idx.iter().enumerate() {
+                        for (a, g) in gw[i * dim..(i + 1) * dim].iter_mut().zip(&gy[r * dim..(r + 1) * dim]) {
+                            *a += g;
+                        }
+                    }
+                })
+            });
+        }
+        Ok(out)
+    }
+
+    fn cross_entropy<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, logits: &FT<Self>, targets: &[i64]) -> R<FT<Self>> {
+        if !cx.fused {
+            return generic::cross_entropy(cx, logits, targets);
+        }
+        let (rows, v) = (logits.rows(), logits.last());
+        if targets.len() != rows {
+            return Err(run_err(format!("cross-entropy: expected {rows} labels, found {}", targets.len())));
+        }
+        let count = check_targets(targets, v)?;
+        if count == 0 {
+            return cx.constant(vec![0.0], vec![]);
+        }
+        let lh = host(logits);
+        let targets = targets.to_vec();
+        // per row: log-sum-exp
+        let lse: Vec<f32> = lh
+            .par_chunks(v.max(1))
+            .map(|row| {
+                let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                m + row.iter().map(|&x| (x - m).exp()).sum::<f32>().ln()
+            })
+            .collect();
+        let total: f64 = targets
+            .iter()
+            .enumerate()
+            .filter(|(_, &t)| t != -100)
+            .map(|(r, &t)| (lse[r] - lh[r * v + t as usize]) as f64)
+            .sum();
+        let out = cx.constant(vec![(total / count as f64) as f32], vec![])?;
+        if T::OWNS_TAPE {
+            let (lt, ot) = (logits.t.clone(), out.t.clone());
+            cx.tape.add_backward_op(move |grads| {
+                let gl = take_grad(grads, &ot)?.first().copied().unwrap_or(0.0) / count as f32;
+                with_grad(grads, &lt, |g| {
+                    g.par_chunks_mut(v.max(1)).enumerate().for_each(|(r, grow)| {
+                        let t = targets[r];
+                        if t == -100 {
+                            return;
+                        }
+                        let row = &lh[r * v..(r + 1) * v];
+                        for (j, (d, &x)) in grow.iter_mut().zip(row).enumerate() {
+                            let p = (x - lse[r]).exp();
+                            *d += gl * (p - if j as i64 == t { 1.0 } else { 0.0 });
+                        }
+                    });
+                })
+            });
+        }
+        Ok(out)
+    }
+
+    fn dropout<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, p: f32) -> R<FT<Self>> {
+        if !cx.fused {
+            return generic::dropout(cx, x, p);
+        }
+        if p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let keep = cx.rng.keep_mask(x.numel(), p);
+        let s = 1.0 / (1.0 - p);
+        let mut y = Arc::unwrap_or_clone(host(x));
+        for (v, &k) in y.iter_mut().zip(&keep) {
+            *v = if k { *v * s } else { 0.0 };
+        }
+        let out = cx.constant_cached(y, x.shape.clone())?;
+        if T::OWNS_TAPE {
+            let (xt, ot) = (x.t.clone(), out.t.clone());
+            cx.tape.add_backward_op(move |grads| {
+                let gy = take_grad(grads, &ot)?;
+                with_grad(grads, &xt, |gx| {
+                    for ((d, g), &k) in gx.iter_mut().zip(&gy).zip(&keep) {
+                        if k {
+                            *d += g * s;
+                        }
+                    }
+                })
+            });
+        }
+        Ok(out)
+    }
+
+    fn gather<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, idx: Vec<usize>, shape: Vec<usize>) -> R<FT<Self>> {
+        if !cx.fused {
+            return cx.gather(x, idx, shape);
+        }
+        let n = x.numel();
+        if let Some(bad) = idx.iter().find(|&&i| i >= n) {
+            return Err(run_err(format!("internal: gather index {bad} out of range for {n} elements")));
+        }
+        let xh = host(x);
+        let y: Vec<f32> = idx.par_iter().map(|&i| xh[i]).collect();
+        let out = cx.constant_cached(y, shape)?;
+        if T::OWNS_TAPE {
+            let (xt, ot) = (x.t.clone(), out.t.clone());
+            cx.tape.add_backward_op(move |grads| {
+                let gy = take_grad(grads, &ot)?;
+                with_grad(grads, &xt, |gx| {
+                    for (&i, g) in idx.iter().zip(&gy) {
+                        gx[i] += g;
+                    }
+                })
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Layer norm (`rms == false`) or RMS norm over the last axis, rows in parallel.
+fn norm<T: Tape<f32, Cpu>>(cx: &mut Ctx<Cpu, T>, x: &FT<Cpu>, w: &FT<Cpu>, b: Option<&FT<Cpu>>, eps: f32, rms: bool) -> R<FT<Cpu>> {
+    let n = x.last().max(1);
+    let rows = x.rows();
+    let xh = host(x);
+    let wh = host(w);
+    let bh = b.map(host);
+    let mut y = vec![0.0; xh.len()];
+    // (mean, rstd) per row
+    let mut stats = vec![(0.0f32, 0.0f32); rows];
+    y.par_chunks_mut(n).zip(xh.par_chunks(n)).zip(stats.par_iter_mut()).for_each(|((yr, xr), st)| {
+        let mean = if rms { 0.0 } else { xr.iter().sum::<f32>() / n as f32 };
+        let var = xr.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / n as f32;
+        let rstd = 1.0 / (var + eps).sqrt();
+        *st = (mean, rstd);
+        for j in 0..n {
+            yr[j] = (xr[j] - mean) * rstd * wh[j] + bh.as_ref().map_or(0.0, |b| b[j]);
+        }
+    });
+    let out = cx.constant_cached(y, x.shape.clone())?;
+    if T::OWNS_TAPE {
+        let (xt, wt, bt, ot) = (x.t.clone(), w.t.clone(), b.map(|b| b.t.clone()), out.t.clone());
+        cx.tape.add_backward_op(move |grads| {
+            let gy = take_grad(grads, &ot)?;
+            with_grad(grads, &xt, |gx| {
+                gx.par_chunks_mut(n).zip(gy.par_chunks(n)).zip(xh.par_chunks(n)).zip(stats.par_iter()).for_each(
+                    |(((gxr, gyr), xr), &(mean, rstd))| {
+                        let mut s1 = 0.0f32; // mean of g
+                        let mut s2 = 0.0f32; // mean of g * xhat
+                        for j in 0..n {
+                            let g = gyr[j] * wh[j];
+                            s1 += g;
+                            s2 += g * (xr[j] - mean) * rstd;
+                        }
+                        s1 /= n as f32;
+                        s2 /= n as f32;
+                        if rms {
+                            s1 = 0.0;
+                        }
+                        for j in 0..n {
+                            let g = gyr[j] * wh[j];
+                            let xhat = (xr[j] - mean) * rstd;
+                            gxr[j] += rstd * (g - s1 - xhat * s2);
+                        }
+                    },
+                );
+            })?;
+            let rows_per = (CHUNK / n).max(1);
+            let (dw, db) = gy
+                .par_chunks(rows_per * n)
+                .zip(xh.par_chunks(rows_per * n))
+                .enumerate()
+                .map(|(c, (gyc, xc))| {
+                    let mut dw = vec![0.0f32; n];
+                    let mut db = vec![0.0f32; n];
+                    for (r, (gyr, xr)) in gyc.chunks(n).zip(xc.chunks(n)).enumerate() {
+                        let (mean, rstd) = stats[c * rows_per + r];
+                        for j in 0..n {
+                            dw[j] += gyr[j] * (xr[j] - mean) * rstd;
+                            db[j] += gyr[j];
+                        }
+                    }
+                    (dw, db)
+                })
+                .reduce(
+                    || (vec![0.0; n], vec![0.0; n]),
+                    |(mut a, mut b), (c, d)| {
+                        for j in 0..n {
+                            a[j] += c[j];
+                            b[j] += d[j];
+                        }
+                        (a, b)
+                    },
+                );
+            with_grad(grads, &wt, |g| add_into(g, &dw))?;
+            if let Some(bt) = bt {
+                with_grad(grads, &bt, |g| add_into(g, &db))?;
+            }
+            Ok(())
+        });
+    }
+    Ok(out)
+}
+
+/// Saved per (batch, head) for the backward pass.
+struct HeadFwd {
+    /// Softmax probabilities `[T, S]` (before dropout).
+    p: Vec<f32>,
+    /// Dropout scale per entry (0 or 1/(1-p)), when dropout is on.
+    drop: Option<Vec<f32>>,
+}
+
+/// The whole attention core, parallel over (batch, head): scores by `sgemm`, bias, causal /
+/// window / padding masks and softmax fused per row, dropout, then `P @ V`.
+fn attention<T: Tape<f32, Cpu>>(
+    cx: &mut Ctx<Cpu, T>,
+    q: Cols<Cpu>,
+    k: Cols<Cpu>,
+    v: Cols<Cpu>,
+    c: CoreCfg,
+    mask: Option<&BT>,
+    bias: Option<&FT<Cpu>>,
+) -> R<FT<Cpu>> {
+    let (b, t, s, h, hd) = (c.b, c.t, c.s, c.heads, c.hd);
+    let group = h / c.kv_heads.max(1);
+    let (wq, wk, wv) = (q.row_stride(), k.row_stride(), v.row_stride());
+    let (qo, ko, vo) = (q.off, k.off, v.off);
+    let qh = host(q.x);
+    let kh = if k.x.uid == q.x.uid { qh.clone() } else { host(k.x) };
+    let vh = if v.x.uid == q.x.uid {
+        qh.clone()
+    } else if v.x.uid == k.x.uid {
+        kh.clone()
+    } else {
+        host(v.x)
+    };
+    let bh: Option<Arc<Vec<f32>>> = bias.map(host);
+    let mk: Option<Arc<Vec<bool>>> = mask.map(|m| m.data.clone());
+    let seed = cx.rng.next_u64();
+    let width = h * hd;
+    let heads: Vec<(HeadFwd, Vec<f32>)> = (0..b * h)
+        .into_par_iter()
+        .map(|bh_i| {
+            let (bi, hi) = (bh_i / h, bh_i % h);
+            let g = hi / group;
+            let mut p = vec![0.0f32; t * s];
+            sgemm(
+                t,
+                hd,
+                s,
+                c.scale,
+                MatRef::rows(&qh, bi * t * wq + qo + hi * hd, wq),
+                MatRef::trans(&kh, bi * s * wk + ko + g * hd, wk),
+                0.0,
+                &mut p,
+                0,
+                s,
+            );
+            for i in 0..t {
+                let row = &mut p[i * s..(i + 1) * s];
+                if let Some(bb) = &bh {
+                    for (x, bv) in row.iter_mut().zip(&bb[(hi * t + i) * s..(hi * t + i + 1) * s]) {
+                        *x += bv;
+                    }
+                }
+                let mut m = f32::NEG_INFINITY;
+                for (j, x) in row.iter_mut().enumerate() {
+                    let ok = c.allowed(i, j) && mk.as_ref().map_or(true, |mm| mm[bi * s + j]);
+                    if ok {
+                        m = m.max(*x);
+                    } else {
+                        *x = f32::NEG_INFINITY;
+                    }
+                }
+                if m == f32::NEG_INFINITY {
+                    row.iter_mut().for_each(|x| *x = 0.0);
+                    continue;
+                }
+                let mut sum = 0.0;
+                for x in row.iter_mut() {
+                    *x = (*x - m).exp();
+                    sum += *x;
+                }
+                let inv = 1.0 / sum;
+                row.iter_mut().for_each(|x| *x *= inv);
+            }
+            let drop = if c.dropout > 0.0 {
+                let mut rng = Rng::new(seed ^ (bh_i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                let sc = 1.0 / (1.0 - c.dropout);
+                Some((0..t * s).map(|_| if rng.uniform() >= c.dropout { sc } else { 0.0 }).collect::<Vec<f32>>())
+            } else {
+                None
+            };
+            let mut o = vec![0.0f32; t * hd];
+            let pd: Vec<f32>;
+            let pv: &[f32] = match &drop {
+                Some(d) => {
+                    pd = p.iter().zip(d).map(|(a, b)| a * b).collect();
+                    &pd
+                }
+                None => &p,
+            };
+            sgemm(t, s, hd, 1.0, MatRef::rows(pv, 0, s), MatRef::rows(&vh, bi * s * wv + vo + g * hd, wv), 0.0, &mut o, 0, hd);
+            (HeadFwd { p, drop }, o)
+        })
+        .collect();
+    let mut y = vec![0.0f32; b * t * width];
+    for (bh_i, (_, o)) in heads.iter().enumerate() {
+        let (bi, hi) = (bh_i / h, bh_i % h);
+        for i in 0..t {
+            y[(bi * t + i) * width + hi * hd..][..hd].copy_from_slice(&o[i * hd..(i + 1) * hd]);
+        }
+    }
+    let out = cx.constant_cached(y, vec![b, t, width])?;
+    if T::OWNS_TAPE {
+        let saved: Vec<HeadFwd> = heads.into_iter().map(|(f, _)| f).collect();
+        let (qt, kt, vt, ot) = (q.x.t.clone(), k.x.t.clone(), v.x.t.clone(), out.t.clone());
+        let bias_t = bias.map(|x| x.t.clone());
+        cx.tape.add_backward_op(move |grads| {
+            let gy = take_grad(grads, &ot)?;
+            // per head: (dq [T, hd], dk [S, hd], dv [S, hd], ds [T, S])
+            let parts: Vec<(Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>)> = (0..b * h)
+                .into_par_iter()
+                .map(|bh_i| {
+                    let (bi, hi) = (bh_i / h, bh_i % h);
+                    let g = hi / group;
+                    let f = &saved[bh_i];
+                    let go = MatRef::rows(&gy, bi * t * width + hi * hd, width);
+                    let kv_v = bi * s * wv + vo + g * hd;
+                    // dP' = dO V^T
+                    let mut dp = vec![0.0f32; t * s];
+                    sgemm(t, hd, s, 1.0, go, MatRef::trans(&vh, kv_v, wv), 0.0, &mut dp, 0, s);
+                    // dV = P'^T dO
+                    let pd: Vec<f32>;
+                    let pv: &[f32] = match &f.drop {
+                        Some(d) => {
+                            pd = f.p.iter().zip(d).map(|(a, b)| a * b).collect();
+                            &pd
+                        }
+                        None => &f.p,
+                    };
+                    let mut dv = vec![0.0f32; s * hd];
+                    sgemm(s, t, hd, 1.0, MatRef::trans(pv, 0, s), go, 0.0, &mut dv, 0, hd);
+                    // dS = P * (dP - rowsum(P * dP))
+                    if let Some(d) = &f.drop {
+                        dp.iter_mut().zip(d).for_each(|(x, m)| *x *= m);
+                    }
+                    for i in 0..t {
+                        let pr = &f.p[i * s..(i + 1) * s];
+                        let dr = &mut dp[i * s..(i + 1) * s];
+                        let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
+                        for (x, &pp) in dr.iter_mut().zip(pr) {
+                            *x = pp * (*x - dot);
+                        }
+                    }
+                    let mut dq = vec![0.0f32; t * hd];
+                    sgemm(t, s, hd, c.scale, MatRef::rows(&dp, 0, s), MatRef::rows(&kh, bi * s * wk + ko + g * hd, wk), 0.0, &mut dq, 0, hd);
+                    let mut dk = vec![0.0f32; s * hd];
+                    sgemm(s, t, hd, c.scale, MatRef::trans(&dp, 0, s), MatRef::rows(&qh, bi * t * wq + qo + hi * hd, wq), 0.0, &mut dk, 0, hd);
+                    (dq, dk, dv, dp)
+                })
+                .collect();
+            with_grad(grads, &qt, |gq| {
+                for (bh_i, (dq, _, _, _)) in parts.iter().enumerate() {
+                    let (bi, hi) = (bh_i / h, bh_i % h);
+                    for i in 0..t {
+                        let dst = &mut gq[(bi * t + i) * wq + qo + hi * hd..][..hd];
+                        dst.iter_mut().zip(&dq[i * hd..(i + 1) * hd]).for_each(|(a, b)| *a += b);
+                    }
+                }
+            })?;
+            with_grad(grads, &kt, |gk| {
+                for (bh_i, (_, dk, _, _)) in parts.iter().enumerate() {
+                    let (bi, g) = (bh_i / h, (bh_i % h) / group);
+                    for j in 0..s {
+                        let dst = &mut gk[(bi * s + j) * wk + ko + g * hd..][..hd];
+                        dst.iter_mut().zip(&dk[j * hd..(j + 1) * hd]).for_each(|(a, b)| *a += b);
+                    }
+                }
+            })?;
+            with_grad(grads, &vt, |gv| {
+                for (bh_i, (_, _, dv, _)) in parts.iter().enumerate() {
+                    let (bi, g) = (bh_i / h, (bh_i % h) / group);
+                    for j in 0..s {
+                        let dst = &mut gv[(bi * s + j) * wv + vo + g * hd..][..hd];
+                        dst.iter_mut().zip(&dv[j * hd..(j + 1) * hd]).for_each(|(a, b)| *a += b);
+                    }
+                }
+            })?;
+            if let Some(bt) = &bias_t {
+                with_grad(grads, bt, |gb| {
+                    for (bh_i, (_, _, _, ds)) in parts.iter().enumerate() {
+                        let hi = bh_i % h;
+                        gb[hi * t * s..(hi + 1) * t * s].iter_mut().zip(ds).for_each(|(a, b)| *a += b);
+                    }
+                })?;
+            }
+            Ok(())
+        });
+    }
+    Ok(out)
+}

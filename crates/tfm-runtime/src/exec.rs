@@ -211,7 +211,7 @@ fn weight<D: Backend>(g: &Graph, inst: &Inst, store: &ParamStore<D>, path: &[usi
             p.value.shape().0
         )));
     }
-    Ok(FT { t: p.value.clone(), shape, uid: param_uid(gi) })
+    Ok(FT { t: p.value.clone(), shape, uid: param_uid(gi), host: None })
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -19,7 +19,7 @@ impl<'a> MatRef<'a> {
     pub fn trans(data: &'a [f32], off: usize, rs: usize) -> Self {
         MatRef { data, off, rs: 1, cs: rs }
     }
-    fn fits(&self, r: usize, c: usize) -> bool {
+    pub fn fits(&self, r: usize, c: usize) -> bool {
         r == 0 || c == 0 || self.off + (r - 1) * self.rs + (c - 1) * self.cs < self.data.len()
     }
 }
@@ -80,6 +80,119 @@ pub fn sgemm(
     }
 }
 
+/// Like [`sgemm`], computed by the `gemm` crate (rayon-parallel when the product is large).
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_g(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: MatRef,
+    b: MatRef,
+    beta: f32,
+    c: &mut [f32],
+    c_off: usize,
+    rsc: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(a.fits(m, k) && b.fits(k, n), "sgemm operand out of bounds");
+    assert!(c_off + (m - 1) * rsc + n <= c.len(), "sgemm output out of bounds");
+    if k == 0 {
+        for i in 0..m {
+            for v in &mut c[c_off + i * rsc..c_off + i * rsc + n] {
+                *v *= beta;
+            }
+        }
+        return;
+    }
+    let par = if m * k * n >= (1 << 18) {
+        gemm::Parallelism::Rayon(rayon::current_num_threads())
+    } else {
+        gemm::Parallelism::None
+    };
+    let a_ptr = a.data[a.off..].as_ptr();
+    let b_ptr = b.data[b.off..].as_ptr();
+    let c_ptr = c[c_off..].as_mut_ptr();
+    // SAFETY: as in `sgemm`: every element read or written lies inside its slice (checked
+    // above), strides are non-negative and `c` does not alias `a` or `b`. `gemm` computes
+    // dst = alpha_g * dst + beta_g * lhs @ rhs, reading dst only when `read_dst`.
+    #[allow(unsafe_code)]
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c_ptr,
+            1,
+            rsc as isize,
+            beta != 0.0,
+            a_ptr,
+            a.cs as isize,
+            a.rs as isize,
+            b_ptr,
+            b.cs as isize,
+            b.rs as isize,
+            beta,
+            alpha,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// Leaves threading to rayon: matrixmultiply's own pool would compete with rayon's workers
+/// (which spin before sleeping) for the same cores. Honours a `MATMUL_NUM_THREADS` the user set.
+pub fn single_threaded_kernels() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("MATMUL_NUM_THREADS").is_none() {
+            std::env::set_var("MATMUL_NUM_THREADS", "1");
+        }
+    });
+}
+
+/// [`sgemm`] with the rows of `C` split across rayon's threads when the product is large.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_par(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: MatRef,
+    b: MatRef,
+    beta: f32,
+    c: &mut [f32],
+    c_off: usize,
+    rsc: usize,
+) {
+    use rayon::prelude::*;
+    let threads = rayon::current_num_threads();
+    if threads <= 1 || m * k * n < (1 << 18) || m < 32 {
+        return sgemm(m, k, n, alpha, a, b, beta, c, c_off, rsc);
+    }
+    let parts = threads.min(m / 16).max(1);
+    let rows_per = m.div_ceil(parts);
+    let mut pieces = Vec::with_capacity(parts);
+    let mut rest = &mut c[c_off..];
+    let mut r0 = 0;
+    while r0 < m {
+        let r1 = (r0 + rows_per).min(m);
+        let len = if r1 == m { rest.len() } else { (r1 - r0) * rsc };
+        let (head, tail) = rest.split_at_mut(len);
+        pieces.push((r0, r1, head));
+        rest = tail;
+        r0 = r1;
+    }
+    pieces.into_par_iter().for_each(|(r0, r1, cs)| {
+        let a = MatRef { off: a.off + r0 * a.rs, ..a };
+        sgemm(r1 - r0, k, n, alpha, a, b, beta, cs, 0, rsc);
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +208,30 @@ mod tests {
         // A @ B^T = [[17, 23], [39, 53]], accumulated onto C
         sgemm(2, 2, 2, 1.0, MatRef::rows(&a, 0, 2), MatRef::trans(&b, 0, 2), 1.0, &mut c, 0, 2);
         assert_eq!(c, [36.0, 45.0, 82.0, 103.0]);
+    }
+
+    #[test]
+    fn parallel_rows_match_one_call() {
+        let (m, k, n) = (70, 64, 66);
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i * 5) % 11) as f32 - 5.0).collect();
+        let mut c1 = vec![1.0; m * n + 3];
+        let mut c2 = c1.clone();
+        sgemm(m, k, n, 0.5, MatRef::rows(&a, 0, k), MatRef::rows(&b, 0, n), 1.0, &mut c1, 3, n);
+        sgemm_par(m, k, n, 0.5, MatRef::rows(&a, 0, k), MatRef::rows(&b, 0, n), 1.0, &mut c2, 3, n);
+        assert_eq!(c1, c2);
+        // against a plain triple loop
+        let mut naive = 1.0f32;
+        for j in 0..k {
+            naive += 0.5 * a[5 * k + j] * b[j * n + 7];
+        }
+        assert_eq!(c2[3 + 5 * n + 7], naive);
+        let mut c3 = vec![1.0; m * n + 3];
+        sgemm_g(m, k, n, 0.5, MatRef::rows(&a, 0, k), MatRef::trans(&b, 0, k), 1.0, &mut c3, 3, n);
+        let mut c4 = vec![1.0; m * n + 3];
+        sgemm(m, k, n, 0.5, MatRef::rows(&a, 0, k), MatRef::trans(&b, 0, k), 1.0, &mut c4, 3, n);
+        for (x, y) in c3.iter().zip(&c4) {
+            assert!((x - y).abs() <= 1e-4 * y.abs().max(1.0), "{x} vs {y}");
+        }
     }
 }

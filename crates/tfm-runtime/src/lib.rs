@@ -25,7 +25,7 @@ pub mod backend;
 mod cpu;
 mod exec;
 pub mod fixtures;
-mod gemm;
+pub mod gemm;
 pub mod init;
 mod layout;
 mod objective;

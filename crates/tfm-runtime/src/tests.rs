@@ -731,7 +731,6 @@ fn shape_variables_must_agree_across_inputs() {
 
 /// Plain SGD on every trainable weight.
 fn sgd<D: Backend>(store: &mut ParamStore<D>, grads: &dfdx::prelude::Gradients<f32, D>, lr: f32) {
-    use dfdx::prelude::*;
     for p in &mut store.params {
         if p.trainable {
             let g = grads.get(&p.value);

@@ -16,6 +16,8 @@ pub struct FT<D: Device<f32>> {
     pub t: Flat<D>,
     pub shape: Vec<usize>,
     pub uid: u64,
+    /// A host copy of the data, when a CPU kernel produced it (saves copying it back out).
+    pub host: Option<Arc<Vec<f32>>>,
 }
 
 static NEXT_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -37,7 +39,7 @@ impl<D: Device<f32>> FT<D> {
     /// The same data with another shape of equal size (free).
     pub fn reshaped(&self, shape: Vec<usize>) -> FT<D> {
         debug_assert_eq!(shape.iter().product::<usize>(), self.numel());
-        FT { t: self.t.clone(), shape, uid: self.uid }
+        FT { t: self.t.clone(), shape, uid: self.uid, host: self.host.clone() }
     }
     pub fn last(&self) -> usize {
         self.shape.last().copied().unwrap_or(1)
@@ -176,14 +178,22 @@ impl<D: Device<f32>, T: Tape<f32, D>> Ctx<D, T> {
         let (y, tape) = y.split_tape();
         let t = std::mem::take(&mut self.tape);
         self.tape = t.merge(tape);
-        FT { t: y, shape, uid: fresh_uid() }
+        FT { t: y, shape, uid: fresh_uid(), host: None }
     }
 
     /// A constant (no gradient is ever needed for it).
     pub fn constant(&self, data: Vec<f32>, shape: Vec<usize>) -> Result<FT<D>, RuntimeError> {
         let n = data.len();
         let t = self.dev.try_tensor_from_vec(data, (n,)).map_err(dev_err)?;
-        Ok(FT { t, shape, uid: fresh_uid() })
+        Ok(FT { t, shape, uid: fresh_uid(), host: None })
+    }
+
+    /// Like [`Ctx::constant`], keeping a host copy for the CPU kernels that read it next.
+    pub fn constant_cached(&self, data: Vec<f32>, shape: Vec<usize>) -> Result<FT<D>, RuntimeError> {
+        let copy = Arc::new(data.clone());
+        let mut x = self.constant(data, shape)?;
+        x.host = Some(copy);
+        Ok(x)
     }
 
     pub fn index(&self, idx: Vec<usize>) -> Result<Tensor<(usize,), usize, D>, RuntimeError> {

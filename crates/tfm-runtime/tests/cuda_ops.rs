@@ -14,10 +14,14 @@ type Outputs = Vec<(&'static str, Vec<f32>)>;
 
 /// Deterministic values in [-1, 1): a small linear congruential generator.
 fn data(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
@@ -32,10 +36,23 @@ fn gpu() -> Cuda {
 
 /// Asserts that every named output agrees: |cpu - gpu| <= atol + rtol * |cpu|, elementwise.
 fn assert_close(cpu: &Outputs, gpu: &Outputs, atol: f32, rtol: f32) {
-    assert_eq!(cpu.len(), gpu.len(), "expected the same number of outputs on both devices");
+    assert_eq!(
+        cpu.len(),
+        gpu.len(),
+        "expected the same number of outputs on both devices"
+    );
     for ((name, c), (_, g)) in cpu.iter().zip(gpu) {
-        assert_eq!(c.len(), g.len(), "{name}: expected {} values on the gpu, found {}", c.len(), g.len());
-        assert!(c.iter().all(|v| v.is_finite()), "{name}: cpu result is not finite");
+        assert_eq!(
+            c.len(),
+            g.len(),
+            "{name}: expected {} values on the gpu, found {}",
+            c.len(),
+            g.len()
+        );
+        assert!(
+            c.iter().all(|v| v.is_finite()),
+            "{name}: cpu result is not finite"
+        );
         let mut worst = (0usize, 0.0f32);
         for (i, (x, y)) in c.iter().zip(g).enumerate() {
             let excess = (x - y).abs() - (atol + rtol * x.abs());
@@ -76,10 +93,17 @@ fn matmul_2d<D: Device<f32>>(dev: &D) -> Outputs {
     let (m, k, n) = (33, 70, 17);
     let a: M<D> = dev.tensor_from_vec(data(m * k, 1), (m, k));
     let b: M<D> = dev.tensor_from_vec(data(k * n, 2), (k, n));
-    let y = a.clone().traced(Gradients::leaky()).matmul(b.retaped::<OwnedTape<f32, D>>());
+    let y = a
+        .clone()
+        .traced(Gradients::leaky())
+        .matmul(b.retaped::<OwnedTape<f32, D>>());
     let yv = y.with_empty_tape().as_vec();
     let g = weighted_sum(y, 3).backward();
-    vec![("y", yv), ("grad a", g.get(&a).as_vec()), ("grad b", g.get(&b).as_vec())]
+    vec![
+        ("y", yv),
+        ("grad a", g.get(&a).as_vec()),
+        ("grad b", g.get(&b).as_vec()),
+    ]
 }
 
 /// Causal self-attention as the runtime lowers it: fused QKV sliced three ways, heads split with
@@ -88,7 +112,8 @@ fn matmul_2d<D: Device<f32>>(dev: &D) -> Outputs {
 fn attention<D: Device<f32>>(dev: &D) -> Outputs {
     let (b, t, h, hd) = (2usize, 7usize, 3usize, 4usize);
     let c = h * hd;
-    let qkv: Tensor<(usize, usize, usize), f32, D> = dev.tensor_from_vec(data(b * t * 3 * c, 4), (b, t, 3 * c));
+    let qkv: Tensor<(usize, usize, usize), f32, D> =
+        dev.tensor_from_vec(data(b * t * 3 * c, 4), (b, t, 3 * c));
     let x = qkv.clone().traced(Gradients::leaky());
     let split = |x: Tensor<(usize, usize, usize), f32, D, OwnedTape<f32, D>>, i: usize| {
         x.slice((.., .., i * c..(i + 1) * c))
@@ -99,13 +124,22 @@ fn attention<D: Device<f32>>(dev: &D) -> Outputs {
     let k = split(x.with_empty_tape(), 1);
     let v = split(x, 2);
     let scores = q.matmul(k.permute::<_, Axes4<0, 1, 3, 2>>()) * (1.0 / (hd as f32).sqrt());
-    let mask = dev.upper_tri_like(&(t, t), f32::NEG_INFINITY, 1).broadcast_like::<_, Axes2<0, 1>>(&(b, h, t, t));
+    let mask = dev
+        .upper_tri_like(&(t, t), f32::NEG_INFINITY, 1)
+        .broadcast_like::<_, Axes2<0, 1>>(&(b, h, t, t));
     let probs = (scores + mask).softmax::<Axis<3>>();
     let probs_v = probs.with_empty_tape().as_vec();
-    let y = probs.matmul(v).permute::<_, Axes4<0, 2, 1, 3>>().reshape_like(&(b, t, c));
+    let y = probs
+        .matmul(v)
+        .permute::<_, Axes4<0, 2, 1, 3>>()
+        .reshape_like(&(b, t, c));
     let yv = y.with_empty_tape().as_vec();
     let g = weighted_sum(y, 5).backward();
-    vec![("probs", probs_v), ("y", yv), ("grad qkv", g.get(&qkv).as_vec())]
+    vec![
+        ("probs", probs_v),
+        ("y", yv),
+        ("grad qkv", g.get(&qkv).as_vec()),
+    ]
 }
 
 /// Layer norm (normalize, then gamma and beta broadcast over rows) followed by tanh GELU.
@@ -115,8 +149,12 @@ fn layer_norm_gelu<D: Device<f32>>(dev: &D) -> Outputs {
     let gamma: Tensor<(usize,), f32, D> = dev.tensor_from_vec(data(c, 7), (c,));
     let beta: Tensor<(usize,), f32, D> = dev.tensor_from_vec(data(c, 8), (c,));
     let xt = x.clone().traced(Gradients::leaky());
-    let gt = gamma.retaped::<OwnedTape<f32, D>>().broadcast_like::<_, Axis<0>>(&(n, c));
-    let bt = beta.retaped::<OwnedTape<f32, D>>().broadcast_like::<_, Axis<0>>(&(n, c));
+    let gt = gamma
+        .retaped::<OwnedTape<f32, D>>()
+        .broadcast_like::<_, Axis<0>>(&(n, c));
+    let bt = beta
+        .retaped::<OwnedTape<f32, D>>()
+        .broadcast_like::<_, Axis<0>>(&(n, c));
     let y = (xt.normalize::<Axis<1>>(1e-5) * gt + bt).fast_gelu();
     let yv = y.with_empty_tape().as_vec();
     let g = weighted_sum(y, 9).backward();
@@ -143,13 +181,20 @@ fn embeddings<D: Device<f32>>(dev: &D) -> Outputs {
     let y = tok + pos;
     let yv = y.with_empty_tape().as_vec();
     let g = weighted_sum(y, 12).backward();
-    vec![("y", yv), ("grad wte", g.get(&wte).as_vec()), ("grad wpe", g.get(&wpe).as_vec())]
+    vec![
+        ("y", yv),
+        ("grad wte", g.get(&wte).as_vec()),
+        ("grad wpe", g.get(&wpe).as_vec()),
+    ]
 }
 
 /// Cross-entropy: log-softmax over the vocabulary, select the targets, mean, negate.
 fn cross_entropy<D: Device<f32>>(dev: &D) -> Outputs {
     let (n, vocab) = (13usize, 29usize);
-    let logits: M<D> = dev.tensor_from_vec(data(n * vocab, 13).iter().map(|v| v * 4.0).collect(), (n, vocab));
+    let logits: M<D> = dev.tensor_from_vec(
+        data(n * vocab, 13).iter().map(|v| v * 4.0).collect(),
+        (n, vocab),
+    );
     let targets: Vec<usize> = (0..n).map(|i| (i * 5 + 1) % vocab).collect();
     let targets: Tensor<(usize,), usize, D> = dev.tensor_from_vec(targets, (n,));
     let loss = logits
@@ -171,7 +216,14 @@ fn reductions<D: Device<f32>>(dev: &D) -> Outputs {
     let sq = x.clone().square().sum::<(), _>().sqrt().as_vec();
     let row_max = x.clone().max::<(usize,), Axis<1>>().as_vec();
     let col_mean = x.clone().mean::<(usize,), Axis<0>>().as_vec();
-    let y = x.clone().traced(Gradients::leaky()).tanh().sigmoid().exp().ln().sqrt();
+    let y = x
+        .clone()
+        .traced(Gradients::leaky())
+        .tanh()
+        .sigmoid()
+        .exp()
+        .ln()
+        .sqrt();
     let yv = y.with_empty_tape().as_vec();
     let g = weighted_sum(y, 15).backward();
     vec![
@@ -196,12 +248,20 @@ fn adamw<D: Device<f32>>(dev: &D) -> Outputs {
     let mut m1 = Gradients::<f32, D>::leaky();
     let mut m2 = Gradients::<f32, D>::leaky();
     for step in 1..=2 {
-        let loss = weighted_sum(p.clone().traced(Gradients::leaky()).square(), 17 + step as u64);
+        let loss = weighted_sum(
+            p.clone().traced(Gradients::leaky()).square(),
+            17 + step as u64,
+        );
         let mut g = loss.backward();
         let grad = g.get_or_alloc_mut(&p).expect("allocating the gradient");
-        let m1v = m1.get_or_alloc_mut(&p).expect("allocating the first moment");
-        let m2v = m2.get_or_alloc_mut(&p).expect("allocating the second moment");
-        cfg.try_update(step, &mut p, m1v, m2v, grad).expect("adam update");
+        let m1v = m1
+            .get_or_alloc_mut(&p)
+            .expect("allocating the first moment");
+        let m2v = m2
+            .get_or_alloc_mut(&p)
+            .expect("allocating the second moment");
+        cfg.try_update(step, &mut p, m1v, m2v, grad)
+            .expect("adam update");
     }
     vec![("params after 2 steps", p.as_vec())]
 }
@@ -238,5 +298,8 @@ fn runtime_compiled_kernels() {
     let joined = (x.clone(), x.clone()).concat_along(Axis::<0>).as_vec();
     let mut expected = x.as_vec();
     expected.extend(x.as_vec());
-    assert_eq!(joined, expected, "concat_along on the gpu differs from appending on the host");
+    assert_eq!(
+        joined, expected,
+        "concat_along on the gpu differs from appending on the host"
+    );
 }

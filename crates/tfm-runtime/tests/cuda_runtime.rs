@@ -18,7 +18,14 @@ fn gpu() -> Cuda {
 }
 
 fn size() -> GptSize {
-    GptSize { vocab: 13, context: 16, layers: 2, heads: 4, d_model: 32, dropout: 0.0 }
+    GptSize {
+        vocab: 13,
+        context: 16,
+        layers: 2,
+        heads: 4,
+        d_model: 32,
+        dropout: 0.0,
+    }
 }
 
 /// Token windows with a learnable pattern: each row counts up by 1 or 2 from its own start.
@@ -31,7 +38,13 @@ fn batch(seed: usize) -> Batch {
             (0..t).map(move |i| ((start + step * i) % vocab) as i64)
         })
         .collect();
-    Batch { inputs: vec![HostTensor::I64 { shape: vec![b, t], data }], targets: None }
+    Batch {
+        inputs: vec![HostTensor::I64 {
+            shape: vec![b, t],
+            data,
+        }],
+        targets: None,
+    }
 }
 
 fn runtime<D: Backend>(dev: D) -> Runtime<D> {
@@ -56,13 +69,25 @@ fn gpt_loss_and_every_gradient_match_the_cpu() {
     let cuda = runtime(gpu());
     let (cs, gs) = (cpu.init_params(7), cuda.init_params(7));
     for (c, g) in cs.params.iter().zip(&gs.params) {
-        assert_eq!(c.value.as_vec(), g.value.as_vec(), "{}: initial weights differ between devices", c.name);
+        assert_eq!(
+            c.value.as_vec(),
+            g.value.as_vec(),
+            "{}: initial weights differ between devices",
+            c.name
+        );
     }
     let b = batch(0);
-    let (cl, cg) = cpu.loss_and_grads(&cs, &b, 0).expect("cpu loss and gradients");
-    let (gl, gg) = cuda.loss_and_grads(&gs, &b, 0).expect("cuda loss and gradients");
+    let (cl, cg) = cpu
+        .loss_and_grads(&cs, &b, 0)
+        .expect("cpu loss and gradients");
+    let (gl, gg) = cuda
+        .loss_and_grads(&gs, &b, 0)
+        .expect("cuda loss and gradients");
     println!("loss cpu={cl:.7} cuda={gl:.7}");
-    assert!((cl - gl).abs() <= 1e-5 + 1e-5 * cl.abs(), "loss: cpu {cl}, cuda {gl}");
+    assert!(
+        (cl - gl).abs() <= 1e-5 + 1e-5 * cl.abs(),
+        "loss: cpu {cl}, cuda {gl}"
+    );
     let mut compared = 0;
     for (c, g) in cs.params.iter().zip(&gs.params) {
         let (x, y) = (cg.get(&c.value).as_vec(), gg.get(&g.value).as_vec());
@@ -77,7 +102,10 @@ fn gpt_loss_and_every_gradient_match_the_cpu() {
         }
         compared += x.len();
     }
-    println!("{compared} gradient values across {} weights agree", cs.params.len());
+    println!(
+        "{compared} gradient values across {} weights agree",
+        cs.params.len()
+    );
 }
 
 #[test]
@@ -90,15 +118,30 @@ fn gpt_sgd_steps_follow_the_same_losses_as_the_cpu() {
     for step in 0..8 {
         let b = batch(step);
         let (cl, cg) = cpu.loss_and_grads(&cs, &b, step as u64).expect("cpu step");
-        let (gl, gg) = cuda.loss_and_grads(&gs, &b, step as u64).expect("cuda step");
-        assert!((cl - gl).abs() <= 1e-4 * cl.abs(), "step {step}: cpu loss {cl}, cuda loss {gl}");
+        let (gl, gg) = cuda
+            .loss_and_grads(&gs, &b, step as u64)
+            .expect("cuda step");
+        assert!(
+            (cl - gl).abs() <= 1e-4 * cl.abs(),
+            "step {step}: cpu loss {cl}, cuda loss {gl}"
+        );
         sgd(&mut cs, &cg, 0.5);
         sgd(&mut gs, &gg, 0.5);
         losses.push((cl, gl));
     }
-    let (ce, ge) = (cpu.loss(&cs, &eval).expect("cpu eval"), cuda.loss(&gs, &eval).expect("cuda eval"));
+    let (ce, ge) = (
+        cpu.loss(&cs, &eval).expect("cpu eval"),
+        cuda.loss(&gs, &eval).expect("cuda eval"),
+    );
     println!("train losses (cpu, cuda): {losses:?}");
     println!("eval loss after 8 steps: cpu={ce:.6} cuda={ge:.6}");
-    assert!((ce - ge).abs() <= 1e-3 * ce.abs(), "eval loss after training: cpu {ce}, cuda {ge}");
-    assert!(ge < losses[0].1, "expected training to lower the loss on cuda: {} -> {ge}", losses[0].1);
+    assert!(
+        (ce - ge).abs() <= 1e-3 * ce.abs(),
+        "eval loss after training: cpu {ce}, cuda {ge}"
+    );
+    assert!(
+        ge < losses[0].1,
+        "expected training to lower the loss on cuda: {} -> {ge}",
+        losses[0].1
+    );
 }

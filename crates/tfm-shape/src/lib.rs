@@ -245,7 +245,7 @@ pub fn infer(prim: &Prim, inputs: &[TensorType], weights: &[&[u64]]) -> Result<V
                 return Err(ShapeError::new(Some(0), format!("`f32[B, {inp}, L]`"), ty_str(x))
                     .hint(format!("dim 1 holds the {inp} input channels")));
             }
-            let padded = x.shape[2].add(&Dim::known(2 * padding));
+            let padded = x.shape[2].add(&Dim::known(padding.saturating_mul(2)));
             if let Some(p) = padded.as_const() {
                 if p < k as i64 {
                     return Err(ShapeError::new(Some(0), format!("a length of at least {k} after padding"), ty_str(x)));
@@ -511,8 +511,8 @@ pub enum LayerSpec {
     Conv1d { input: u64, output: u64, kernel: u64, stride: u64, padding: u64, bias: bool },
     Sinusoidal { len: u64, dim: u64 },
     RelativeBias { heads: u64, buckets: u64, max_distance: u64, bidirectional: bool },
-    /// A free weight (`parameter([dims], init: ...)`), read as `name.weight`.
-    Parameter { dims: Vec<u64>, init: Init },
+    /// A free weight (`parameter([dims], init: ..., decay: false)`), read as `name.weight`.
+    Parameter { dims: Vec<u64>, init: Init, decay: bool },
 }
 
 const STD: f64 = 0.02;
@@ -540,6 +540,7 @@ impl LayerSpec {
     }
 
     /// The weights, named `<prefix>.<inner>`, in the order `Op::Prim::params` lists them.
+    /// Sizes that overflow `u64` saturate to `u64::MAX`.
     pub fn params(&self, prefix: &str, span: Span) -> Vec<ParamDef> {
         let mut out = vec![];
         let mut push = |name: &str, shape: Vec<u64>, init: Init, decay: bool, kind: ParamKind| {
@@ -563,21 +564,24 @@ impl LayerSpec {
             LayerSpec::RmsNorm { dim, .. } => push("weight", vec![*dim], Init::Ones, false, t),
             LayerSpec::Attention { d_model, kv_dim, cfg } => {
                 let (h, kv, hd) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
+                // Saturating: absurd sizes become u64::MAX, which the checker rejects.
+                let m = |a: u64, b: u64| a.saturating_mul(b);
+                let qkv_rows = m(h.saturating_add(kv.saturating_mul(2)), hd);
                 if cfg.fused_qkv {
-                    push("qkv.weight", vec![(h + 2 * kv) * hd, *d_model], normal(false), true, t);
-                    push("o.weight", vec![*d_model, h * hd], normal(true), true, t);
+                    push("qkv.weight", vec![qkv_rows, *d_model], normal(false), true, t);
+                    push("o.weight", vec![*d_model, m(h, hd)], normal(true), true, t);
                     if cfg.bias {
-                        push("qkv.bias", vec![(h + 2 * kv) * hd], Init::Zeros, false, t);
+                        push("qkv.bias", vec![qkv_rows], Init::Zeros, false, t);
                     }
                 } else {
-                    push("q.weight", vec![h * hd, *d_model], normal(false), true, t);
-                    push("k.weight", vec![kv * hd, *kv_dim], normal(false), true, t);
-                    push("v.weight", vec![kv * hd, *kv_dim], normal(false), true, t);
-                    push("o.weight", vec![*d_model, h * hd], normal(true), true, t);
+                    push("q.weight", vec![m(h, hd), *d_model], normal(false), true, t);
+                    push("k.weight", vec![m(kv, hd), *kv_dim], normal(false), true, t);
+                    push("v.weight", vec![m(kv, hd), *kv_dim], normal(false), true, t);
+                    push("o.weight", vec![*d_model, m(h, hd)], normal(true), true, t);
                     if cfg.bias {
-                        push("q.bias", vec![h * hd], Init::Zeros, false, t);
-                        push("k.bias", vec![kv * hd], Init::Zeros, false, t);
-                        push("v.bias", vec![kv * hd], Init::Zeros, false, t);
+                        push("q.bias", vec![m(h, hd)], Init::Zeros, false, t);
+                        push("k.bias", vec![m(kv, hd)], Init::Zeros, false, t);
+                        push("v.bias", vec![m(kv, hd)], Init::Zeros, false, t);
                     }
                 }
                 if cfg.out_bias {
@@ -614,7 +618,7 @@ impl LayerSpec {
             }
             LayerSpec::Sinusoidal { len, dim } => push("table", vec![*len, *dim], Init::Sinusoidal, false, ParamKind::Fixed),
             LayerSpec::RelativeBias { heads, buckets, .. } => push("weight", vec![*buckets, *heads], normal(false), false, t),
-            LayerSpec::Parameter { dims, init } => push("weight", dims.clone(), init.clone(), dims.len() >= 2, t),
+            LayerSpec::Parameter { dims, init, decay } => push("weight", dims.clone(), init.clone(), *decay, t),
         }
         out
     }

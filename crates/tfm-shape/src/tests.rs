@@ -95,9 +95,9 @@ fn softmax_axes() {
 fn reshape_compares_symbolic_numel() {
     let x = t(F32, vec![v("B"), v("T"), k(768)]);
     let ok = Prim::Reshape { shape: vec![v("B"), v("T"), k(12), k(64)] };
-    assert_eq!(one(&ok, &[x.clone()], &[]), "f32[B, T, 12, 64]");
+    assert_eq!(one(&ok, std::slice::from_ref(&x), &[]), "f32[B, T, 12, 64]");
     let flat = Prim::Reshape { shape: vec![v("T").mul(&v("B")).mul(&k(768))] };
-    assert_eq!(one(&flat, &[x.clone()], &[]), "f32[768*B*T]");
+    assert_eq!(one(&flat, std::slice::from_ref(&x), &[]), "f32[768*B*T]");
     let bad = Prim::Reshape { shape: vec![v("B"), v("T"), k(12), k(32)] };
     let e = one(&bad, &[x], &[]);
     assert!(e.starts_with("error(arg Some(0))"), "{e}");
@@ -107,8 +107,8 @@ fn reshape_compares_symbolic_numel() {
 #[test]
 fn permute_concat_split_slice_expand() {
     let x = t(F32, vec![v("B"), k(12), v("T"), k(64)]);
-    assert_eq!(one(&Prim::Permute { axes: vec![0, 2, 1, 3] }, &[x.clone()], &[]), "f32[B, T, 12, 64]");
-    assert!(one(&Prim::Permute { axes: vec![0, 0, 1, 3] }, &[x.clone()], &[]).starts_with("error"));
+    assert_eq!(one(&Prim::Permute { axes: vec![0, 2, 1, 3] }, std::slice::from_ref(&x), &[]), "f32[B, T, 12, 64]");
+    assert!(one(&Prim::Permute { axes: vec![0, 0, 1, 3] }, std::slice::from_ref(&x), &[]).starts_with("error"));
     assert_eq!(one(&Prim::Concat { axis: 2 }, &[btd(3), btd(5)], &[]), "f32[B, T, 8]");
     assert_eq!(one(&Prim::Concat { axis: 1 }, &[btd(3), btd(3)], &[]), "f32[B, 2*T, 3]");
     assert!(one(&Prim::Concat { axis: 1 }, &[btd(3), btd(5)], &[]).starts_with("error(arg Some(1))"));
@@ -136,7 +136,7 @@ fn embedding_linear_norms() {
     let ids = t(I64, vec![v("B"), v("T")]);
     let emb = LayerSpec::Embedding { num: 100, dim: 16 };
     assert_eq!(shapes(&emb), vec![vec![100, 16]]);
-    assert_eq!(one(&Prim::Embedding, &[ids.clone()], &shapes(&emb)), "f32[B, T, 16]");
+    assert_eq!(one(&Prim::Embedding, std::slice::from_ref(&ids), &shapes(&emb)), "f32[B, T, 16]");
     assert!(one(&Prim::Embedding, &[btd(3)], &shapes(&emb)).contains("`i64` tensor"));
 
     let lin = LayerSpec::Linear { input: 16, output: 32, bias: true };
@@ -254,7 +254,7 @@ fn fixed_tables_relative_bias_and_free_parameters() {
     assert_eq!(one(&prim, &[], &shapes(&rb)), "f32[8, T, S]");
     assert_eq!(rb.prim(), Some(prim));
 
-    let scale = LayerSpec::Parameter { dims: vec![], init: Init::Constant(2.6592) };
+    let scale = LayerSpec::Parameter { dims: vec![], init: Init::Constant(2.6592), decay: false };
     let p = scale.params("logit_scale", Span::default());
     assert_eq!((p[0].name.as_str(), p[0].numel(), p[0].decay), ("logit_scale.weight", 1, false));
     assert_eq!(scale.prim(), None);

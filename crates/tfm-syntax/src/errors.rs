@@ -23,7 +23,7 @@ fn describe(r: Rule) -> (&'static str, bool) {
     match r {
         Rule::lbrace => ("`{`", false),
         Rule::rbrace => ("`}`", false),
-        Rule::lparen => ("`(`", false),
+        Rule::lparen => ("`(`", true),
         Rule::rparen => ("`)`", false),
         Rule::lbracket => ("`[`", false),
         Rule::rbracket => ("`]`", false),
@@ -32,7 +32,7 @@ fn describe(r: Rule) -> (&'static str, bool) {
         Rule::semi => ("`;`", true),
         Rule::assign => ("`=`", false),
         Rule::pipe => ("`|`", true),
-        Rule::quote => ("`\"`", false),
+        Rule::quote => ("a string", false),
         Rule::nl => ("end of line", false),
         Rule::ident | Rule::path | Rule::callee | Rule::choice => ("a name", false),
         Rule::kw_import => ("`import`", false),

@@ -93,10 +93,11 @@ const MAX_ERRORS_PER_PIECE: usize = 10;
 pub(crate) fn more_errors(src: &str, start: usize, end: usize, file: FileId, first: Diagnostic) -> Vec<Diagnostic> {
     let mut out = vec![];
     let mut buf = src.to_string();
-    let mut err = first;
-    loop {
-        let Some(pos) = err.primary_span().map(|s| s.start as usize) else { break };
+    let mut next_err = Some(first);
+    while let Some(err) = next_err.take() {
+        let pos = err.primary_span().map(|s| s.start as usize);
         out.push(err);
+        let Some(pos) = pos else { break };
         if out.len() >= MAX_ERRORS_PER_PIECE {
             break;
         }
@@ -109,7 +110,7 @@ pub(crate) fn more_errors(src: &str, start: usize, end: usize, file: FileId, fir
                 break;
             }
             Err(next) => match next.primary_span() {
-                Some(s) if s.start as usize > line_end => err = next,
+                Some(s) if s.start as usize > line_end => next_err = Some(next),
                 _ => break,
             },
         }
@@ -123,6 +124,19 @@ fn own_line(buf: &str, piece_start: usize, pos: usize) -> Option<(usize, usize)>
     let pos = pos.min(buf.len());
     let line_start = buf.get(..pos)?.rfind('\n').map(|i| i + 1).unwrap_or(0).max(piece_start);
     let line_end = buf.get(pos..)?.find('\n').map(|i| pos + i).unwrap_or(buf.len());
+    // An error at the first token of a line belongs to something unfinished above it: blank
+    // the line above when it opened a `(` or `[` it never closed (`input x: f32[B, d`).
+    if buf.get(line_start..pos)?.trim().is_empty() {
+        let above = buf.get(piece_start..line_start)?.trim_end();
+        let prev_start = above.rfind('\n').map(|i| i + 1).unwrap_or(0).max(piece_start);
+        let prev = strip_comment(buf.get(prev_start..above.len())?);
+        let count = |c: char| prev.chars().filter(|x| *x == c).count() as i64;
+        let open = count('(') + count('[') - count(')') - count(']');
+        if open > 0 && count('{') == 0 && count('}') == 0 && !unfinished_before(buf, piece_start, prev_start) {
+            return Some((prev_start, above.len()));
+        }
+        return None;
+    }
     let line = buf.get(line_start..line_end)?;
     let code = strip_comment(line);
     let mut depth = 0i64;
@@ -139,14 +153,20 @@ fn own_line(buf: &str, piece_start: usize, pos: usize) -> Option<(usize, usize)>
     if depth != 0 || code.trim().is_empty() {
         return None;
     }
-    let before = buf.get(piece_start..line_start)?;
-    let prev = before.trim_end().rsplit('\n').next().map(strip_comment).unwrap_or("");
-    let prev = prev.trim_end();
-    let unfinished = ["(", "[", ",", "+", "-", "*", "/", "%", "@", "=", "&&", "||", "<", ">", "then", "else"];
-    if unfinished.iter().any(|u| prev.ends_with(u)) {
+    if unfinished_before(buf, piece_start, line_start) {
         return None;
     }
     Some((line_start, line_end))
+}
+
+/// Whether the line before `line_start` ends unfinished (an open bracket, a comma, an operator),
+/// so that the line at `line_start` continues it.
+fn unfinished_before(buf: &str, piece_start: usize, line_start: usize) -> bool {
+    let before = buf.get(piece_start..line_start).unwrap_or("");
+    let prev = before.trim_end().rsplit('\n').next().map(strip_comment).unwrap_or("");
+    let prev = prev.trim_end();
+    let unfinished = ["(", "[", ",", "+", "-", "*", "/", "%", "@", "=", "&&", "||", "<", ">", "then", "else"];
+    unfinished.iter().any(|u| prev.ends_with(u))
 }
 
 /// A line without its `//` comment (strings respected).

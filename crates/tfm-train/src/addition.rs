@@ -14,7 +14,8 @@
 //! Every example is `3 * digits + 4` characters; the vocabulary is `\n+0123456789=` (13 tokens,
 //! sorted as the character tokenizer sorts). Training windows are whole examples: `x` is the
 //! example without its last character and `y` without its first, so the context is
-//! `3 * digits + 3`.
+//! `3 * digits + 3`. Targets inside the prompt are `-100` (ignored by the loss) unless
+//! `mask_prompt` is turned off: the operands are random and cannot be predicted.
 //!
 //! The test split is `test_examples` distinct problems drawn from the run seed; training never
 //! draws a test problem, and validation loss is measured on test problems.
@@ -34,7 +35,13 @@ pub struct AdditionTask {
     /// Held-out problems `(a, b)`, in draw order.
     pub test: Vec<(u64, u64)>,
     test_set: HashSet<(u64, u64)>,
+    /// Targets inside the prompt (the operands) are `-100`, which the loss ignores, so only the
+    /// answer and the newline are scored. On by default.
+    pub mask_prompt: bool,
 }
+
+/// The label the runtime's losses skip.
+pub const IGNORE: i64 = -100;
 
 /// The result of an exact-match evaluation.
 #[derive(Clone, Debug, PartialEq)]
@@ -80,7 +87,13 @@ impl AdditionTask {
                 test.push(p);
             }
         }
-        Ok(AdditionTask { digits, tokenizer: Tokenizer::char_from_corpus(ALPHABET), test, test_set })
+        Ok(AdditionTask {
+            digits,
+            tokenizer: Tokenizer::char_from_corpus(ALPHABET),
+            test,
+            test_set,
+            mask_prompt: true,
+        })
     }
 
     /// Characters per example.
@@ -107,7 +120,10 @@ impl AdditionTask {
     /// The reversed, zero-padded sum (`digits + 1` characters).
     pub fn answer(&self, a: u64, b: u64) -> String {
         let w = self.digits + 1;
-        format!("{:0w$}", a as u128 + b as u128).chars().rev().collect()
+        format!("{:0w$}", a as u128 + b as u128)
+            .chars()
+            .rev()
+            .collect()
     }
 
     pub fn is_test(&self, a: u64, b: u64) -> bool {
@@ -142,7 +158,10 @@ impl AdditionTask {
         let n = limit.unwrap_or(self.test.len()).min(self.test.len());
         let mut correct = 0;
         for chunk in self.test[..n].chunks(batch.max(1)) {
-            let prompts: Vec<Vec<u32>> = chunk.iter().map(|&(a, b)| self.encode(&self.prompt(a, b))).collect();
+            let prompts: Vec<Vec<u32>> = chunk
+                .iter()
+                .map(|&(a, b)| self.encode(&self.prompt(a, b)))
+                .collect();
             let outs = generate(&prompts)?;
             for (&(a, b), out) in chunk.iter().zip(outs.iter()) {
                 let want = self.encode(&self.answer(a, b));
@@ -200,7 +219,13 @@ impl DataSource for AdditionTask {
 
     /// One example per row: training rows are fresh problems, validation rows are drawn from the
     /// test problems.
-    fn sample(&self, split: Split, batch: usize, context: usize, rng: &mut Rng) -> Result<TokenBatch, TrainError> {
+    fn sample(
+        &self,
+        split: Split,
+        batch: usize,
+        context: usize,
+        rng: &mut Rng,
+    ) -> Result<TokenBatch, TrainError> {
         self.check_context(context, split == Split::Val)?;
         let mut x = Vec::with_capacity(batch * context);
         let mut y = Vec::with_capacity(batch * context);
@@ -211,8 +236,24 @@ impl DataSource for AdditionTask {
             };
             let ids = self.encode(&self.example(a, b));
             x.extend(ids[..context].iter().map(|&t| t as i64));
-            y.extend(ids[1..=context].iter().map(|&t| t as i64));
+            let first_scored = if self.mask_prompt {
+                self.prompt_len() - 1
+            } else {
+                0
+            };
+            y.extend(ids[1..=context].iter().enumerate().map(|(t, &id)| {
+                if t < first_scored {
+                    IGNORE
+                } else {
+                    id as i64
+                }
+            }));
         }
-        Ok(TokenBatch { batch, context, x, y })
+        Ok(TokenBatch {
+            batch,
+            context,
+            x,
+            y,
+        })
     }
 }

@@ -53,7 +53,11 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn ck_err(path: &Path, message: impl Into<String>, hint: Option<&str>) -> TrainError {
-    TrainError::Checkpoint { path: path.to_path_buf(), message: message.into(), hint: hint.map(String::from) }
+    TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        message: message.into(),
+        hint: hint.map(String::from),
+    }
 }
 
 /// Named host tensors, sorted by name.
@@ -91,17 +95,29 @@ pub fn to_bytes<D: Device<f32>>(
     }
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
-        .map(|(n, (s, d))| (n.clone(), s.clone(), d.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .map(|(n, (s, d))| {
+            (
+                n.clone(),
+                s.clone(),
+                d.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
         .collect();
     let mut views = Vec::with_capacity(bytes.len());
     for (n, s, b) in &bytes {
-        let v = TensorView::new(StDtype::F32, s.clone(), b)
-            .map_err(|e| TrainError::Model(format!("weight `{n}` does not match its shape {s:?}: {e:?}")))?;
+        let v = TensorView::new(StDtype::F32, s.clone(), b).map_err(|e| {
+            TrainError::Model(format!(
+                "weight `{n}` does not match its shape {s:?}: {e:?}"
+            ))
+        })?;
         views.push((n.clone(), v));
     }
     let mut info = HashMap::new();
     info.insert("format".to_string(), FORMAT.to_string());
-    info.insert("meta".to_string(), serde_json::to_string(meta).unwrap_or_default());
+    info.insert(
+        "meta".to_string(),
+        serde_json::to_string(meta).unwrap_or_default(),
+    );
     info.insert("sha256".to_string(), checksum(&tensors));
     safetensors::tensor::serialize(views, &Some(info))
         .map_err(|e| TrainError::Model(format!("cannot serialise the checkpoint: {e:?}")))
@@ -124,29 +140,40 @@ pub fn save<D: Device<f32>>(
 
 /// The temporary file a write of `path` goes through.
 pub fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint");
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("checkpoint");
     path.with_file_name(format!(".{name}.tmp"))
 }
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it and renames it over `path`; on any
 /// failure the temporary file is removed and `path` is untouched. `fail_after` makes the write
 /// fail after that many bytes (fault injection for tests).
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8], fail_after: Option<usize>) -> Result<(), TrainError> {
+pub(crate) fn write_atomic(
+    path: &Path,
+    bytes: &[u8],
+    fail_after: Option<usize>,
+) -> Result<(), TrainError> {
     let tmp = temp_path(path);
     let result = (|| {
         let mut f = std::fs::File::create(&tmp).map_err(|e| TrainError::io(&tmp, "created", e))?;
         match fail_after {
             Some(n) if n < bytes.len() => {
-                f.write_all(&bytes[..n]).map_err(|e| TrainError::io(&tmp, "written", e))?;
+                f.write_all(&bytes[..n])
+                    .map_err(|e| TrainError::io(&tmp, "written", e))?;
                 return Err(TrainError::io(
                     &tmp,
                     "written",
-                    std::io::Error::new(std::io::ErrorKind::Other, "simulated write failure"),
+                    std::io::Error::other("simulated write failure"),
                 ));
             }
-            _ => f.write_all(bytes).map_err(|e| TrainError::io(&tmp, "written", e))?,
+            _ => f
+                .write_all(bytes)
+                .map_err(|e| TrainError::io(&tmp, "written", e))?,
         }
-        f.sync_all().map_err(|e| TrainError::io(&tmp, "written", e))?;
+        f.sync_all()
+            .map_err(|e| TrainError::io(&tmp, "written", e))?;
         drop(f);
         std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, "renamed", e))?;
         if let Some(dir) = path.parent() {
@@ -175,21 +202,41 @@ impl Checkpoint {
     /// Reads `path`: a checkpoint directory or its `model.safetensors`. Truncated or corrupted
     /// files are errors.
     pub fn read(path: &Path) -> Result<Self, TrainError> {
-        let file = if path.is_dir() { path.join(FILE_NAME) } else { path.to_path_buf() };
+        let file = if path.is_dir() {
+            path.join(FILE_NAME)
+        } else {
+            path.to_path_buf()
+        };
         let bytes = std::fs::read(&file).map_err(|e| TrainError::io(&file, "read", e))?;
         Self::from_bytes(&file, &bytes)
     }
 
     pub fn from_bytes(file: &Path, bytes: &[u8]) -> Result<Self, TrainError> {
         let damaged = Some("the file is truncated or damaged; use the other checkpoint (`best/` or `last/`) or retrain");
-        let st = SafeTensors::deserialize(bytes)
-            .map_err(|e| ck_err(file, format!("not a readable safetensors file ({e:?})"), damaged))?;
-        let (_, header) = SafeTensors::read_metadata(bytes)
-            .map_err(|e| ck_err(file, format!("not a readable safetensors file ({e:?})"), damaged))?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| {
+            ck_err(
+                file,
+                format!("not a readable safetensors file ({e:?})"),
+                damaged,
+            )
+        })?;
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| {
+            ck_err(
+                file,
+                format!("not a readable safetensors file ({e:?})"),
+                damaged,
+            )
+        })?;
         let info = header.metadata().clone().unwrap_or_default();
         match info.get("format") {
             Some(f) if f == FORMAT => {}
-            Some(f) => return Err(ck_err(file, format!("expected format `{FORMAT}`, found `{f}`"), None)),
+            Some(f) => {
+                return Err(ck_err(
+                    file,
+                    format!("expected format `{FORMAT}`, found `{f}`"),
+                    None,
+                ))
+            }
             None => {
                 return Err(ck_err(
                     file,
@@ -201,14 +248,24 @@ impl Checkpoint {
         let meta: CheckpointMeta = info
             .get("meta")
             .ok_or_else(|| ck_err(file, "the metadata entry `meta` is missing", damaged))
-            .and_then(|m| serde_json::from_str(m).map_err(|e| ck_err(file, format!("invalid metadata: {e}"), damaged)))?;
+            .and_then(|m| {
+                serde_json::from_str(m)
+                    .map_err(|e| ck_err(file, format!("invalid metadata: {e}"), damaged))
+            })?;
         let mut tensors: HostTensors = BTreeMap::new();
         for (name, view) in st.tensors() {
             if view.dtype() != StDtype::F32 {
-                return Err(ck_err(file, format!("expected f32 for `{name}`, found {:?}", view.dtype()), None));
+                return Err(ck_err(
+                    file,
+                    format!("expected f32 for `{name}`, found {:?}", view.dtype()),
+                    None,
+                ));
             }
-            let data: Vec<f32> =
-                view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let data: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
             tensors.insert(name, (view.shape().to_vec(), data));
         }
         let want = info.get("sha256").cloned().unwrap_or_default();
@@ -216,11 +273,17 @@ impl Checkpoint {
         if want != got {
             return Err(ck_err(
                 file,
-                format!("the tensor data does not match its checksum (expected {want}, found {got})"),
+                format!(
+                    "the tensor data does not match its checksum (expected {want}, found {got})"
+                ),
                 damaged,
             ));
         }
-        Ok(Checkpoint { path: file.to_path_buf(), meta, tensors })
+        Ok(Checkpoint {
+            path: file.to_path_buf(),
+            meta,
+            tensors,
+        })
     }
 
     /// Errors unless the checkpoint was trained with the spec whose hash is `expected`.
@@ -249,9 +312,10 @@ impl Checkpoint {
         for p in &store.params {
             match self.tensors.get(&p.name) {
                 None => problems.push(format!("missing `{}` {:?}", p.name, p.shape)),
-                Some((shape, _)) if *shape != p.shape => {
-                    problems.push(format!("`{}`: expected shape {:?}, found {:?}", p.name, p.shape, shape))
-                }
+                Some((shape, _)) if *shape != p.shape => problems.push(format!(
+                    "`{}`: expected shape {:?}, found {:?}",
+                    p.name, p.shape, shape
+                )),
                 Some(_) => {}
             }
         }
@@ -263,7 +327,10 @@ impl Checkpoint {
         if !problems.is_empty() {
             return Err(ck_err(
                 &self.path,
-                format!("the checkpoint does not fit the model:\n  {}", problems.join("\n  ")),
+                format!(
+                    "the checkpoint does not fit the model:\n  {}",
+                    problems.join("\n  ")
+                ),
                 Some("load the checkpoint with the spec it was trained with"),
             ));
         }
@@ -277,12 +344,18 @@ impl Checkpoint {
             if opt.settings.kind.name() != self.meta.optimizer {
                 return Err(ck_err(
                     &self.path,
-                    format!("expected optimizer `{}`, found `{}` in the checkpoint", opt.settings.kind.name(), self.meta.optimizer),
+                    format!(
+                        "expected optimizer `{}`, found `{}` in the checkpoint",
+                        opt.settings.kind.name(),
+                        self.meta.optimizer
+                    ),
                     Some("resume with the optimizer the run started with"),
                 ));
             }
-            opt.load_state(store, self.meta.optimizer_step, |name| self.tensors.get(name).map(|(_, d)| d.clone()))
-                .map_err(|m| ck_err(&self.path, m, None))?;
+            opt.load_state(store, self.meta.optimizer_step, |name| {
+                self.tensors.get(name).map(|(_, d)| d.clone())
+            })
+            .map_err(|m| ck_err(&self.path, m, None))?;
         }
         Ok(())
     }
@@ -308,6 +381,9 @@ mod tests {
     #[test]
     fn spec_hash_is_sha256_hex() {
         // sha256("abc"), FIPS 180-2 test vector.
-        assert_eq!(spec_hash("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            spec_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

@@ -174,7 +174,12 @@ pub struct ScheduleConfig {
 
 impl Default for ScheduleConfig {
     fn default() -> Self {
-        ScheduleConfig { kind: ScheduleKind::Cosine, warmup: 100, min_lr: None, decay_steps: None }
+        ScheduleConfig {
+            kind: ScheduleKind::Cosine,
+            warmup: 100,
+            min_lr: None,
+            decay_steps: None,
+        }
     }
 }
 
@@ -189,7 +194,10 @@ pub struct EvalConfig {
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        EvalConfig { every: 250, batches: 20 }
+        EvalConfig {
+            every: 250,
+            batches: 20,
+        }
     }
 }
 
@@ -205,7 +213,11 @@ pub struct LoggingConfig {
 
 impl Default for LoggingConfig {
     fn default() -> Self {
-        LoggingConfig { dir: None, every: 10, tensorboard: true }
+        LoggingConfig {
+            dir: None,
+            every: 10,
+            tensorboard: true,
+        }
     }
 }
 
@@ -223,7 +235,12 @@ pub struct CheckpointConfig {
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        CheckpointConfig { dir: None, every: 500, keep_best: true, keep_last: true }
+        CheckpointConfig {
+            dir: None,
+            every: 500,
+            keep_best: true,
+            keep_last: true,
+        }
     }
 }
 
@@ -283,7 +300,12 @@ pub struct Location {
 
 impl ConfigError {
     fn new(message: impl Into<String>) -> Self {
-        ConfigError { message: message.into(), key: None, location: None, hints: Vec::new() }
+        ConfigError {
+            message: message.into(),
+            key: None,
+            location: None,
+            hints: Vec::new(),
+        }
     }
     fn key(mut self, key: impl Into<String>) -> Self {
         self.key = Some(key.into());
@@ -298,7 +320,11 @@ impl ConfigError {
     pub fn to_diagnostic(&self, file: Option<FileId>) -> Diagnostic {
         let mut d = Diagnostic::error("E0801", self.message.clone());
         if let (Some(file), Some(loc)) = (file, self.location) {
-            let len = self.key.as_ref().and_then(|k| k.rsplit('.').next()).map_or(1, |k| k.len().max(1));
+            let len = self
+                .key
+                .as_ref()
+                .and_then(|k| k.rsplit('.').next())
+                .map_or(1, |k| k.len().max(1));
             d = d.at(Span::new(file, loc.offset, loc.offset + len), "here");
         }
         for h in &self.hints {
@@ -354,7 +380,7 @@ impl RunConfig {
 
     /// Parses and validates YAML text. Paths stay as written.
     pub fn from_yaml_str(text: &str) -> Result<Self, ConfigError> {
-        let cfg: RunConfig = serde_yaml::from_str(text).map_err(|e| yaml_error(text, &e))?;
+        let cfg: RunConfig = serde_yaml::from_str(text).map_err(|e| yaml_error(&e))?;
         cfg.validate().map_err(|mut e| {
             if let Some(k) = &e.key {
                 e.location = locate_key(text, k);
@@ -400,23 +426,38 @@ impl RunConfig {
     /// Overrides one value by its dotted key, e.g. `("optimizer.lr", "3e-4")` or
     /// `("set.n_layer", "4")`; the value is parsed as YAML. Unknown keys get a did-you-mean.
     pub fn set_key(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
-        let mut tree = serde_yaml::to_value(&*self).map_err(|e| ConfigError::new(format!("internal: {e}")))?;
+        let mut tree =
+            serde_yaml::to_value(&*self).map_err(|e| ConfigError::new(format!("internal: {e}")))?;
         let parsed: serde_yaml::Value = serde_yaml::from_str(value).map_err(|e| {
-            ConfigError::new(format!("invalid value `{value}` for `{key}`: {}", strip_location(&e.to_string())))
-                .key(key)
+            ConfigError::new(format!(
+                "invalid value `{value}` for `{key}`: {}",
+                strip_location(&e.to_string())
+            ))
+            .key(key)
         })?;
         let parts: Vec<&str> = key.split('.').collect();
         let mut node = &mut tree;
         for (i, part) in parts.iter().enumerate() {
             let prefix = parts[..i].join(".");
             let serde_yaml::Value::Mapping(map) = node else {
-                return Err(ConfigError::new(format!("`{prefix}` has no keys, found `{key}`")).key(key));
+                return Err(
+                    ConfigError::new(format!("`{prefix}` has no keys, found `{key}`")).key(key),
+                );
             };
             let k = serde_yaml::Value::String(part.to_string());
             let free_form = prefix == "set";
             if !map.contains_key(&k) && !free_form {
-                let known: Vec<String> = map.keys().filter_map(|k| k.as_str().map(String::from)).collect();
-                let full = |n: &str| if prefix.is_empty() { n.to_string() } else { format!("{prefix}.{n}") };
+                let known: Vec<String> = map
+                    .keys()
+                    .filter_map(|k| k.as_str().map(String::from))
+                    .collect();
+                let full = |n: &str| {
+                    if prefix.is_empty() {
+                        n.to_string()
+                    } else {
+                        format!("{prefix}.{n}")
+                    }
+                };
                 let mut e = ConfigError::new(format!("unknown key `{key}`")).key(key);
                 if let Some(s) = tfm_diag::did_you_mean(part, known.iter().map(|s| s.as_str())) {
                     e = e.hint(format!("did you mean `{}`?", full(s)));
@@ -431,8 +472,13 @@ impl RunConfig {
             node = map.entry(k).or_insert(serde_yaml::Value::Null);
         }
         let cfg: RunConfig = serde_yaml::from_value(tree).map_err(|e| {
-            ConfigError::new(format!("invalid value `{value}` for `{key}`: {}", strip_location(&e.to_string())))
-                .key(key)
+            let raw = strip_location(&e.to_string());
+            let (_, rest) = split_path(&raw);
+            ConfigError::new(format!(
+                "invalid value `{value}`: {}",
+                expected_found(rest, key)
+            ))
+            .key(key)
         })?;
         cfg.validate()?;
         *self = cfg;
@@ -465,14 +511,18 @@ impl RunConfig {
         positive("accumulation", self.accumulation)?;
         match (&self.data.path, &self.data.task) {
             (None, None) => {
-                return Err(ConfigError::new("`data` needs a `path` or a `task`, found neither")
-                    .key("data")
-                    .hint("add `path: <text or token file>` or `task: addition` under `data`"))
+                return Err(
+                    ConfigError::new("`data` needs a `path` or a `task`, found neither")
+                        .key("data")
+                        .hint("add `path: <text or token file>` or `task: addition` under `data`"),
+                )
             }
             (Some(_), Some(_)) => {
-                return Err(ConfigError::new("`data` takes a `path` or a `task`, found both")
-                    .key("data.task")
-                    .hint("remove one of them"))
+                return Err(
+                    ConfigError::new("`data` takes a `path` or a `task`, found both")
+                        .key("data.task")
+                        .hint("remove one of them"),
+                )
             }
             _ => {}
         }
@@ -484,26 +534,41 @@ impl RunConfig {
             .key("data.val_fraction"));
         }
         if self.data.task.is_some() && !(1..=18).contains(&self.data.digits) {
-            return Err(ConfigError::new(format!("expected `data.digits` from 1 to 18, found {}", self.data.digits))
-                .key("data.digits"));
+            return Err(ConfigError::new(format!(
+                "expected `data.digits` from 1 to 18, found {}",
+                self.data.digits
+            ))
+            .key("data.digits"));
         }
         let o = &self.optimizer;
         if !(o.lr > 0.0 && o.lr.is_finite()) {
-            return Err(ConfigError::new(format!("expected a positive `optimizer.lr`, found {}", o.lr))
-                .key("optimizer.lr"));
+            return Err(ConfigError::new(format!(
+                "expected a positive `optimizer.lr`, found {}",
+                o.lr
+            ))
+            .key("optimizer.lr"));
         }
         for (i, b) in o.betas.iter().enumerate() {
             if !(0.0..1.0).contains(b) {
-                return Err(ConfigError::new(format!("expected `optimizer.betas` in [0, 1), found {b}"))
-                    .key("optimizer.betas")
-                    .hint(format!("beta {} is usually {}", i + 1, if i == 0 { "0.9" } else { "0.95 to 0.999" })));
+                return Err(ConfigError::new(format!(
+                    "expected `optimizer.betas` in [0, 1), found {b}"
+                ))
+                .key("optimizer.betas")
+                .hint(format!(
+                    "beta {} is usually {}",
+                    i + 1,
+                    if i == 0 { "0.9" } else { "0.95 to 0.999" }
+                )));
             }
         }
-        if !(o.eps > 0.0) {
-            return Err(ConfigError::new(format!("expected a positive `optimizer.eps`, found {}", o.eps))
-                .key("optimizer.eps"));
+        if o.eps.is_nan() || o.eps <= 0.0 {
+            return Err(ConfigError::new(format!(
+                "expected a positive `optimizer.eps`, found {}",
+                o.eps
+            ))
+            .key("optimizer.eps"));
         }
-        if !(o.weight_decay >= 0.0) {
+        if o.weight_decay.is_nan() || o.weight_decay < 0.0 {
             return Err(ConfigError::new(format!(
                 "expected a non-negative `optimizer.weight_decay`, found {}",
                 o.weight_decay
@@ -511,8 +576,11 @@ impl RunConfig {
             .key("optimizer.weight_decay"));
         }
         if !(0.0..1.0).contains(&o.momentum) {
-            return Err(ConfigError::new(format!("expected `optimizer.momentum` in [0, 1), found {}", o.momentum))
-                .key("optimizer.momentum"));
+            return Err(ConfigError::new(format!(
+                "expected `optimizer.momentum` in [0, 1), found {}",
+                o.momentum
+            ))
+            .key("optimizer.momentum"));
         }
         if let Some(m) = self.schedule.min_lr {
             if !(m >= 0.0 && m <= o.lr) {
@@ -524,14 +592,18 @@ impl RunConfig {
             }
         }
         if let Some(c) = self.grad_clip {
-            if !(c >= 0.0) {
-                return Err(ConfigError::new(format!("expected a non-negative `grad_clip`, found {c}"))
-                    .key("grad_clip")
-                    .hint("use 0 or null to turn clipping off"));
+            if c.is_nan() || c < 0.0 {
+                return Err(ConfigError::new(format!(
+                    "expected a non-negative `grad_clip`, found {c}"
+                ))
+                .key("grad_clip")
+                .hint("use 0 or null to turn clipping off"));
             }
         }
         if self.eval.every > 0 && self.eval.batches == 0 {
-            return Err(ConfigError::new("`eval.batches` must be at least 1, found 0").key("eval.batches"));
+            return Err(
+                ConfigError::new("`eval.batches` must be at least 1, found 0").key("eval.batches"),
+            );
         }
         Ok(())
     }
@@ -564,44 +636,68 @@ impl RunConfig {
 
     pub fn log_dir(&self) -> PathBuf {
         self.logging.dir.clone().unwrap_or_else(|| {
-            let stem = self.spec.file_stem().and_then(|s| s.to_str()).unwrap_or("run");
+            let stem = self
+                .spec
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("run");
             PathBuf::from("runs").join(stem)
         })
     }
 
     pub fn checkpoint_dir(&self) -> PathBuf {
-        self.checkpoints.dir.clone().unwrap_or_else(|| self.log_dir().join("checkpoints"))
+        self.checkpoints
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.log_dir().join("checkpoints"))
     }
 
     pub fn tokenizer_kind(&self) -> TokenizerKind {
-        self.data.tokenizer.unwrap_or_else(|| match &self.data.path {
-            Some(p) if p.extension().is_some_and(|e| e == "tok") => TokenizerKind::Tokens,
-            _ => TokenizerKind::Char,
-        })
+        self.data
+            .tokenizer
+            .unwrap_or_else(|| match &self.data.path {
+                Some(p) if p.extension().is_some_and(|e| e == "tok") => TokenizerKind::Tokens,
+                _ => TokenizerKind::Char,
+            })
     }
 
     /// The spec overrides as `name=value` strings.
     pub fn set_strings(&self) -> Vec<(String, String)> {
-        self.set.iter().map(|(k, v)| (k.clone(), v.to_string())).collect()
+        self.set
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect()
     }
 }
 
 /// Turns a serde_yaml error into a [`ConfigError`] with location, key path and suggestions.
-fn yaml_error(text: &str, e: &serde_yaml::Error) -> ConfigError {
-    let raw = strip_location(&e.to_string());
-    let location = e.location().map(|l| Location { line: l.line(), column: l.column(), offset: l.index() });
-    let parents = location.map(|l| key_path_at(text, l.line)).unwrap_or_default();
-    let mut err = ConfigError::new(raw.clone());
+/// serde_yaml prefixes errors inside a section with its dotted path (`optimizer.kind: ...`).
+fn yaml_error(e: &serde_yaml::Error) -> ConfigError {
+    let full_raw = strip_location(&e.to_string());
+    let (parents, raw) = split_path(&full_raw);
+    let location = e.location().map(|l| Location {
+        line: l.line(),
+        column: l.column(),
+        offset: l.index(),
+    });
+    let mut err = ConfigError::new(raw.to_string());
     err.location = location;
+    let joined = parents.join(".");
     let full = |name: &str| {
-        let mut p = parents.clone();
-        p.push(name.to_string());
-        p.join(".")
+        if joined.is_empty() {
+            name.to_string()
+        } else {
+            format!("{joined}.{name}")
+        }
     };
     if let Some(rest) = raw.strip_prefix("unknown field `") {
         let name = rest.split('`').next().unwrap_or("");
         let expected = backticked(rest.split_once(", expected").map(|x| x.1).unwrap_or(""));
-        let section = if parents.is_empty() { "the top level".to_string() } else { format!("`{}`", parents.join(".")) };
+        let section = if joined.is_empty() {
+            "the top level".to_string()
+        } else {
+            format!("`{joined}`")
+        };
         err.message = format!("unknown key `{name}` in {section}");
         err.key = Some(full(name));
         if let Some(s) = tfm_diag::did_you_mean(name, expected.iter().map(|s| s.as_str())) {
@@ -609,16 +705,20 @@ fn yaml_error(text: &str, e: &serde_yaml::Error) -> ConfigError {
         }
         if !expected.is_empty() {
             let list: Vec<String> = expected.iter().map(|s| format!("`{s}`")).collect();
-            err.hints.push(format!("expected one of {}", list.join(", ")));
+            err.hints
+                .push(format!("expected one of {}", list.join(", ")));
         }
     } else if let Some(rest) = raw.strip_prefix("unknown variant `") {
         let name = rest.split('`').next().unwrap_or("");
         let expected = backticked(rest.split_once(", expected").map(|x| x.1).unwrap_or(""));
         let list: Vec<String> = expected.iter().map(|s| format!("`{s}`")).collect();
-        err.message = format!("expected one of {}, found `{name}`", list.join(", "));
-        if !parents.is_empty() {
-            err.key = Some(parents.join("."));
-        }
+        let what = if joined.is_empty() {
+            String::new()
+        } else {
+            format!(" for `{joined}`")
+        };
+        err.message = format!("expected one of {}{what}, found `{name}`", list.join(", "));
+        err.key = (!joined.is_empty()).then(|| joined.clone());
         if let Some(s) = tfm_diag::did_you_mean(name, expected.iter().map(|s| s.as_str())) {
             err.hints.push(format!("did you mean `{s}`?"));
         }
@@ -631,20 +731,56 @@ fn yaml_error(text: &str, e: &serde_yaml::Error) -> ConfigError {
             "data" => "add `data:` with `path: <corpus>` or `task: addition`".to_string(),
             _ => format!("add `{name}:`"),
         });
-    } else if raw.starts_with("invalid type") || raw.starts_with("invalid value") {
-        // `invalid type: string "x", expected f64` -> `expected f64, found string "x"`
-        let body = raw.split_once(": ").map(|x| x.1).unwrap_or(&raw);
-        if let Some((found, expected)) = body.split_once(", expected ") {
-            err.message = match parents.last() {
-                Some(_) => format!("expected {expected}, found {found} for `{}`", parents.join(".")),
-                None => format!("expected {expected}, found {found}"),
-            };
-        }
-        if !parents.is_empty() {
-            err.key = Some(parents.join("."));
-        }
+    } else {
+        err.message = expected_found(raw, &joined);
+        err.key = (!joined.is_empty()).then(|| joined.clone());
     }
     err
+}
+
+/// `optimizer.lr: invalid type: ...` -> (["optimizer", "lr"], "invalid type: ...").
+fn split_path(s: &str) -> (Vec<String>, &str) {
+    if let Some((head, rest)) = s.split_once(": ") {
+        let is_path = !head.is_empty()
+            && head
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '[' || c == ']');
+        if is_path && !matches!(head, "invalid type" | "invalid value" | "invalid length") {
+            return (head.split('.').map(String::from).collect(), rest);
+        }
+    }
+    (Vec::new(), s)
+}
+
+/// `invalid type: string "x", expected f64` -> `expected f64 for `key`, found string "x"`.
+fn expected_found(raw: &str, key: &str) -> String {
+    let body = match raw.split_once(": ") {
+        Some((head, body)) if head.starts_with("invalid ") => body,
+        _ => {
+            return if key.is_empty() {
+                raw.to_string()
+            } else {
+                format!("`{key}`: {raw}")
+            }
+        }
+    };
+    match body.split_once(", expected ") {
+        Some((found, expected)) => {
+            let what = if key.is_empty() {
+                String::new()
+            } else {
+                format!(" for `{key}`")
+            };
+            format!("expected {expected}{what}, found {found}")
+        }
+        None => {
+            if key.is_empty() {
+                raw.to_string()
+            } else {
+                format!("`{key}`: {raw}")
+            }
+        }
+    }
 }
 
 fn strip_location(s: &str) -> String {
@@ -656,44 +792,6 @@ fn strip_location(s: &str) -> String {
 
 fn backticked(s: &str) -> Vec<String> {
     s.split('`').skip(1).step_by(2).map(String::from).collect()
-}
-
-/// The block-style keys enclosing `line` (1-based), plus the key on that line itself if the
-/// line is `key: value` for a scalar whose value is at the error. Used to name sections.
-fn key_path_at(text: &str, line: usize) -> Vec<String> {
-    let lines: Vec<&str> = text.lines().collect();
-    if line == 0 || line > lines.len() {
-        return Vec::new();
-    }
-    let indent = |l: &str| l.len() - l.trim_start().len();
-    let key_of = |l: &str| -> Option<String> {
-        let t = l.trim_start().trim_start_matches("- ");
-        let (k, _) = t.split_once(':')?;
-        let k = k.trim();
-        (!k.is_empty() && !k.starts_with('#') && !k.contains(' ')).then(|| k.to_string())
-    };
-    let here = lines[line - 1];
-    let mut path = Vec::new();
-    let mut level = indent(here);
-    // The value on this line belongs to its key when the error points past the colon.
-    let own_key = key_of(here);
-    for l in lines[..line - 1].iter().rev() {
-        if l.trim().is_empty() || l.trim_start().starts_with('#') {
-            continue;
-        }
-        if indent(l) < level {
-            if let Some(k) = key_of(l) {
-                path.push(k);
-            }
-            level = indent(l);
-            if level == 0 {
-                break;
-            }
-        }
-    }
-    path.reverse();
-    let _ = own_key;
-    path
 }
 
 /// The 1-based line/column of a dotted key in block-style YAML, if it appears there.
@@ -711,7 +809,11 @@ fn locate_key(text: &str, key: &str) -> Option<Location> {
             }
             if k.trim() == parts[depth] && ind >= min_indent {
                 if depth + 1 == parts.len() {
-                    return Some(Location { line: i + 1, column: ind + 1, offset: offset + ind });
+                    return Some(Location {
+                        line: i + 1,
+                        column: ind + 1,
+                        offset: offset + ind,
+                    });
                 }
                 depth += 1;
                 min_indent = ind + 1;

@@ -42,7 +42,9 @@ impl Tokenizer {
         let mut chars: Vec<char> = text.chars().collect();
         chars.sort_unstable();
         chars.dedup();
-        Tokenizer::Char { chars: chars.into_iter().collect() }
+        Tokenizer::Char {
+            chars: chars.into_iter().collect(),
+        }
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -91,13 +93,22 @@ impl Tokenizer {
         match self {
             Tokenizer::Char { chars } => {
                 let table: Vec<char> = chars.chars().collect();
-                ids.iter().map(|&i| table.get(i as usize).copied().unwrap_or('\u{fffd}')).collect()
+                ids.iter()
+                    .map(|&i| table.get(i as usize).copied().unwrap_or('\u{fffd}'))
+                    .collect()
             }
             Tokenizer::Byte => {
-                let bytes: Vec<u8> = ids.iter().map(|&i| u8::try_from(i).unwrap_or(b'?')).collect();
+                let bytes: Vec<u8> = ids
+                    .iter()
+                    .map(|&i| u8::try_from(i).unwrap_or(b'?'))
+                    .collect();
                 String::from_utf8_lossy(&bytes).into_owned()
             }
-            Tokenizer::Tokens { .. } => ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" "),
+            Tokenizer::Tokens { .. } => ids
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
         }
     }
 
@@ -106,7 +117,8 @@ impl Tokenizer {
     }
 
     pub fn from_json(s: &str) -> Result<Self, TrainError> {
-        serde_json::from_str(s).map_err(|e| TrainError::data(format!("invalid tokenizer description: {e}")))
+        serde_json::from_str(s)
+            .map_err(|e| TrainError::data(format!("invalid tokenizer description: {e}")))
     }
 
     /// Checks that `self` (e.g. from a checkpoint) is the same vocabulary as `other` (the data).
@@ -129,14 +141,20 @@ impl Tokenizer {
         Err(TrainError::VocabMismatch {
             expected: format!("at most {model_vocab} tokens (the model's vocabulary)"),
             found: format!("{} ({})", self.vocab_size(), describe(self)),
-            hint: format!("set the model's vocabulary to at least {}", self.vocab_size()),
+            hint: format!(
+                "set the model's vocabulary to at least {}",
+                self.vocab_size()
+            ),
         })
     }
 }
 
 fn describe(t: &Tokenizer) -> String {
     match t {
-        Tokenizer::Char { chars } => format!("a character vocabulary of {} symbols", chars.chars().count()),
+        Tokenizer::Char { chars } => format!(
+            "a character vocabulary of {} symbols",
+            chars.chars().count()
+        ),
         Tokenizer::Byte => "the byte vocabulary (256)".into(),
         Tokenizer::Tokens { vocab_size } => format!("a token-file vocabulary of {vocab_size}"),
     }
@@ -181,7 +199,13 @@ pub trait DataSource {
     }
     /// Checks that windows of `context` tokens fit in both splits (validation only if `val`).
     fn check_context(&self, context: usize, val: bool) -> Result<(), TrainError>;
-    fn sample(&self, split: Split, batch: usize, context: usize, rng: &mut Rng) -> Result<TokenBatch, TrainError>;
+    fn sample(
+        &self,
+        split: Split,
+        batch: usize,
+        context: usize,
+        rng: &mut Rng,
+    ) -> Result<TokenBatch, TrainError>;
 }
 
 /// A tokenized corpus split into training and validation tokens.
@@ -195,12 +219,23 @@ pub struct TextData {
 impl TextData {
     /// Splits tokens: the first `1 - val_fraction` for training, the rest for validation
     /// (nanoGPT: `int(n * 0.9)`).
-    pub fn from_tokens(tokenizer: Tokenizer, tokens: Vec<u32>, val_fraction: f64) -> Result<Self, TrainError> {
+    pub fn from_tokens(
+        tokenizer: Tokenizer,
+        tokens: Vec<u32>,
+        val_fraction: f64,
+    ) -> Result<Self, TrainError> {
         if tokens.is_empty() {
-            return Err(TrainError::data_hint("the corpus is empty", "point `data.path` at a non-empty file"));
+            return Err(TrainError::data_hint(
+                "the corpus is empty",
+                "point `data.path` at a non-empty file",
+            ));
         }
         let vocab = tokenizer.vocab_size();
-        if let Some((i, t)) = tokens.iter().enumerate().find(|(_, &t)| t as usize >= vocab) {
+        if let Some((i, t)) = tokens
+            .iter()
+            .enumerate()
+            .find(|(_, &t)| t as usize >= vocab)
+        {
             return Err(TrainError::VocabMismatch {
                 expected: format!("tokens below {vocab}"),
                 found: format!("token {t} at position {i}"),
@@ -210,14 +245,25 @@ impl TextData {
         let cut = (tokens.len() as f64 * (1.0 - val_fraction)) as usize;
         let mut train = tokens;
         let val = train.split_off(cut.min(train.len()));
-        Ok(TextData { tokenizer, train, val })
+        Ok(TextData {
+            tokenizer,
+            train,
+            val,
+        })
     }
 
     /// Tokenizes text with a tokenizer of the given kind (a char vocabulary is built from the
     /// whole text).
-    pub fn from_text(text: &str, kind: TokenizerKind, val_fraction: f64) -> Result<Self, TrainError> {
+    pub fn from_text(
+        text: &str,
+        kind: TokenizerKind,
+        val_fraction: f64,
+    ) -> Result<Self, TrainError> {
         if text.is_empty() {
-            return Err(TrainError::data_hint("the corpus is empty", "point `data.path` at a non-empty file"));
+            return Err(TrainError::data_hint(
+                "the corpus is empty",
+                "point `data.path` at a non-empty file",
+            ));
         }
         let tokenizer = match kind {
             TokenizerKind::Char => Tokenizer::char_from_corpus(text),
@@ -236,32 +282,52 @@ impl TextData {
     /// Loads `cfg.path` with `kind`. Errors name the path.
     pub fn load(cfg: &DataConfig, kind: TokenizerKind) -> Result<Self, TrainError> {
         let Some(path) = &cfg.path else {
-            return Err(TrainError::data_hint("no data path given", "set `data.path`"));
+            return Err(TrainError::data_hint(
+                "no data path given",
+                "set `data.path`",
+            ));
         };
         let with_path = |e: TrainError| match e {
-            TrainError::Data { message, hint } => {
-                TrainError::Data { message: format!("{}: {message}", path.display()), hint }
-            }
+            TrainError::Data { message, hint } => TrainError::Data {
+                message: format!("{}: {message}", path.display()),
+                hint,
+            },
             other => other,
         };
         match kind {
             TokenizerKind::Tokens => {
                 let (tokens, vocab) = read_token_file(path)?;
-                Self::from_tokens(Tokenizer::Tokens { vocab_size: vocab }, tokens, cfg.val_fraction).map_err(with_path)
+                Self::from_tokens(
+                    Tokenizer::Tokens { vocab_size: vocab },
+                    tokens,
+                    cfg.val_fraction,
+                )
+                .map_err(with_path)
             }
             TokenizerKind::Byte => {
                 let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, "read", e))?;
                 if bytes.is_empty() {
-                    return Err(with_path(TrainError::data_hint("the corpus is empty", "point `data.path` at a non-empty file")));
+                    return Err(with_path(TrainError::data_hint(
+                        "the corpus is empty",
+                        "point `data.path` at a non-empty file",
+                    )));
                 }
-                Self::from_tokens(Tokenizer::Byte, bytes.into_iter().map(u32::from).collect(), cfg.val_fraction)
-                    .map_err(with_path)
+                Self::from_tokens(
+                    Tokenizer::Byte,
+                    bytes.into_iter().map(u32::from).collect(),
+                    cfg.val_fraction,
+                )
+                .map_err(with_path)
             }
             TokenizerKind::Char => {
                 let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, "read", e))?;
                 let text = String::from_utf8(bytes).map_err(|e| {
                     TrainError::data_hint(
-                        format!("{}: expected UTF-8 text, found an invalid byte at offset {}", path.display(), e.utf8_error().valid_up_to()),
+                        format!(
+                            "{}: expected UTF-8 text, found an invalid byte at offset {}",
+                            path.display(),
+                            e.utf8_error().valid_up_to()
+                        ),
                         "use `tokenizer: byte` for binary or non-UTF-8 files",
                     )
                 })?;
@@ -284,7 +350,11 @@ impl DataSource for TextData {
     }
 
     fn check_context(&self, context: usize, val: bool) -> Result<(), TrainError> {
-        let splits: &[Split] = if val { &[Split::Train, Split::Val] } else { &[Split::Train] };
+        let splits: &[Split] = if val {
+            &[Split::Train, Split::Val]
+        } else {
+            &[Split::Train]
+        };
         for &s in splits {
             let n = self.split(s).len();
             if n <= context {
@@ -306,7 +376,13 @@ impl DataSource for TextData {
 
     /// nanoGPT's `get_batch`: `i ~ U[0, n - T)`, `x = data[i..i+T]`, `y = data[i+1..i+T+1]`, one
     /// draw per row in order.
-    fn sample(&self, split: Split, batch: usize, context: usize, rng: &mut Rng) -> Result<TokenBatch, TrainError> {
+    fn sample(
+        &self,
+        split: Split,
+        batch: usize,
+        context: usize,
+        rng: &mut Rng,
+    ) -> Result<TokenBatch, TrainError> {
         let data = self.split(split);
         if data.len() <= context {
             self.check_context(context, split == Split::Val)?;
@@ -319,7 +395,12 @@ impl DataSource for TextData {
             x.extend(data[i..i + context].iter().map(|&t| t as i64));
             y.extend(data[i + 1..i + context + 1].iter().map(|&t| t as i64));
         }
-        Ok(TokenBatch { batch, context, x, y })
+        Ok(TokenBatch {
+            batch,
+            context,
+            x,
+            y,
+        })
     }
 }
 
@@ -329,7 +410,10 @@ pub fn read_token_file(path: &Path) -> Result<(Vec<u32>, usize), TrainError> {
     let bad = |m: String, h: &str| TrainError::data_hint(format!("{}: {m}", path.display()), h);
     if bytes.len() < 24 {
         return Err(bad(
-            format!("expected a token file header of 24 bytes, found {} bytes", bytes.len()),
+            format!(
+                "expected a token file header of 24 bytes, found {} bytes",
+                bytes.len()
+            ),
             "write token files with `write_token_file`; text needs `tokenizer: char` or `byte`",
         ));
     }
@@ -339,29 +423,44 @@ pub fn read_token_file(path: &Path) -> Result<(Vec<u32>, usize), TrainError> {
             "this is not a token file; for text use `tokenizer: char` or `byte`",
         ));
     }
-    let u32_at = |o: usize| u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
+    let u32_at =
+        |o: usize| u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
     let width = u32_at(8) as usize;
     let vocab = u32_at(12) as usize;
     let mut n8 = [0u8; 8];
     n8.copy_from_slice(&bytes[16..24]);
     let n = u64::from_le_bytes(n8) as usize;
     if width != 2 && width != 4 {
-        return Err(bad(format!("expected 2 or 4 bytes per token, found {width}"), "the header is corrupt"));
+        return Err(bad(
+            format!("expected 2 or 4 bytes per token, found {width}"),
+            "the header is corrupt",
+        ));
     }
     let body = &bytes[24..];
     if Some(body.len()) != n.checked_mul(width) {
         return Err(bad(
-            format!("expected {n} tokens ({} bytes), found {} bytes", n.saturating_mul(width), body.len()),
+            format!(
+                "expected {n} tokens ({} bytes), found {} bytes",
+                n.saturating_mul(width),
+                body.len()
+            ),
             "the file is truncated or its header is wrong",
         ));
     }
     if n == 0 {
-        return Err(bad("the token file holds no tokens".into(), "point `data.path` at a non-empty file"));
+        return Err(bad(
+            "the token file holds no tokens".into(),
+            "point `data.path` at a non-empty file",
+        ));
     }
     let tokens: Vec<u32> = if width == 2 {
-        body.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as u32).collect()
+        body.chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32)
+            .collect()
     } else {
-        body.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        body.chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
     };
     Ok((tokens, vocab))
 }
@@ -369,10 +468,15 @@ pub fn read_token_file(path: &Path) -> Result<(Vec<u32>, usize), TrainError> {
 /// Writes a token file: `u16` tokens when `vocab_size <= 65536`, else `u32`.
 pub fn write_token_file(path: &Path, tokens: &[u32], vocab_size: usize) -> Result<(), TrainError> {
     if let Some(t) = tokens.iter().find(|&&t| t as usize >= vocab_size) {
-        return Err(TrainError::data(format!("expected tokens below {vocab_size}, found {t}")));
+        return Err(TrainError::data(format!(
+            "expected tokens below {vocab_size}, found {t}"
+        )));
     }
-    let vocab32 = u32::try_from(vocab_size)
-        .map_err(|_| TrainError::data(format!("expected a vocabulary below 2^32, found {vocab_size}")))?;
+    let vocab32 = u32::try_from(vocab_size).map_err(|_| {
+        TrainError::data(format!(
+            "expected a vocabulary below 2^32, found {vocab_size}"
+        ))
+    })?;
     let width: u32 = if vocab_size <= 1 << 16 { 2 } else { 4 };
     let mut out = Vec::with_capacity(24 + tokens.len() * width as usize);
     out.extend_from_slice(TOKEN_MAGIC);
@@ -387,4 +491,58 @@ pub fn write_token_file(path: &Path, tokens: &[u32], vocab_size: usize) -> Resul
         }
     }
     std::fs::write(path, out).map_err(|e| TrainError::io(path, "written", e))
+}
+
+/// The data a run configuration names: a corpus or a built-in task.
+#[derive(Clone, Debug)]
+pub enum Dataset {
+    Text(TextData),
+    Addition(crate::addition::AdditionTask),
+}
+
+impl Dataset {
+    /// Loads `config.data`: the file at `data.path` with the configured tokenizer, or the task.
+    pub fn load(config: &crate::config::RunConfig) -> Result<Self, TrainError> {
+        match config.data.task {
+            Some(crate::config::TaskKind::Addition) => {
+                Ok(Dataset::Addition(crate::addition::AdditionTask::new(
+                    config.data.digits,
+                    config.data.test_examples,
+                    config.seed,
+                )?))
+            }
+            None => Ok(Dataset::Text(TextData::load(
+                &config.data,
+                config.tokenizer_kind(),
+            )?)),
+        }
+    }
+
+    fn inner(&self) -> &dyn DataSource {
+        match self {
+            Dataset::Text(t) => t,
+            Dataset::Addition(a) => a,
+        }
+    }
+}
+
+impl DataSource for Dataset {
+    fn tokenizer(&self) -> &Tokenizer {
+        self.inner().tokenizer()
+    }
+    fn fixed_context(&self) -> Option<usize> {
+        self.inner().fixed_context()
+    }
+    fn check_context(&self, context: usize, val: bool) -> Result<(), TrainError> {
+        self.inner().check_context(context, val)
+    }
+    fn sample(
+        &self,
+        split: Split,
+        batch: usize,
+        context: usize,
+        rng: &mut Rng,
+    ) -> Result<TokenBatch, TrainError> {
+        self.inner().sample(split, batch, context, rng)
+    }
 }

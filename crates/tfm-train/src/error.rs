@@ -8,33 +8,83 @@ use crate::config::ConfigError;
 pub enum TrainError {
     Config(ConfigError),
     /// A file could not be read or written; names the path.
-    Io { path: PathBuf, action: &'static str, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        source: std::io::Error,
+    },
     /// Bad data: empty corpus, context longer than the data, bad token file, ...
-    Data { message: String, hint: Option<String> },
+    Data {
+        message: String,
+        hint: Option<String>,
+    },
     /// The tokenizer's vocabulary does not fit the model or the checkpoint.
-    VocabMismatch { expected: String, found: String, hint: String },
+    VocabMismatch {
+        expected: String,
+        found: String,
+        hint: String,
+    },
     /// A checkpoint that cannot be used.
-    Checkpoint { path: PathBuf, message: String, hint: Option<String> },
+    Checkpoint {
+        path: PathBuf,
+        message: String,
+        hint: Option<String>,
+    },
     /// The model's forward or backward pass failed.
     Model(String),
     /// A device operation failed.
     Device(String),
     /// The loss (or the gradient norm) became NaN or infinite.
-    NonFinite { step: u64, what: &'static str, value: f32, last_checkpoint: Option<PathBuf> },
+    NonFinite {
+        step: u64,
+        what: &'static str,
+        value: f32,
+        last_checkpoint: Option<PathBuf>,
+    },
 }
 
 impl TrainError {
     pub fn data(message: impl Into<String>) -> Self {
-        TrainError::Data { message: message.into(), hint: None }
+        TrainError::Data {
+            message: message.into(),
+            hint: None,
+        }
     }
     pub fn data_hint(message: impl Into<String>, hint: impl Into<String>) -> Self {
-        TrainError::Data { message: message.into(), hint: Some(hint.into()) }
+        TrainError::Data {
+            message: message.into(),
+            hint: Some(hint.into()),
+        }
     }
     pub fn io(path: impl Into<PathBuf>, action: &'static str, source: std::io::Error) -> Self {
-        TrainError::Io { path: path.into(), action, source }
+        TrainError::Io {
+            path: path.into(),
+            action,
+            source,
+        }
     }
     pub fn device(e: impl std::fmt::Debug) -> Self {
         TrainError::Device(format!("{e:?}"))
+    }
+
+    /// As a diagnostic (rendered by the CLI). Configuration errors keep their location when
+    /// `config_file` is the config file's id in the caller's source map.
+    pub fn to_diagnostic(&self, config_file: Option<tfm_diag::FileId>) -> tfm_diag::Diagnostic {
+        if let TrainError::Config(c) = self {
+            return c.to_diagnostic(config_file);
+        }
+        let code = match self {
+            TrainError::Io { .. } => "E0802",
+            TrainError::Data { .. } | TrainError::VocabMismatch { .. } => "E0803",
+            TrainError::Checkpoint { .. } => "E0804",
+            TrainError::NonFinite { .. } => "E0805",
+            _ => "E0806",
+        };
+        let d = tfm_diag::Diagnostic::error(code, self.to_string());
+        match self.hint() {
+            Some(h) => d.hint(h),
+            None => d,
+        }
     }
 
     /// How to fix it, when there is something to say.
@@ -61,17 +111,33 @@ impl std::fmt::Display for TrainError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TrainError::Config(c) => write!(f, "{c}"),
-            TrainError::Io { path, action, source } => {
-                write!(f, "cannot {} `{}`: {}", action_verb(action), path.display(), lower(&source.to_string()))
+            TrainError::Io {
+                path,
+                action,
+                source,
+            } => {
+                write!(
+                    f,
+                    "cannot {} `{}`: {}",
+                    action_verb(action),
+                    path.display(),
+                    lower(&source.to_string())
+                )
             }
             TrainError::Data { message, .. } => write!(f, "{message}"),
-            TrainError::VocabMismatch { expected, found, .. } => {
+            TrainError::VocabMismatch {
+                expected, found, ..
+            } => {
                 write!(f, "vocabulary mismatch: expected {expected}, found {found}")
             }
-            TrainError::Checkpoint { path, message, .. } => write!(f, "checkpoint `{}`: {message}", path.display()),
+            TrainError::Checkpoint { path, message, .. } => {
+                write!(f, "checkpoint `{}`: {message}", path.display())
+            }
             TrainError::Model(m) => write!(f, "model error: {m}"),
             TrainError::Device(m) => write!(f, "device error: {m}"),
-            TrainError::NonFinite { step, what, value, .. } => write!(f, "{what} became {value} at step {step}"),
+            TrainError::NonFinite {
+                step, what, value, ..
+            } => write!(f, "{what} became {value} at step {step}"),
         }
     }
 }

@@ -26,7 +26,7 @@ pub mod trainer;
 
 pub use checkpoint::{Checkpoint, CheckpointMeta};
 pub use config::{ConfigError, RunConfig};
-pub use data::{DataSource, Split, TextData, TokenBatch, Tokenizer};
+pub use data::{DataSource, Dataset, Split, TextData, TokenBatch, Tokenizer};
 pub use error::TrainError;
 pub use logging::{Observer, StepStats};
 pub use optim::Optimizer;

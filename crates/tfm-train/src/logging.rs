@@ -72,7 +72,9 @@ impl Observer for Observers {
         self.0.iter_mut().for_each(|o| o.on_eval(e))
     }
     fn on_checkpoint(&mut self, step: u64, kind: CheckpointKind, path: &Path) {
-        self.0.iter_mut().for_each(|o| o.on_checkpoint(step, kind, path))
+        self.0
+            .iter_mut()
+            .for_each(|o| o.on_checkpoint(step, kind, path))
     }
     fn on_warning(&mut self, m: &str) {
         self.0.iter_mut().for_each(|o| o.on_warning(m))
@@ -120,7 +122,9 @@ impl TensorBoard {
         let probe = dir.join(".write-test");
         std::fs::write(&probe, b"").map_err(|e| TrainError::io(dir, "written", e))?;
         let _ = std::fs::remove_file(&probe);
-        Ok(TensorBoard { writer: SummaryWriter::new(dir) })
+        Ok(TensorBoard {
+            writer: SummaryWriter::new(dir),
+        })
     }
 
     pub fn flush(&mut self) {
@@ -136,11 +140,14 @@ impl Observer for TensorBoard {
         let step = (s.step + 1) as usize;
         self.writer.add_scalar("train/loss", s.loss, step);
         self.writer.add_scalar("lr", s.lr as f32, step);
-        self.writer.add_scalar("grad_norm", s.grad_norm as f32, step);
-        self.writer.add_scalar("tokens_per_sec", s.tokens_per_sec as f32, step);
+        self.writer
+            .add_scalar("grad_norm", s.grad_norm as f32, step);
+        self.writer
+            .add_scalar("tokens_per_sec", s.tokens_per_sec as f32, step);
     }
     fn on_eval(&mut self, e: &EvalStats) {
-        self.writer.add_scalar("val/loss", e.val_loss, e.step as usize);
+        self.writer
+            .add_scalar("val/loss", e.val_loss, e.step as usize);
         self.writer.flush();
     }
     fn on_finish(&mut self, _step: u64) {
@@ -164,7 +171,11 @@ impl MetricsFile {
             .append(true)
             .open(&path)
             .map_err(|e| TrainError::io(&path, "written", e))?;
-        Ok(MetricsFile { path, file, failed: false })
+        Ok(MetricsFile {
+            path,
+            file,
+            failed: false,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -215,7 +226,10 @@ impl Progress {
             .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style);
         bar.enable_steady_tick(Duration::from_millis(500));
-        Progress { bar, last_val: None }
+        Progress {
+            bar,
+            last_val: None,
+        }
     }
 
     pub fn message(&self) -> String {
@@ -237,7 +251,10 @@ impl Observer for Progress {
     }
     fn on_step(&mut self, s: &StepStats) {
         self.bar.set_position(s.step + 1);
-        let val = self.last_val.map(|v| format!(" val {v:.4}")).unwrap_or_default();
+        let val = self
+            .last_val
+            .map(|v| format!(" val {v:.4}"))
+            .unwrap_or_default();
         self.bar.set_message(format!(
             "loss {:.4}{val} lr {:.2e} {:.0} tok/s",
             s.loss, s.lr, s.tokens_per_sec
@@ -249,4 +266,22 @@ impl Observer for Progress {
     fn on_finish(&mut self, _step: u64) {
         self.bar.finish();
     }
+}
+
+/// The usual observers for a run: TensorBoard events (if `logging.tensorboard`) and
+/// `metrics.jsonl` in the log directory, plus a progress bar when `progress` is set.
+pub fn standard(
+    config: &crate::config::RunConfig,
+    progress: bool,
+) -> Result<Observers, TrainError> {
+    let dir = config.log_dir();
+    let mut obs: Vec<Box<dyn Observer>> = Vec::new();
+    if config.logging.tensorboard {
+        obs.push(Box::new(TensorBoard::new(&dir)?));
+    }
+    obs.push(Box::new(MetricsFile::new(&dir)?));
+    if progress {
+        obs.push(Box::new(Progress::new()));
+    }
+    Ok(Observers(obs))
 }

@@ -62,7 +62,10 @@ pub struct GradSet<D: Device<f32>> {
 impl<D: Device<f32>> GradSet<D> {
     /// Takes the gradient of every trainable parameter out of `grads`; a parameter that received
     /// no gradient gets zeros.
-    pub fn from_gradients(store: &ParamStore<D>, mut grads: Gradients<f32, D>) -> Result<Self, TrainError> {
+    pub fn from_gradients(
+        store: &ParamStore<D>,
+        mut grads: Gradients<f32, D>,
+    ) -> Result<Self, TrainError> {
         let mut out = Vec::with_capacity(store.params.len());
         for p in &store.params {
             if !p.trainable {
@@ -99,7 +102,11 @@ impl<D: Device<f32>> GradSet<D> {
     pub fn global_norm(&self) -> Result<f64, TrainError> {
         let mut total = 0.0f64;
         for g in self.grads.iter().flatten() {
-            let s: Tensor<(), f32, D> = g.clone().try_square().and_then(|t| t.try_sum()).map_err(TrainError::device)?;
+            let s: Tensor<(), f32, D> = g
+                .clone()
+                .try_square()
+                .and_then(|t| t.try_sum())
+                .map_err(TrainError::device)?;
             total += s.as_vec()[0] as f64;
         }
         Ok(total.sqrt())
@@ -119,7 +126,10 @@ impl<D: Device<f32>> GradSet<D> {
 
     /// The gradients on the host, for tests and inspection.
     pub fn to_host(&self) -> Vec<Option<Vec<f32>>> {
-        self.grads.iter().map(|g| g.as_ref().map(|t| t.as_vec())).collect()
+        self.grads
+            .iter()
+            .map(|g| g.as_ref().map(|t| t.as_vec()))
+            .collect()
     }
 }
 
@@ -138,7 +148,12 @@ pub struct Optimizer<D: Device<f32>> {
 impl<D: Device<f32>> Optimizer<D> {
     pub fn new(settings: OptimSettings, store: &ParamStore<D>) -> Self {
         let n = store.params.len();
-        Optimizer { settings, step: 0, m: vec![None; n], v: vec![None; n] }
+        Optimizer {
+            settings,
+            step: 0,
+            m: vec![None; n],
+            v: vec![None; n],
+        }
     }
 
     /// Applies one update with learning rate `lr`.
@@ -149,7 +164,12 @@ impl<D: Device<f32>> Optimizer<D> {
     ///
     /// SGD (as PyTorch's `SGD`): `g = g + wd p` where the parameter decays, `buf = mu buf + g`,
     /// `p = p - lr buf` (plain `p = p - lr g` when `mu = 0`).
-    pub fn update(&mut self, store: &mut ParamStore<D>, grads: &GradSet<D>, lr: f64) -> Result<(), TrainError> {
+    pub fn update(
+        &mut self,
+        store: &mut ParamStore<D>,
+        grads: &GradSet<D>,
+        lr: f64,
+    ) -> Result<(), TrainError> {
         if grads.grads.len() != store.params.len() || self.m.len() != store.params.len() {
             return Err(TrainError::Model(format!(
                 "expected {} gradients and moments, found {} and {}",
@@ -162,7 +182,13 @@ impl<D: Device<f32>> Optimizer<D> {
         let s = self.settings;
         let t = self.step as i32;
         for (i, p) in store.params.iter_mut().enumerate() {
-            let Some(g) = (if p.trainable { grads.grads[i].as_ref() } else { None }) else { continue };
+            let Some(g) = (if p.trainable {
+                grads.grads[i].as_ref()
+            } else {
+                None
+            }) else {
+                continue;
+            };
             let decays = (p.decay || s.decay_all) && s.weight_decay != 0.0;
             let n = p.value.shape().0;
             let dev = p.value.device().clone();
@@ -181,9 +207,17 @@ impl<D: Device<f32>> Optimizer<D> {
                     let bc1 = 1.0 - b1.powi(t);
                     let bc2 = 1.0 - b2.powi(t);
                     let r = (|| {
-                        let m = m_prev.try_mul(b1 as f32)?.try_add(g.clone().try_mul((1.0 - b1) as f32)?)?;
-                        let v = v_prev.try_mul(b2 as f32)?.try_add(g.clone().try_square()?.try_mul((1.0 - b2) as f32)?)?;
-                        let denom = v.clone().try_sqrt()?.try_mul((1.0 / bc2.sqrt()) as f32)?.try_add(s.eps as f32)?;
+                        let m = m_prev
+                            .try_mul(b1 as f32)?
+                            .try_add(g.clone().try_mul((1.0 - b1) as f32)?)?;
+                        let v = v_prev
+                            .try_mul(b2 as f32)?
+                            .try_add(g.clone().try_square()?.try_mul((1.0 - b2) as f32)?)?;
+                        let denom = v
+                            .clone()
+                            .try_sqrt()?
+                            .try_mul((1.0 / bc2.sqrt()) as f32)?
+                            .try_add(s.eps as f32)?;
                         let upd = m.clone().try_div(denom)?.try_mul((lr / bc1) as f32)?;
                         let mut w = p.value.clone();
                         if decays {
@@ -254,7 +288,9 @@ impl<D: Device<f32>> Optimizer<D> {
             }
             let dev = p.value.device().clone();
             let n = p.numel();
-            let mut fetch = |key: String, missing: &mut Vec<String>| -> Result<Option<Flat<D>>, String> {
+            let mut fetch = |key: String,
+                             missing: &mut Vec<String>|
+             -> Result<Option<Flat<D>>, String> {
                 match get(&key) {
                     Some(data) if data.len() == n => Ok(Some(dev.tensor_from_vec(data, (n,)))),
                     Some(data) => Err(format!("`{key}` has {} values, expected {n}", data.len())),
@@ -264,7 +300,8 @@ impl<D: Device<f32>> Optimizer<D> {
                     }
                 }
             };
-            let needs_m = step > 0 && (self.settings.kind == OptimKind::Adamw || self.settings.momentum != 0.0);
+            let needs_m = step > 0
+                && (self.settings.kind == OptimKind::Adamw || self.settings.momentum != 0.0);
             let needs_v = step > 0 && self.settings.kind == OptimKind::Adamw;
             if needs_m {
                 self.m[i] = fetch(format!("optim.m.{}", p.name), &mut missing)?;
@@ -274,7 +311,10 @@ impl<D: Device<f32>> Optimizer<D> {
             }
         }
         if !missing.is_empty() {
-            return Err(format!("optimizer state missing for: {}", missing.join(", ")));
+            return Err(format!(
+                "optimizer state missing for: {}",
+                missing.join(", ")
+            ));
         }
         Ok(())
     }

@@ -12,8 +12,14 @@ use crate::trainer::TrainModel;
 pub fn to_batch(b: &TokenBatch) -> Batch {
     let shape = vec![b.batch, b.context];
     Batch {
-        inputs: vec![HostTensor::I64 { shape: shape.clone(), data: b.x.clone() }],
-        targets: Some(HostTensor::I64 { shape, data: b.y.clone() }),
+        inputs: vec![HostTensor::I64 {
+            shape: shape.clone(),
+            data: b.x.clone(),
+        }],
+        targets: Some(HostTensor::I64 {
+            shape,
+            data: b.y.clone(),
+        }),
     }
 }
 
@@ -24,7 +30,8 @@ impl<D: Backend> TrainModel<D> for Runtime<D> {
         batch: &TokenBatch,
         seed: u64,
     ) -> Result<(f32, Gradients<f32, D>), TrainError> {
-        Runtime::loss_and_grads(self, store, &to_batch(batch), seed).map_err(|e| TrainError::Model(e.to_string()))
+        Runtime::loss_and_grads(self, store, &to_batch(batch), seed)
+            .map_err(|e| TrainError::Model(e.to_string()))
     }
 
     fn loss(&self, store: &ParamStore<D>, batch: &TokenBatch) -> Result<f32, TrainError> {
@@ -48,21 +55,35 @@ pub fn greedy_generate<D: Backend>(
     }
     let len = prompts[0].len();
     if prompts.iter().any(|p| p.len() != len) || len == 0 {
-        return Err(TrainError::data("expected non-empty prompts of equal length for batched generation"));
+        return Err(TrainError::data(
+            "expected non-empty prompts of equal length for batched generation",
+        ));
     }
     let mut seqs: Vec<Vec<u32>> = prompts.to_vec();
     for _ in 0..new_tokens {
         let cur = seqs[0].len();
         let start = cur.saturating_sub(context.max(1));
         let t = cur - start;
-        let data: Vec<i64> = seqs.iter().flat_map(|s| s[start..].iter().map(|&x| x as i64)).collect();
-        let input = HostTensor::I64 { shape: vec![b, t], data };
-        let outs = runtime.forward(store, &[input], false, 0).map_err(|e| TrainError::Model(e.to_string()))?;
+        let data: Vec<i64> = seqs
+            .iter()
+            .flat_map(|s| s[start..].iter().map(|&x| x as i64))
+            .collect();
+        let input = HostTensor::I64 {
+            shape: vec![b, t],
+            data,
+        };
+        let outs = runtime
+            .forward(store, &[input], false, 0)
+            .map_err(|e| TrainError::Model(e.to_string()))?;
         let Some(HostTensor::F32 { shape, data }) = outs.into_iter().next() else {
-            return Err(TrainError::Model("expected the model's first output to be f32 logits".into()));
+            return Err(TrainError::Model(
+                "expected the model's first output to be f32 logits".into(),
+            ));
         };
         if shape.len() != 3 || shape[0] != b || shape[1] != t {
-            return Err(TrainError::Model(format!("expected logits of shape [{b}, {t}, V], found {shape:?}")));
+            return Err(TrainError::Model(format!(
+                "expected logits of shape [{b}, {t}, V], found {shape:?}"
+            )));
         }
         let v = shape[2];
         for (i, s) in seqs.iter_mut().enumerate() {

@@ -24,7 +24,13 @@ pub struct Schedule {
 
 impl Schedule {
     pub fn constant(lr: f64) -> Self {
-        Schedule { kind: ScheduleKind::Constant, lr, warmup: 0, min_lr: lr, decay_steps: 0 }
+        Schedule {
+            kind: ScheduleKind::Constant,
+            lr,
+            warmup: 0,
+            min_lr: lr,
+            decay_steps: 0,
+        }
     }
 
     /// The learning rate for 0-based step `it`:
@@ -58,7 +64,13 @@ mod tests {
     use super::*;
 
     fn cosine() -> Schedule {
-        Schedule { kind: ScheduleKind::Cosine, lr: 1e-3, warmup: 100, min_lr: 1e-4, decay_steps: 5000 }
+        Schedule {
+            kind: ScheduleKind::Cosine,
+            lr: 1e-3,
+            warmup: 100,
+            min_lr: 1e-4,
+            decay_steps: 5000,
+        }
     }
 
     #[test]
@@ -82,7 +94,13 @@ mod tests {
 
     #[test]
     fn linear_decays_in_a_straight_line() {
-        let s = Schedule { kind: ScheduleKind::Linear, lr: 1.0, warmup: 0, min_lr: 0.0, decay_steps: 10 };
+        let s = Schedule {
+            kind: ScheduleKind::Linear,
+            lr: 1.0,
+            warmup: 0,
+            min_lr: 0.0,
+            decay_steps: 10,
+        };
         assert!((s.lr(0) - 1.0).abs() < 1e-15);
         assert!((s.lr(5) - 0.5).abs() < 1e-15);
         assert!((s.lr(10) - 0.0).abs() < 1e-15);
@@ -90,7 +108,13 @@ mod tests {
 
     #[test]
     fn constant_with_warmup() {
-        let s = Schedule { kind: ScheduleKind::Constant, lr: 0.3, warmup: 2, min_lr: 0.0, decay_steps: 0 };
+        let s = Schedule {
+            kind: ScheduleKind::Constant,
+            lr: 0.3,
+            warmup: 2,
+            min_lr: 0.0,
+            decay_steps: 0,
+        };
         assert!((s.lr(0) - 0.1).abs() < 1e-15);
         assert!((s.lr(1) - 0.2).abs() < 1e-15);
         assert_eq!(s.lr(2), 0.3);

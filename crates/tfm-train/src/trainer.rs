@@ -131,16 +131,18 @@ pub fn train<D: Device<f32>, M: TrainModel<D> + ?Sized>(
     report.start_step = step;
     observer.on_start(step, config.steps);
 
-    let meta = |step: u64, rng: &Rng, best: Option<f32>, val: Option<f32>, opt: &Optimizer<D>| CheckpointMeta {
-        step,
-        rng_state: rng.state(),
-        config_yaml: config.to_yaml(),
-        spec_hash: options.spec_hash.clone(),
-        tokenizer: data.tokenizer().clone(),
-        best_val_loss: best,
-        val_loss: val,
-        optimizer: opt.settings.kind.name().to_string(),
-        optimizer_step: opt.step,
+    let meta = |step: u64, rng: &Rng, best: Option<f32>, val: Option<f32>, opt: &Optimizer<D>| {
+        CheckpointMeta {
+            step,
+            rng_state: rng.state(),
+            config_yaml: config.to_yaml(),
+            spec_hash: options.spec_hash.clone(),
+            tokenizer: data.tokenizer().clone(),
+            best_val_loss: best,
+            val_loss: val,
+            optimizer: opt.settings.kind.name().to_string(),
+            optimizer_step: opt.step,
+        }
     };
     let tokens_per_step = (config.batch_size * context * config.accumulation) as f64;
     let log_every = config.logging.every.max(1);
@@ -150,27 +152,44 @@ pub fn train<D: Device<f32>, M: TrainModel<D> + ?Sized>(
     loop {
         // Evaluation (and the best checkpoint) at the interval and at the end.
         let at_end = step >= config.steps;
-        let due = config.eval.every > 0 && step % config.eval.every == 0;
+        let due = config.eval.every > 0 && step.is_multiple_of(config.eval.every);
         let resumed_here = options.resume.is_some() && step == report.start_step;
         if eval_on && (due || at_end) && !resumed_here && evaluated_at != Some(step) {
             let val = evaluate(model, store, data, config, context)?;
             evaluated_at = Some(step);
             report.final_val_loss = Some(val);
-            let improved = val.is_finite() && best.map_or(true, |b| val < b);
+            let improved = val.is_finite() && best.is_none_or(|b| val < b);
             if improved {
                 best = Some(val);
             }
-            observer.on_eval(&EvalStats { step, val_loss: val, train_loss: last_loss, best: improved });
+            observer.on_eval(&EvalStats {
+                step,
+                val_loss: val,
+                train_loss: last_loss,
+                best: improved,
+            });
             if improved && config.checkpoints.keep_best && step > 0 {
-                let p = checkpoint::save(&best_dir, store, Some(&opt), &meta(step, &rng, best, Some(val), &opt))?;
+                let p = checkpoint::save(
+                    &best_dir,
+                    store,
+                    Some(&opt),
+                    &meta(step, &rng, best, Some(val), &opt),
+                )?;
                 observer.on_checkpoint(step, CheckpointKind::Best, &p);
                 report.best_checkpoint = Some(p);
             }
         }
-        let ck_due = config.checkpoints.every > 0 && step % config.checkpoints.every == 0;
+        let ck_due = config.checkpoints.every > 0 && step.is_multiple_of(config.checkpoints.every);
         if config.checkpoints.keep_last && step > report.start_step && (ck_due || at_end) {
-            let val = (evaluated_at == Some(step)).then_some(report.final_val_loss).flatten();
-            let p = checkpoint::save(&last_dir, store, Some(&opt), &meta(step, &rng, best, val, &opt))?;
+            let val = (evaluated_at == Some(step))
+                .then_some(report.final_val_loss)
+                .flatten();
+            let p = checkpoint::save(
+                &last_dir,
+                store,
+                Some(&opt),
+                &meta(step, &rng, best, val, &opt),
+            )?;
             observer.on_checkpoint(step, CheckpointKind::Last, &p);
             report.last_checkpoint = Some(p);
         }
@@ -178,7 +197,12 @@ pub fn train<D: Device<f32>, M: TrainModel<D> + ?Sized>(
             break;
         }
         if stop.load(Ordering::SeqCst) {
-            let p = checkpoint::save(&last_dir, store, Some(&opt), &meta(step, &rng, best, None, &opt))?;
+            let p = checkpoint::save(
+                &last_dir,
+                store,
+                Some(&opt),
+                &meta(step, &rng, best, None, &opt),
+            )?;
             observer.on_checkpoint(step, CheckpointKind::Last, &p);
             report.last_checkpoint = Some(p);
             report.interrupted = true;
@@ -237,7 +261,7 @@ pub fn train<D: Device<f32>, M: TrainModel<D> + ?Sized>(
             lr,
             grad_norm: norm,
             tokens_per_sec: tokens_per_step / secs,
-            log: step == 0 || (step + 1) % log_every == 0,
+            log: step == 0 || (step + 1).is_multiple_of(log_every),
         });
         step += 1;
     }
