@@ -191,6 +191,9 @@ pub struct AttentionCfg {
     pub head_dim: u64,
     pub causal: bool,
     pub bias: bool,
+    /// Whether the key projection has a bias (only meaningful when `bias`; Whisper has none).
+    /// Always equal to `bias` when `fused_qkv`.
+    pub k_bias: bool,
     pub out_bias: bool,
     pub fused_qkv: bool,
     /// Sliding window (0 = none): a query attends to the last `window` keys.

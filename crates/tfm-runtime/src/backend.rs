@@ -54,7 +54,13 @@ impl CoreCfg {
 
 /// Operations with a device-specific fast path. Every method has a correct default built from
 /// dfdx ops; devices override what they can do faster.
-pub trait Backend: Device<f32> + Sized {
+pub trait Backend: Device<f32> + Sized + Send + Sync {
+    /// Runs one whole pass. The CPU moves it onto a rayon worker, so its parallel kernels join
+    /// inside the pool instead of waking the pool from outside for every op.
+    fn run_pass<X: Send, F: FnOnce() -> X + Send>(f: F) -> X {
+        f()
+    }
+
     /// `x [*, in] @ w[out, in]^T + b`.
     fn linear<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, w: &FT<Self>, b: Option<&FT<Self>>) -> R<FT<Self>> {
         generic::linear(cx, x, w, b)

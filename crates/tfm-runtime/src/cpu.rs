@@ -146,6 +146,10 @@ fn act_op<T: Tape<f32, Cpu>, F: Fn(f32) -> (f32, f32) + Sync + Send + Copy + 'st
 }
 
 impl Backend for Cpu {
+    fn run_pass<X: Send, F: FnOnce() -> X + Send>(f: F) -> X {
+        rayon::join(f, || ()).0
+    }
+
     fn linear<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, w: &FT<Self>, b: Option<&FT<Self>>) -> R<FT<Self>> {
         if !cx.fused {
             return generic::linear(cx, x, w, b);

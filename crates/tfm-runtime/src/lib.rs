@@ -195,6 +195,16 @@ impl<D: Backend> Runtime<D> {
         train: bool,
         rng_seed: u64,
     ) -> Result<Vec<HostTensor>, RuntimeError> {
+        D::run_pass(|| self.forward_here(store, inputs, train, rng_seed))
+    }
+
+    fn forward_here(
+        &self,
+        store: &ParamStore<D>,
+        inputs: &[HostTensor],
+        train: bool,
+        rng_seed: u64,
+    ) -> Result<Vec<HostTensor>, RuntimeError> {
         self.check_store(store)?;
         let mut cx = self.ctx::<NoneTape>(train, rng_seed);
         let outs = exec::run_model(self, &mut cx, store, inputs)?;
@@ -209,6 +219,15 @@ impl<D: Backend> Runtime<D> {
 
     /// Training mode (dropout on): the objective's loss and the gradient of every weight.
     pub fn loss_and_grads(
+        &self,
+        store: &ParamStore<D>,
+        batch: &Batch,
+        rng_seed: u64,
+    ) -> Result<(f32, Gradients<f32, D>), RuntimeError> {
+        D::run_pass(|| self.loss_and_grads_here(store, batch, rng_seed))
+    }
+
+    fn loss_and_grads_here(
         &self,
         store: &ParamStore<D>,
         batch: &Batch,
@@ -234,6 +253,10 @@ impl<D: Backend> Runtime<D> {
 
     /// Evaluation mode (no dropout, no tape): the objective's loss.
     pub fn loss(&self, store: &ParamStore<D>, batch: &Batch) -> Result<f32, RuntimeError> {
+        D::run_pass(|| self.loss_here(store, batch))
+    }
+
+    fn loss_here(&self, store: &ParamStore<D>, batch: &Batch) -> Result<f32, RuntimeError> {
         self.check_store(store)?;
         let mut cx = self.ctx::<NoneTape>(false, 0);
         let outs = exec::run_model(self, &mut cx, store, &batch.inputs)?;

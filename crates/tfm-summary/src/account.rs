@@ -215,7 +215,7 @@ fn node_cost(s: &mut Shapes<'_>, n: &Node, unknown: &mut bool) -> Cost {
                 Prim::Linear { bias } => {
                     let w = weight(0).unwrap_or_default();
                     let (out, inp) = (w.first().copied().unwrap_or(0) as u128, w.get(1).copied().unwrap_or(0) as u128);
-                    let rows = if out == 0 { 0 } else { out_numel / out };
+                    let rows = out_numel.checked_div(out).unwrap_or(0);
                     let mut flops = prod(&[2, rows, inp, out]);
                     if *bias {
                         flops = flops.saturating_add(rows.saturating_mul(out));
@@ -255,7 +255,7 @@ fn node_cost(s: &mut Shapes<'_>, n: &Node, unknown: &mut bool) -> Cost {
                     let w = weight(0).unwrap_or_default();
                     let hidden = w.first().copied().unwrap_or(0) as u128;
                     let d = in0.map(|v| s.last_dim(v)).unwrap_or(0);
-                    let rows = if d == 0 { 0 } else { in_numel / d };
+                    let rows = in_numel.checked_div(d).unwrap_or(0);
                     let gated = matches!(act, Activation::Swiglu | Activation::Geglu);
                     let mats: u128 = if gated { 3 } else { 2 };
                     let elem: u128 = if gated { 2 } else { 1 };

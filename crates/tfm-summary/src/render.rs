@@ -9,8 +9,9 @@ use tfm_ir::{ChildKind, Graph, Model, ParamKind};
 pub fn group_digits(n: u128) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
+    let phase = s.len() % 3;
     for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && i % 3 == phase {
             out.push(',');
         }
         out.push(ch);

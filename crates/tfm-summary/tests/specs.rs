@@ -49,7 +49,9 @@ const COUNTS: &[(&str, &str, u128)] = &[
 ];
 
 /// The same larger siblings reached by `--set` overrides of the base model instead of a variant.
-const OVERRIDDEN: &[(&str, &str, &[(&str, &str)], u128)] = &[
+type Overridden = (&'static str, &'static str, &'static [(&'static str, &'static str)], u128);
+
+const OVERRIDDEN: &[Overridden] = &[
     ("specs/gpt2.tfm", "gpt2_medium", &[("layers", "24"), ("d_model", "1024"), ("heads", "16")], 354_823_168),
     ("specs/bert_base.tfm", "bert_large", &[("layers", "24"), ("d_model", "1024"), ("heads", "16")], 335_141_888),
     ("specs/vit_b16.tfm", "vit_l16", &[("layers", "24"), ("d_model", "1024"), ("heads", "16"), ("ffn", "4096")], 304_326_632),
