@@ -116,6 +116,10 @@ def train_mode(args: argparse.Namespace) -> None:
     pinned = f", each side pinned to CPUs {args.pin}" if args.pin else ""
     print(f"Machine: {cpu}, {os.cpu_count()} cores, {args.threads} threads per side{pinned}; "
           f"load average before: {load_before:.1f}, after: {os.getloadavg()[0]:.1f}.")
+    busy = max(load_before, os.getloadavg()[0])
+    if busy > 0.5 * (os.cpu_count() or 1):
+        print(f"WARNING: the machine was busy (load average {busy:.1f} on {os.cpu_count()} cores); "
+              "these timings are not representative.")
     print(f"Peak: {peak_measured:.1f} GFLOP/s measured (PyTorch fp32 2048x2048 matmul); "
           f"share of peak below uses {peak:.1f}.")
     print("FLOPs per step = (6 * N + 12 * L * T * d) * B * T, N = parameters less the position table.")

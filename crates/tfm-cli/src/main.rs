@@ -2,7 +2,11 @@
 
 mod check;
 mod common;
+mod device;
+mod eval;
+mod generate;
 mod summary;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -21,13 +25,22 @@ enum Command {
     Check(check::CheckArgs),
     /// Parameters, FLOPs and memory of one model, per block and in total.
     Summary(summary::SummaryArgs),
+    /// Train a model: progress, TensorBoard logs, periodic evaluation, checkpoints, Ctrl-C to stop.
+    Train(train::TrainArgs),
+    /// Validation loss and perplexity of a checkpoint (and exact match on the addition task).
+    Eval(eval::EvalArgs),
+    /// Continue a prompt with a checkpoint, sampling with temperature and top-k.
+    Generate(generate::GenerateArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let outcome = match cli.command {
-        Command::Check(args) => check::run(args),
-        Command::Summary(args) => summary::run(args),
+    let code = match cli.command {
+        Command::Check(args) => check::run(args).code(),
+        Command::Summary(args) => summary::run(args).code(),
+        Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Generate(args) => generate::run(args),
     };
-    ExitCode::from(outcome.code())
+    ExitCode::from(code)
 }

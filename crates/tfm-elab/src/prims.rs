@@ -201,7 +201,7 @@ pub(crate) fn layer_spec<'w>(b: &mut Body<'_, 'w>, p: &str, c: &'w ast::Call) ->
         "linear" => &["in", "out", "bias"],
         "layer_norm" => &["dim", "eps", "bias"],
         "rms_norm" => &["dim", "eps"],
-        "attention" => &["d_model", "heads", "kv_heads", "head_dim", "causal", "bias", "out_bias", "fused_qkv", "window", "rotary", "rope_theta", "kv_dim", "dropout", "scale"],
+        "attention" => &["d_model", "heads", "kv_heads", "head_dim", "causal", "bias", "out_bias", "fused_qkv", "window", "rotary", "rope_theta", "kv_dim", "dropout", "scale", "k_bias"],
         "mlp" => &["d_model", "hidden", "act", "bias"],
         "patch_embed" => &["channels", "dim", "patch", "bias"],
         "conv1d" => &["in", "out", "kernel", "stride", "padding", "bias"],
@@ -254,6 +254,15 @@ pub(crate) fn layer_spec<'w>(b: &mut Body<'_, 'w>, p: &str, c: &'w ast::Call) ->
             let kv_dim = a.size_or(11, d_model)?;
             let dropout = a.float_or(12, 0.0)?;
             let scale = a.bool_or(13, true)?;
+            let k_bias = a.bool_or(14, bias)?;
+            if k_bias && !bias {
+                a.b.emit_pub(Diagnostic::error(codes::CONSTRAINT, "`attention`: expected `k_bias: false` when `bias: false`, found `k_bias: true`").at(c.span, "a key bias without the other projection biases").hint("set `bias: true`, or drop `k_bias`"));
+                return None;
+            }
+            if fused_qkv && bias && !k_bias {
+                a.b.emit_pub(Diagnostic::error(codes::CONSTRAINT, "`attention`: `k_bias: false` needs `fused_qkv: false`").at(c.span, "a fused qkv projection has one bias for q, k and v").hint("drop `fused_qkv` to leave out the key bias"));
+                return None;
+            }
             if fused_qkv && kv_dim != d_model {
                 a.b.emit_pub(Diagnostic::error(codes::CONSTRAINT, "`attention`: a fused qkv projection needs kv_dim == d_model").at(c.span, "fused_qkv with kv_dim").hint("drop `fused_qkv` for cross-attention"));
                 return None;
@@ -268,6 +277,7 @@ pub(crate) fn layer_spec<'w>(b: &mut Body<'_, 'w>, p: &str, c: &'w ast::Call) ->
                 head_dim,
                 causal,
                 bias,
+                k_bias,
                 out_bias,
                 fused_qkv,
                 window,

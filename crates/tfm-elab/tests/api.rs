@@ -94,3 +94,27 @@ model m {
     assert!(c.models[0].expectations.iter().all(|e| e.passed));
     assert_eq!(c.models[0].model.graph.values[c.models[0].model.outputs[0].value].ty.to_string(), "f32[B, 10]");
 }
+
+#[test]
+fn attention_without_a_key_bias() {
+    let src = "model m { input x: f32[B, T, 8]; layer a = attention(8, 2, k_bias: false); output y = a(x) }";
+    let c = check(src, &CheckOptions::default());
+    assert!(codes(&c).is_empty(), "{:?}", c.diagnostics);
+    let g = &c.models[0].model.graph;
+    let names: Vec<&str> = g.params.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["a.q.weight", "a.k.weight", "a.v.weight", "a.o.weight", "a.q.bias", "a.v.bias", "a.o.bias"]);
+    let sizes: Vec<Vec<u64>> = g.params.iter().map(|p| p.shape.clone()).collect();
+    assert_eq!(sizes[4..], [vec![8], vec![8], vec![8]]);
+
+    // The default keeps the key bias.
+    let c = check("model m { input x: f32[B, T, 8]; layer a = attention(8, 2); output y = a(x) }", &CheckOptions::default());
+    let names: Vec<&str> = c.models[0].model.graph.params.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names[4..], ["a.q.bias", "a.k.bias", "a.v.bias", "a.o.bias"]);
+
+    // A fused projection has one bias for q, k and v; a key bias needs the others.
+    let fused = check("model m { input x: f32[B, T, 8]; layer a = attention(8, 2, fused_qkv: true, k_bias: false); output y = a(x) }", &CheckOptions::default());
+    assert_eq!(codes(&fused), ["E0302"].map(|_| fused.diagnostics[0].code));
+    assert!(fused.diagnostics[0].message.contains("`k_bias: false` needs `fused_qkv: false`"), "{:?}", fused.diagnostics);
+    let lone = check("model m { input x: f32[B, T, 8]; layer a = attention(8, 2, bias: false, k_bias: true); output y = a(x) }", &CheckOptions::default());
+    assert!(lone.diagnostics.iter().any(|d| d.is_error() && d.message.contains("found `k_bias: true`")), "{:?}", lone.diagnostics);
+}

@@ -2,7 +2,7 @@
 //! every device; the CPU overrides them with fused, parallel kernels (`cpu.rs`).
 
 use crate::value::{Ctx, BT, FT, IT};
-use crate::{dev_err, layout, run_err, RuntimeError};
+use crate::{dev_err, layout, run_err, Batch, HostTensor, ParamStore, Runtime, RuntimeError};
 use dfdx::prelude::*;
 use tfm_ir::Activation;
 
@@ -54,11 +54,26 @@ impl CoreCfg {
 
 /// Operations with a device-specific fast path. Every method has a correct default built from
 /// dfdx ops; devices override what they can do faster.
-pub trait Backend: Device<f32> + Sized + Send + Sync {
-    /// Runs one whole pass. The CPU moves it onto a rayon worker, so its parallel kernels join
-    /// inside the pool instead of waking the pool from outside for every op.
-    fn run_pass<X: Send, F: FnOnce() -> X + Send>(f: F) -> X {
-        f()
+pub trait Backend: Device<f32> + Sized {
+    // Whole passes: the CPU moves each onto a rayon worker, so its parallel kernels join inside
+    // the pool instead of waking the pool from outside for every op.
+    #[doc(hidden)]
+    fn pass_forward(
+        rt: &Runtime<Self>,
+        store: &ParamStore<Self>,
+        inputs: &[HostTensor],
+        train: bool,
+        seed: u64,
+    ) -> R<Vec<HostTensor>> {
+        rt.forward_here(store, inputs, train, seed)
+    }
+    #[doc(hidden)]
+    fn pass_loss_and_grads(rt: &Runtime<Self>, store: &ParamStore<Self>, batch: &Batch, seed: u64) -> R<(f32, Gradients<f32, Self>)> {
+        rt.loss_and_grads_here(store, batch, seed)
+    }
+    #[doc(hidden)]
+    fn pass_loss(rt: &Runtime<Self>, store: &ParamStore<Self>, batch: &Batch) -> R<f32> {
+        rt.loss_here(store, batch)
     }
 
     /// `x [*, in] @ w[out, in]^T + b`.

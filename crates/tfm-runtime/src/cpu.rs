@@ -6,7 +6,7 @@
 use crate::backend::{check_ids, check_targets, generic, rope_tables, Backend, Cols, CoreCfg};
 use crate::gemm::{sgemm, sgemm_par, MatRef};
 use crate::value::{Ctx, Flat, Rng, BT, FT, IT};
-use crate::{layout, run_err, RuntimeError};
+use crate::{layout, run_err, Batch, HostTensor, ParamStore, Runtime, RuntimeError};
 use dfdx::prelude::*;
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -146,8 +146,14 @@ fn act_op<T: Tape<f32, Cpu>, F: Fn(f32) -> (f32, f32) + Sync + Send + Copy + 'st
 }
 
 impl Backend for Cpu {
-    fn run_pass<X: Send, F: FnOnce() -> X + Send>(f: F) -> X {
-        rayon::join(f, || ()).0
+    fn pass_forward(rt: &Runtime<Cpu>, store: &ParamStore<Cpu>, inputs: &[HostTensor], train: bool, seed: u64) -> R<Vec<HostTensor>> {
+        rayon::join(|| rt.forward_here(store, inputs, train, seed), || ()).0
+    }
+    fn pass_loss_and_grads(rt: &Runtime<Cpu>, store: &ParamStore<Cpu>, batch: &Batch, seed: u64) -> R<(f32, Grads)> {
+        rayon::join(|| rt.loss_and_grads_here(store, batch, seed), || ()).0
+    }
+    fn pass_loss(rt: &Runtime<Cpu>, store: &ParamStore<Cpu>, batch: &Batch) -> R<f32> {
+        rayon::join(|| rt.loss_here(store, batch), || ()).0
     }
 
     fn linear<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, w: &FT<Self>, b: Option<&FT<Self>>) -> R<FT<Self>> {

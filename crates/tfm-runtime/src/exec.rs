@@ -683,7 +683,7 @@ fn attention<D: Backend, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, ps: &Ps<D>, c: &At
         let mut outs = vec![];
         for (j, n) in names.iter().enumerate() {
             let w = get(&format!("{n}.weight"), j)?;
-            let bb = if c.bias { Some(get(&format!("{n}.bias"), nw + j)?) } else { None };
+            let bb = if c.bias && (j != 1 || c.k_bias) { Some(get(&format!("{n}.bias"), nw + j - (j == 2 && !c.k_bias) as usize)?) } else { None };
             let src = if j == 0 { x } else { mem };
             outs.push(linear(cx, src, &w, bb.as_ref())?);
         }
@@ -716,7 +716,7 @@ fn attention<D: Backend, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, ps: &Ps<D>, c: &At
     };
     let core = D::attention_core(cx, q, k, v, cfg, mask, bias)?;
     let ow = get("o.weight", nw - 1)?;
-    let nb = if c.fused_qkv { 1 } else { 3 };
+    let nb = if c.fused_qkv { 1 } else { 2 + c.k_bias as usize };
     let ob = if c.out_bias { Some(get("o.bias", nw + if c.bias { nb } else { 0 })?) } else { None };
     linear(cx, &core, &ow, ob.as_ref())
 }

@@ -148,6 +148,7 @@ pub fn gpt(s: GptSize) -> Model {
         head_dim: c / s.heads,
         causal: true,
         bias: true,
+        k_bias: true,
         out_bias: true,
         fused_qkv: true,
         window: 0,

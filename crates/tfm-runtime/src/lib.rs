@@ -195,10 +195,10 @@ impl<D: Backend> Runtime<D> {
         train: bool,
         rng_seed: u64,
     ) -> Result<Vec<HostTensor>, RuntimeError> {
-        D::run_pass(|| self.forward_here(store, inputs, train, rng_seed))
+        D::pass_forward(self, store, inputs, train, rng_seed)
     }
 
-    fn forward_here(
+    pub(crate) fn forward_here(
         &self,
         store: &ParamStore<D>,
         inputs: &[HostTensor],
@@ -224,10 +224,10 @@ impl<D: Backend> Runtime<D> {
         batch: &Batch,
         rng_seed: u64,
     ) -> Result<(f32, Gradients<f32, D>), RuntimeError> {
-        D::run_pass(|| self.loss_and_grads_here(store, batch, rng_seed))
+        D::pass_loss_and_grads(self, store, batch, rng_seed)
     }
 
-    fn loss_and_grads_here(
+    pub(crate) fn loss_and_grads_here(
         &self,
         store: &ParamStore<D>,
         batch: &Batch,
@@ -253,10 +253,10 @@ impl<D: Backend> Runtime<D> {
 
     /// Evaluation mode (no dropout, no tape): the objective's loss.
     pub fn loss(&self, store: &ParamStore<D>, batch: &Batch) -> Result<f32, RuntimeError> {
-        D::run_pass(|| self.loss_here(store, batch))
+        D::pass_loss(self, store, batch)
     }
 
-    fn loss_here(&self, store: &ParamStore<D>, batch: &Batch) -> Result<f32, RuntimeError> {
+    pub(crate) fn loss_here(&self, store: &ParamStore<D>, batch: &Batch) -> Result<f32, RuntimeError> {
         self.check_store(store)?;
         let mut cx = self.ctx::<NoneTape>(false, 0);
         let outs = exec::run_model(self, &mut cx, store, &batch.inputs)?;

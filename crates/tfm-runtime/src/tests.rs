@@ -307,6 +307,7 @@ fn attn_cfg(heads: u64, kv: u64, hd: u64) -> AttentionCfg {
         head_dim: hd,
         causal: false,
         bias: true,
+        k_bias: true,
         out_bias: true,
         fused_qkv: false,
         window: 0,

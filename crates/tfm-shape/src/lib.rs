@@ -11,7 +11,8 @@
 //! - `embedding`: `weight`; `sinusoidal`: `table`; `relative_bias`, `parameter`: `weight`;
 //! - `linear`, `patch_embed`, `conv1d`, `layer_norm`: `weight`, then `bias` if any; `rms_norm`: `weight`;
 //! - `attention`: weights first, then biases: `q.weight, k.weight, v.weight, o.weight`, then
-//!   `q.bias, k.bias, v.bias` (when `bias`) and `o.bias` (when `out_bias`); fused:
+//!   `q.bias, k.bias, v.bias` (when `bias`; `k.bias` only when `k_bias` too) and `o.bias`
+//!   (when `out_bias`); fused:
 //!   `qkv.weight, o.weight`, then `qkv.bias` (when `bias`), `o.bias` (when `out_bias`);
 //! - `mlp`: `up.weight, up.bias?, down.weight, down.bias?`; gated (`swiglu`, `geglu`):
 //!   `gate.weight, gate.bias?, up.weight, up.bias?, down.weight, down.bias?`.
@@ -580,7 +581,9 @@ impl LayerSpec {
                     push("o.weight", vec![*d_model, m(h, hd)], normal(true), true, t);
                     if cfg.bias {
                         push("q.bias", vec![m(h, hd)], Init::Zeros, false, t);
-                        push("k.bias", vec![m(kv, hd)], Init::Zeros, false, t);
+                        if cfg.k_bias {
+                            push("k.bias", vec![m(kv, hd)], Init::Zeros, false, t);
+                        }
                         push("v.bias", vec![m(kv, hd)], Init::Zeros, false, t);
                     }
                 }

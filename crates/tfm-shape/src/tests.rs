@@ -35,6 +35,7 @@ fn attn_cfg(heads: u64, kv_heads: u64, head_dim: u64) -> AttentionCfg {
         head_dim,
         causal: true,
         bias: true,
+        k_bias: true,
         out_bias: true,
         fused_qkv: false,
         window: 0,

@@ -204,6 +204,7 @@ fn attention_flops_follow_the_documented_formula() {
         head_dim: d / heads,
         causal: true,
         bias: false,
+        k_bias: false,
         out_bias: false,
         fused_qkv: false,
         window: 0,

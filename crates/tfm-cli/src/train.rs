@@ -1,0 +1,534 @@
+//! `tfm train`: builds the run configuration (file, then flags), checks the spec, trains on the
+//! chosen device with progress, TensorBoard logs and checkpoints, handles Ctrl-C, and prints a
+//! summary (and, for the addition task, exact-match accuracy with sample answers). Also holds the
+//! loading helpers `tfm eval` and `tfm generate` share.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use tfm_diag::{Diagnostic, FileId, SourceMap};
+use tfm_elab::{check_file, CheckOptions};
+use tfm_runtime::{Backend, ParamStore, Runtime};
+use tfm_train::addition::AdditionTask;
+use tfm_train::config::TaskKind;
+use tfm_train::logging::{self, EvalStats, Observer, StepStats};
+use tfm_train::runtime::greedy_generate;
+use tfm_train::{checkpoint, train, Checkpoint, DataSource, Dataset, RunConfig, TrainError, TrainOptions};
+
+use crate::common::{parse_overrides, stderr_color};
+use crate::device::{dispatch, DeviceArg, DeviceJob};
+
+/// Exit codes (see `tfm train --help`).
+pub const OK: u8 = 0;
+pub const FAILED: u8 = 1;
+pub const USAGE: u8 = 2;
+/// Training stopped by Ctrl-C after writing `last/` (128 + SIGINT, as shells report it).
+pub const INTERRUPTED: u8 = 130;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum TaskArg {
+    /// Multi-digit addition, generated on the fly with held-out test problems.
+    Addition,
+}
+
+#[derive(Args)]
+#[command(after_help = "Flags override the run configuration (`--config`), which overrides the defaults.\n\
+Exit codes: 0 done, 1 error (diagnostics on stderr), 2 usage error, 130 interrupted by Ctrl-C\n\
+(a checkpoint was written to `<out>/checkpoints/last`; continue with `--resume`).")]
+pub struct TrainArgs {
+    /// The model spec (`.tfm`).
+    spec: PathBuf,
+    /// Run configuration (YAML); its relative paths are taken relative to its folder.
+    #[arg(long, value_name = "RUN.yaml")]
+    config: Option<PathBuf>,
+    /// Training corpus: a text file (one token per character) or a `.tok` token file.
+    #[arg(long, value_name = "PATH", conflicts_with = "task")]
+    data: Option<PathBuf>,
+    /// A built-in task instead of a corpus.
+    #[arg(long, value_enum)]
+    task: Option<TaskArg>,
+    /// Override a model parameter of the spec (`--set layers=2`).
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    set: Vec<String>,
+    /// Override any run-configuration key (`--cfg optimizer.lr=3e-4 --cfg eval.every=100`).
+    #[arg(long = "cfg", value_name = "KEY=VALUE")]
+    cfg: Vec<String>,
+    /// Optimizer steps in total (counting steps done before a resume).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Peak learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Sequences per micro-batch.
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Output folder: logs, TensorBoard events and `checkpoints/` (default `runs/<spec name>`).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Continue a run from a checkpoint folder (`<out>/checkpoints/last`, or the run folder).
+    /// Without `--config`, the checkpoint's own run configuration is used.
+    #[arg(long, value_name = "DIR")]
+    resume: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    device: Option<DeviceArg>,
+    /// Seed of the weights, the data order and dropout.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// The model to train when the spec defines several (default: the first).
+    #[arg(long)]
+    model: Option<String>,
+    /// Never draw the progress bar (it is also hidden when stderr is not a terminal).
+    #[arg(long)]
+    no_progress: bool,
+}
+
+/// Renders diagnostics to stderr.
+pub fn emit(diags: &[Diagnostic], sources: &SourceMap) {
+    if !diags.is_empty() {
+        eprint!("{}", tfm_diag::render::render(diags, sources, tfm_diag::render::Format::Human, stderr_color()));
+    }
+}
+
+/// Renders one training error; configuration errors point into `config` when given.
+pub fn emit_error(e: &TrainError, sources: &SourceMap, config: Option<FileId>) -> u8 {
+    emit(&[e.to_diagnostic(config)], sources);
+    FAILED
+}
+
+pub fn usage(message: &str, hint: &str) -> u8 {
+    eprintln!("error: {message}");
+    eprintln!("  = help: {hint}");
+    USAGE
+}
+
+/// A checked model and the hash that ties checkpoints to it.
+pub struct LoadedModel {
+    pub model: tfm_ir::Model,
+    pub hash: String,
+}
+
+/// Checks `spec` with the overrides and picks the model; diagnostics are rendered on failure.
+pub fn load_model(spec: &Path, overrides: Vec<(String, String)>, model: Option<String>, sources: &mut SourceMap) -> Result<LoadedModel, u8> {
+    if !spec.is_file() {
+        return Err(usage(&format!("`{}` is not a spec file", spec.display()), "pass the path of a `.tfm` file"));
+    }
+    let checked = check_file(spec, &CheckOptions { overrides, model }, sources);
+    emit(&checked.diagnostics, sources);
+    if checked.diagnostics.iter().any(|d| d.is_error()) {
+        return Err(FAILED);
+    }
+    let Some(first) = checked.models.into_iter().next() else {
+        return Err(usage(&format!("`{}` defines no model", spec.display()), "a spec needs a `model name { ... }`"));
+    };
+    let hash = checkpoint::spec_hash(&tfm_elab::dump_model(&first.model));
+    Ok(LoadedModel { model: first.model, hash })
+}
+
+/// An integer parameter of the model (`vocab`, `context`), if it has one.
+pub fn int_param(model: &tfm_ir::Model, name: &str) -> Option<usize> {
+    model.params.iter().find(|(n, _)| n == name).and_then(|(_, v)| match v {
+        tfm_ir::ConstValue::Int(i) => usize::try_from(*i).ok(),
+        _ => None,
+    })
+}
+
+/// Checks that the data's tokens fit the model's embedding (when it declares `vocab`).
+pub fn check_vocab(model: &tfm_ir::Model, data: &dyn DataSource) -> Result<(), TrainError> {
+    match int_param(model, "vocab") {
+        Some(v) => data.tokenizer().check_model_vocab(v),
+        None => Ok(()),
+    }
+}
+
+/// The checkpoint file a folder argument names: the folder's own `model.safetensors`, or in a run
+/// folder `checkpoints/<first of prefer>`, or `<first of prefer>/` directly.
+pub fn resolve_checkpoint(dir: &Path, prefer: &[&str]) -> PathBuf {
+    if dir.is_file() || dir.join(checkpoint::FILE_NAME).is_file() {
+        return dir.to_path_buf();
+    }
+    for base in [dir.join("checkpoints"), dir.to_path_buf()] {
+        for p in prefer {
+            if base.join(p).join(checkpoint::FILE_NAME).is_file() {
+                return base.join(p);
+            }
+        }
+    }
+    dir.to_path_buf()
+}
+
+/// Reads a checkpoint; errors are rendered.
+pub fn read_checkpoint(dir: &Path, prefer: &[&str], sources: &SourceMap) -> Result<Checkpoint, u8> {
+    Checkpoint::read(&resolve_checkpoint(dir, prefer)).map_err(|e| emit_error(&e, sources, None))
+}
+
+/// The run configuration stored in a checkpoint.
+pub fn checkpoint_config(ck: &Checkpoint, sources: &SourceMap) -> Result<RunConfig, u8> {
+    RunConfig::from_yaml_str(&ck.meta.config_yaml).map_err(|e| {
+        let err = TrainError::Checkpoint {
+            path: ck.path.clone(),
+            message: format!("its run configuration cannot be read: {e}"),
+            hint: Some("the checkpoint was written by another version of tfm".into()),
+        };
+        emit_error(&err, sources, None)
+    })
+}
+
+/// Points the data at a file or a task (flags of train and eval).
+pub fn set_data(cfg: &mut RunConfig, data: Option<&Path>, task: Option<TaskArg>) {
+    if let Some(p) = data {
+        cfg.data.path = Some(p.to_path_buf());
+        cfg.data.task = None;
+        cfg.data.tokenizer = None;
+    }
+    if let Some(TaskArg::Addition) = task {
+        cfg.data.path = None;
+        cfg.data.task = Some(TaskKind::Addition);
+    }
+}
+
+/// `1h 02m`, `3m 07s`, `12.3s`.
+pub fn duration(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 60.0 {
+        format!("{s:.1}s")
+    } else if s < 3600.0 {
+        format!("{}m {:02}s", (s / 60.0) as u64, (s as u64) % 60)
+    } else {
+        format!("{}h {:02}m", (s / 3600.0) as u64, ((s as u64) / 60) % 60)
+    }
+}
+
+/// Exact match of a model on the addition task's held-out problems, and `samples` answers.
+pub struct AdditionReport {
+    pub correct: usize,
+    pub total: usize,
+    /// (prompt, model answer, correct answer), answers in normal digit order.
+    pub samples: Vec<(String, String, String)>,
+}
+
+/// Greedy answers to the held-out problems, scored by exact match.
+pub fn addition_report<D: Backend>(rt: &Runtime<D>, store: &ParamStore<D>, task: &AdditionTask, samples: usize) -> Result<AdditionReport, TrainError> {
+    let context = task.example_len() - 1;
+    let answer_len = task.digits + 1;
+    let em = task.evaluate(250, None, |prompts| greedy_generate(rt, store, prompts, answer_len, context))?;
+    let shown: Vec<(u64, u64)> = task.test.iter().take(samples).copied().collect();
+    let prompts: Vec<Vec<u32>> = shown.iter().map(|&(a, b)| task.tokenizer.encode(&task.prompt(a, b))).collect::<Result<_, _>>()?;
+    let outs = greedy_generate(rt, store, &prompts, answer_len, context)?;
+    let unreverse = |s: String| s.chars().rev().collect::<String>();
+    let samples = shown
+        .iter()
+        .zip(outs)
+        .map(|(&(a, b), out)| {
+            let said = unreverse(task.tokenizer.decode(&out).replace('\n', "⏎"));
+            (task.prompt(a, b), said, unreverse(task.answer(a, b)))
+        })
+        .collect();
+    Ok(AdditionReport { correct: em.correct, total: em.total, samples })
+}
+
+/// Prints an addition report to stdout.
+pub fn print_addition(r: &AdditionReport) {
+    let pct = if r.total == 0 { 0.0 } else { 100.0 * r.correct as f64 / r.total as f64 };
+    println!("exact match     {pct:.1}% ({}/{} held-out problems)", r.correct, r.total);
+    if r.samples.is_empty() {
+        return;
+    }
+    println!("sample answers (the model writes the sum least significant digit first; shown in normal order):");
+    let w = r.samples.iter().map(|s| s.0.chars().count()).max().unwrap_or(0);
+    println!("  {:w$}  {:>8}  {:>8}", "prompt", "model", "correct");
+    for (prompt, said, want) in &r.samples {
+        let mark = if said == want { "ok" } else { "WRONG" };
+        println!("  {prompt:w$}  {said:>8}  {want:>8}  {mark}");
+    }
+}
+
+/// Prints evaluations (and every tenth of the run) as lines when no progress bar is drawn.
+struct Lines {
+    total: u64,
+    every: u64,
+}
+
+impl Observer for Lines {
+    fn on_start(&mut self, start: u64, total: u64) {
+        self.total = total;
+        self.every = (total / 10).max(1);
+        if start > 0 {
+            eprintln!("resuming at step {start}/{total}");
+        }
+    }
+    fn on_step(&mut self, s: &StepStats) {
+        if (s.step + 1).is_multiple_of(self.every) {
+            eprintln!(
+                "step {:>6}/{}  loss {:.4}  lr {:.2e}  {:.0} tok/s",
+                s.step + 1,
+                self.total,
+                s.loss,
+                s.lr,
+                s.tokens_per_sec
+            );
+        }
+    }
+    fn on_eval(&mut self, e: &EvalStats) {
+        let best = if e.best { "  (best)" } else { "" };
+        eprintln!("step {:>6}/{}  val loss {:.4}{best}", e.step, self.total, e.val_loss);
+    }
+    fn on_warning(&mut self, m: &str) {
+        eprintln!("warning: {m}");
+    }
+}
+
+/// Reports warnings when the progress bar is drawn.
+struct Quiet;
+impl Observer for Quiet {
+    fn on_warning(&mut self, m: &str) {
+        eprintln!("warning: {m}");
+    }
+}
+
+struct TrainJob {
+    model: tfm_ir::Model,
+    hash: String,
+    cfg: RunConfig,
+    data: Dataset,
+    resume: Option<Checkpoint>,
+    progress: bool,
+    sources: SourceMap,
+}
+
+impl DeviceJob for TrainJob {
+    fn run<D: Backend>(self, dev: D) -> u8 {
+        let TrainJob { model, hash, cfg, data, resume, progress, sources } = self;
+        let name = model.name.clone();
+        let rt = match Runtime::new(model, dev) {
+            Ok(rt) => rt,
+            Err(e) => return emit_error(&TrainError::Model(e.to_string()), &sources, None),
+        };
+        let mut store = rt.init_params(cfg.seed);
+        let mut obs = match logging::standard(&cfg, progress) {
+            Ok(o) => o,
+            Err(e) => return emit_error(&e, &sources, None),
+        };
+        if progress {
+            obs.0.push(Box::new(Quiet));
+        } else {
+            obs.0.push(Box::new(Lines { total: 0, every: 1 }));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        // A first Ctrl-C asks the loop to checkpoint and stop; a second one quits at once.
+        let _ = ctrlc::set_handler(move || {
+            if flag.swap(true, Ordering::SeqCst) {
+                std::process::exit(i32::from(INTERRUPTED));
+            }
+            eprintln!("\ninterrupted: writing a checkpoint and stopping (Ctrl-C again to quit at once)");
+        });
+        let context = data.fixed_context().unwrap_or(cfg.context);
+        let params: usize = store.params.iter().map(|p| p.shape.iter().product::<usize>()).sum();
+        eprintln!(
+            "training `{name}` ({params} parameters) for {} steps: batch {} x {} tokens, lr {:.2e}, {}",
+            cfg.steps,
+            cfg.batch_size * cfg.accumulation,
+            context,
+            cfg.optimizer.lr,
+            match cfg.device {
+                tfm_train::config::DeviceKind::Cpu => "cpu",
+                tfm_train::config::DeviceKind::Cuda => "cuda",
+            }
+        );
+        let started = Instant::now();
+        let report = match train(&rt, &mut store, &cfg, &data, TrainOptions { spec_hash: hash, resume }, &mut obs, stop) {
+            Ok(r) => r,
+            Err(e) => return emit_error(&e, &sources, None),
+        };
+        drop(obs);
+        let elapsed = started.elapsed();
+        let steps_run = report.step - report.start_step;
+        let tokens = steps_run as f64 * (cfg.batch_size * cfg.accumulation * context) as f64;
+        if report.interrupted {
+            println!("interrupted at step {}/{} after {}", report.step, cfg.steps, duration(elapsed));
+        } else {
+            println!("trained `{name}` for {} steps in {}", cfg.steps, duration(elapsed));
+        }
+        if let Some(l) = report.losses.last() {
+            println!("final train loss {l:.4}");
+        }
+        if let Some(v) = report.final_val_loss {
+            let best = report.best_val_loss.map(|b| format!(" (best {b:.4})")).unwrap_or_default();
+            println!("final val loss   {v:.4}{best}");
+        }
+        println!("steps            {} (this run: {steps_run})", report.step);
+        if steps_run > 0 {
+            println!("throughput       {:.0} tokens/s", tokens / elapsed.as_secs_f64().max(1e-9));
+        }
+        if let Some(p) = &report.last_checkpoint {
+            println!("last checkpoint  {}", p.display());
+        }
+        if let Some(p) = &report.best_checkpoint {
+            println!("best checkpoint  {}", p.display());
+        }
+        println!("logs             {} (TensorBoard events, metrics.jsonl)", cfg.log_dir().display());
+        if let Dataset::Addition(task) = &data {
+            let t = Instant::now();
+            match addition_report(&rt, &store, task, 6) {
+                Ok(r) => {
+                    print_addition(&r);
+                    eprintln!("(exact match measured in {})", duration(t.elapsed()));
+                }
+                Err(e) => return emit_error(&e, &sources, None),
+            }
+        }
+        if report.interrupted {
+            if let Some(p) = &report.last_checkpoint {
+                let dir = p.parent().unwrap_or(p);
+                println!("continue with   --resume {}", dir.display());
+            }
+            INTERRUPTED
+        } else {
+            OK
+        }
+    }
+}
+
+pub fn run(args: TrainArgs) -> u8 {
+    let mut sources = SourceMap::new();
+    let spec_overrides = match parse_overrides(&args.set) {
+        Ok(o) => o,
+        Err(e) => return usage(&e, "write `--set layers=4`"),
+    };
+    let cfg_overrides = match parse_overrides(&args.cfg) {
+        Ok(o) => o,
+        Err(e) => return usage(&e.replace("--set", "--cfg"), "write `--cfg optimizer.lr=3e-4`"),
+    };
+
+    // The checkpoint to resume from, read first: without `--config` its configuration is the base.
+    let resume = match &args.resume {
+        Some(dir) => match read_checkpoint(dir, &["last", "best"], &sources) {
+            Ok(ck) => Some(ck),
+            Err(code) => return code,
+        },
+        None => None,
+    };
+
+    // 1. The base configuration: the file, the checkpoint's, or the defaults.
+    let mut config_file: Option<FileId> = None;
+    let mut cfg = if let Some(path) = &args.config {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                return usage(
+                    &format!("cannot read config `{}`: {}", path.display(), e.to_string().to_lowercase()),
+                    "check the path of the run configuration",
+                )
+            }
+        };
+        let id = sources.add(path.display().to_string(), text.clone());
+        config_file = Some(id);
+        match RunConfig::from_yaml_str(&text) {
+            Ok(mut c) => {
+                if let Some(base) = path.parent() {
+                    c.rebase(base);
+                }
+                c
+            }
+            Err(e) => return emit_error(&TrainError::Config(e), &sources, config_file),
+        }
+    } else if let Some(ck) = &resume {
+        match checkpoint_config(ck, &sources) {
+            Ok(c) => c,
+            Err(code) => return code,
+        }
+    } else {
+        if args.data.is_none() && args.task.is_none() {
+            return usage(
+                "no training data: expected `--data PATH`, `--task addition` or `--config RUN.yaml`",
+                "for example `tfm train spec.tfm --data corpus.txt`",
+            );
+        }
+        let mut c = RunConfig::new(&args.spec, "");
+        c.data.path = None;
+        c.data.task = Some(TaskKind::Addition);
+        c
+    };
+    let context_given = args.config.is_some() || resume.is_some() || cfg_overrides.iter().any(|(k, _)| k == "context");
+
+    // 2. Flags override the file.
+    cfg.spec = args.spec.clone();
+    set_data(&mut cfg, args.data.as_deref(), args.task);
+    if let Some(s) = args.steps {
+        cfg.steps = s;
+    }
+    if let Some(lr) = args.lr {
+        cfg.optimizer.lr = lr;
+    }
+    if let Some(b) = args.batch {
+        cfg.batch_size = b;
+    }
+    if let Some(s) = args.seed {
+        cfg.seed = s;
+    }
+    if let Some(d) = args.device {
+        cfg.device = d.into();
+    }
+    if let Some(out) = &args.out {
+        cfg.logging.dir = Some(out.clone());
+        cfg.checkpoints.dir = Some(out.join("checkpoints"));
+    }
+    for (k, v) in &spec_overrides {
+        if let Err(e) = cfg.set_key(&format!("set.{k}"), v) {
+            return emit_error(&TrainError::Config(e), &sources, None);
+        }
+    }
+    if let Err(e) = cfg.merge(&cfg_overrides) {
+        return emit_error(&TrainError::Config(e), &sources, None);
+    }
+    if let Err(e) = cfg.validate() {
+        return emit_error(&TrainError::Config(e), &sources, config_file);
+    }
+
+    // 3. The model, checked with the `set` overrides.
+    let loaded = match load_model(&cfg.spec, cfg.set_strings(), args.model.clone(), &mut sources) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    if let Some(model_ctx) = int_param(&loaded.model, "context") {
+        if !context_given {
+            cfg.context = model_ctx;
+        } else if cfg.context > model_ctx {
+            let d = Diagnostic::error(
+                "E0801",
+                format!("expected a training `context` of at most {model_ctx} (the model's `context`), found {}", cfg.context),
+            )
+            .hint(format!("set `context: {model_ctx}` in the run configuration, or raise the model's with `--set context={}`", cfg.context));
+            emit(&[d], &sources);
+            return FAILED;
+        }
+    }
+
+    // 4. The data.
+    let data = match Dataset::load(&cfg) {
+        Ok(d) => d,
+        Err(e) => return emit_error(&e, &sources, config_file),
+    };
+    if let Err(e) = check_vocab(&loaded.model, &data) {
+        return emit_error(&e, &sources, None);
+    }
+    if let Some(ck) = &resume {
+        // Checked here too, so the error comes before any device work.
+        if let Err(e) = ck.check_spec_hash(&loaded.hash).and_then(|_| ck.meta.tokenizer.check_same(data.tokenizer())) {
+            return emit_error(&e, &sources, None);
+        }
+    }
+
+    let progress = !args.no_progress && std::io::stderr().is_terminal();
+    let device = cfg.device;
+    let seed = cfg.seed;
+    dispatch(
+        device,
+        seed,
+        TrainJob { model: loaded.model, hash: loaded.hash, cfg, data, resume, progress, sources },
+    )
+}
