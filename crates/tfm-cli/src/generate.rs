@@ -145,7 +145,9 @@ impl DeviceJob for GenerateJob {
                 eprintln!("error: expected logits of shape [1, {t}, V], found {shape:?}");
                 return FAILED;
             }
-            let next = sample(&data[(t - 1) * v..t * v], args.temperature, args.top_k, &mut rng);
+            // Logits past the tokenizer's vocabulary (spare embedding rows) are never drawn.
+            let usable = v.min(tokenizer.vocab_size()).max(1);
+            let next = sample(&data[(t - 1) * v..(t - 1) * v + usable], args.temperature, args.top_k, &mut rng);
             ids.push(next as u32);
             if stream {
                 let _ = write!(out, "{}", tokenizer.decode(&[next as u32]));

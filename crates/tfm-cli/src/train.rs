@@ -415,6 +415,8 @@ pub fn run(args: TrainArgs) -> u8 {
 
     // 1. The base configuration: the file, the checkpoint's, or the defaults.
     let mut config_file: Option<FileId> = None;
+    // Whether the training context was chosen; if not, it follows the model's `context`.
+    let mut context_given = resume.is_some() || cfg_overrides.iter().any(|(k, _)| k == "context");
     let mut cfg = if let Some(path) = &args.config {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
@@ -425,6 +427,9 @@ pub fn run(args: TrainArgs) -> u8 {
                 )
             }
         };
+        context_given |= serde_yaml::from_str::<serde_yaml::Value>(&text)
+            .ok()
+            .is_some_and(|v| v.get("context").is_some());
         let id = sources.add(path.display().to_string(), text.clone());
         config_file = Some(id);
         match RunConfig::from_yaml_str(&text) {
@@ -453,7 +458,6 @@ pub fn run(args: TrainArgs) -> u8 {
         c.data.task = Some(TaskKind::Addition);
         c
     };
-    let context_given = args.config.is_some() || resume.is_some() || cfg_overrides.iter().any(|(k, _)| k == "context");
 
     // 2. Flags override the file.
     cfg.spec = args.spec.clone();
@@ -494,25 +498,27 @@ pub fn run(args: TrainArgs) -> u8 {
         Ok(l) => l,
         Err(code) => return code,
     };
-    if let Some(model_ctx) = int_param(&loaded.model, "context") {
-        if !context_given {
-            cfg.context = model_ctx;
-        } else if cfg.context > model_ctx {
-            let d = Diagnostic::error(
-                "E0801",
-                format!("expected a training `context` of at most {model_ctx} (the model's `context`), found {}", cfg.context),
-            )
-            .hint(format!("set `context: {model_ctx}` in the run configuration, or raise the model's with `--set context={}`", cfg.context));
-            emit(&[d], &sources);
-            return FAILED;
-        }
-    }
-
-    // 4. The data.
+    // 4. The data, and a context that fits the model.
     let data = match Dataset::load(&cfg) {
         Ok(d) => d,
         Err(e) => return emit_error(&e, &sources, config_file),
     };
+    if let Some(model_ctx) = int_param(&loaded.model, "context") {
+        if !context_given && data.fixed_context().is_none() {
+            cfg.context = model_ctx;
+        }
+        let context = data.fixed_context().unwrap_or(cfg.context);
+        if context > model_ctx {
+            let what = if data.fixed_context().is_some() { "the task's examples need" } else { "found" };
+            let d = Diagnostic::error(
+                "E0801",
+                format!("expected a training context of at most {model_ctx} tokens (the model's `context`), {what} {context}"),
+            )
+            .hint(format!("set `context: {model_ctx}` in the run configuration, or raise the model's with `--set context={context}`"));
+            emit(&[d], &sources);
+            return FAILED;
+        }
+    }
     if let Err(e) = check_vocab(&loaded.model, &data) {
         return emit_error(&e, &sources, None);
     }

@@ -326,7 +326,7 @@ fn error_missing_data_file_names_the_path() {
 fn error_unknown_config_key_has_line_and_suggestion() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let cfg = tmp.path().join("run.yaml");
-    std::fs::write(&cfg, "spec: spec.tfm\ndata:\n  task: addition\noptimizer:\n  kind: adamw\n  learning_rate: 1.0e-3\nsteps: 10\n").expect("write");
+    std::fs::write(&cfg, "spec: spec.tfm\ndata:\n  task: addition\noptimizer:\n  kind: adamw\n  weight_decai: 0.1\nsteps: 10\n").expect("write");
     let o = run(tfm().arg("train").arg(spec("addition.tfm")).arg("--config").arg(&cfg));
     assert_eq!(o.status.code(), Some(1));
     insta::assert_snapshot!("unknown_config_key", normalise(&text(&o.stderr), tmp.path()));

@@ -382,7 +382,7 @@ pub mod generic {
             for _ in 0..h {
                 for i in 0..t {
                     for j in 0..s {
-                        let pad_ok = mask.map_or(true, |m| m.data[bi * s + j]);
+                        let pad_ok = mask.map(|m| m.data[bi * s + j]).unwrap_or(true);
                         keep.push(pad_ok && c.allowed(i, j));
                     }
                 }

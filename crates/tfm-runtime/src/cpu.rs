@@ -64,7 +64,7 @@ fn fast_tanh(x: f32) -> f32 {
     let x = x.clamp(-7.905_311, 7.905_311);
     let x2 = x * x;
     let mut p = -2.760_768_5e-16f32;
-    p = p * x2 + 2.000_187_9e-13;
+    p = p * x2 + 2.000_188e-13;
     p = p * x2 - 8.604_672e-11;
     p = p * x2 + 5.122_297e-8;
     p = p * x2 + 1.485_722_4e-5;
@@ -603,6 +603,9 @@ fn norm<T: Tape<f32, Cpu>>(cx: &mut Ctx<Cpu, T>, x: &FT<Cpu>, w: &FT<Cpu>, b: Op
     Ok(out)
 }
 
+/// Per (batch, head) gradients: dq [T, hd], dk [S, hd], dv [S, hd], d scores [T, S].
+type HeadGrads = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
+
 /// Saved per (batch, head) for the backward pass.
 struct HeadFwd {
     /// Softmax probabilities `[T, S]` (before dropout).
@@ -666,7 +669,7 @@ fn attention<T: Tape<f32, Cpu>>(
                 }
                 let mut m = f32::NEG_INFINITY;
                 for (j, x) in row.iter_mut().enumerate() {
-                    let ok = c.allowed(i, j) && mk.as_ref().map_or(true, |mm| mm[bi * s + j]);
+                    let ok = c.allowed(i, j) && mk.as_ref().map(|mm| mm[bi * s + j]).unwrap_or(true);
                     if ok {
                         m = m.max(*x);
                     } else {
@@ -720,7 +723,7 @@ fn attention<T: Tape<f32, Cpu>>(
         cx.tape.add_backward_op(move |grads| {
             let gy = take_grad(grads, &ot)?;
             // per head: (dq [T, hd], dk [S, hd], dv [S, hd], ds [T, S])
-            let parts: Vec<(Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>)> = (0..b * h)
+            let parts: Vec<HeadGrads> = (0..b * h)
                 .into_par_iter()
                 .map(|bh_i| {
                     let (bi, hi) = (bh_i / h, bh_i % h);

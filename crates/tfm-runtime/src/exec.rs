@@ -181,7 +181,7 @@ fn check_type<D: Backend>(g: &Graph, vid: usize, v: &Val<D>, env: &DimEnv) -> R<
     };
     let shape = v.shape();
     let shape_ok = shape.len() == ty.shape.len()
-        && ty.shape.iter().zip(shape).all(|(d, &n)| d.eval(env).map_or(true, |e| e as usize == n));
+        && ty.shape.iter().zip(shape).all(|(d, &n)| d.eval(env).map(|e| e as usize == n).unwrap_or(true));
     if dt_ok && shape_ok {
         Ok(())
     } else {

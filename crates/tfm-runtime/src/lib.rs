@@ -29,6 +29,7 @@ pub mod gemm;
 pub mod init;
 mod layout;
 mod objective;
+pub mod optim_cpu;
 pub mod params;
 pub mod value;
 

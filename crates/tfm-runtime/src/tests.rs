@@ -244,7 +244,8 @@ pub fn check_elementwise<D: Backend>(dev: D) -> Result<(), String> {
     });
     gradcheck(&dev, &Case::new(m))?;
     // binary ops with broadcasting; x * x uses one tensor twice
-    let cases: [(Prim, &[u64], &[u64], &[u64]); 4] = [
+    type Bin<'a> = (Prim, &'a [u64], &'a [u64], &'a [u64]);
+    let cases: [Bin; 4] = [
         (Prim::Add, &[2, 3, 4], &[4], &[2, 3, 4]),
         (Prim::Sub, &[2, 1, 4], &[3, 1], &[2, 3, 4]),
         (Prim::Mul, &[2, 3, 4], &[2, 3, 4], &[2, 3, 4]),
@@ -354,7 +355,7 @@ fn attn_model(c: AttentionCfg) -> Model {
         } else {
             for (n, o) in [("q", qd), ("k", kd), ("v", kd)] {
                 ws.push(b.param(&format!("attn.{n}.weight"), vec![o, d], normal(0.4)));
-                if c.bias {
+                if c.bias && (n != "k" || c.k_bias) {
                     bs.push(b.param(&format!("attn.{n}.bias"), vec![o], normal(0.4)));
                 }
             }
@@ -377,6 +378,7 @@ pub fn check_attention<D: Backend>(dev: D) -> Result<(), String> {
     variants.push(("rotary", AttentionCfg { rotary: true, head_dim: 4, heads: 2, kv_heads: 1, causal: true, ..base.clone() }));
     variants.push(("rotary fused", AttentionCfg { rotary: true, head_dim: 4, fused_qkv: true, ..base.clone() }));
     variants.push(("cross", AttentionCfg { cross: true, ..base.clone() }));
+    variants.push(("cross without a key bias", AttentionCfg { cross: true, k_bias: false, ..base.clone() }));
     variants.push(("mask", AttentionCfg { has_mask: true, ..base.clone() }));
     variants.push(("bias unscaled", AttentionCfg { has_bias: true, scale: false, ..base.clone() }));
     variants.push(("cross mask bias", AttentionCfg { cross: true, has_mask: true, has_bias: true, ..base.clone() }));
@@ -393,6 +395,12 @@ pub fn check_attention<D: Backend>(dev: D) -> Result<(), String> {
         }
         gradcheck(&dev, &case).map_err(|e| format!("attention {name}: {e}"))?;
     }
+    // weights found by position alone: the missing key bias shifts v's and o's biases down
+    let mut m = attn_model(AttentionCfg { k_bias: false, ..base.clone() });
+    for (i, p) in m.graph.params.iter_mut().enumerate() {
+        p.name = format!("w{i}");
+    }
+    gradcheck(&dev, &Case::new(m)).map_err(|e| format!("attention without a key bias, by position: {e}"))?;
     // attention dropout in training mode: the mask is fixed by the seed
     let mut case = Case::new(attn_model(AttentionCfg { dropout: 0.3, causal: true, ..base }));
     case.train = true;
@@ -439,7 +447,8 @@ pub fn check_layers<D: Backend>(dev: D) -> Result<(), String> {
 
 pub fn check_layout<D: Backend>(dev: D) -> Result<(), String> {
     let s3 = |d: &[u64]| f32s(d);
-    let builds: Vec<(&str, Box<dyn Fn(&mut GraphBuilder) -> ValueId>)> = vec![
+    type Build = Box<dyn Fn(&mut GraphBuilder) -> ValueId>;
+    let builds: Vec<(&str, Build)> = vec![
         ("softmax axis 1", Box::new(move |b| {
             let x = wv(b, "x", &[2, 3, 4]);
             b.prim(Prim::Softmax { axis: 1 }, vec![], vec![x], s3(&[2, 3, 4]))
@@ -670,7 +679,7 @@ fn init_follows_param_defs() {
     assert!(s.get("blocks.0.attn.o.bias").expect("b").value.as_vec().iter().all(|&x| x == 0.0));
     assert!(s.get("blocks.0.attn.qkv.weight").expect("w").value.as_vec() != s.get("blocks.1.attn.qkv.weight").expect("w").value.as_vec());
     let t = crate::init::sinusoidal_table(4, 6);
-    assert!((t[6 + 0] - 1f32.sin()).abs() < 1e-6 && (t[6 + 1] - 1f32.cos()).abs() < 1e-6);
+    assert!((t[6] - 1f32.sin()).abs() < 1e-6 && (t[6 + 1] - 1f32.cos()).abs() < 1e-6);
     assert!((t[2 * 6 + 2] - (2.0f64 / 10000f64.powf(2.0 / 6.0)).sin() as f32).abs() < 1e-6);
 }
 

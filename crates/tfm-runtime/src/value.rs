@@ -46,12 +46,7 @@ impl<D: Device<f32>> FT<D> {
     }
     /// Rows when viewed as `[rows, last]`.
     pub fn rows(&self) -> usize {
-        let l = self.last();
-        if l == 0 {
-            0
-        } else {
-            self.numel() / l
-        }
+        self.numel().checked_div(self.last()).unwrap_or(0)
     }
 }
 

@@ -171,6 +171,15 @@ fn attention_weights_and_rule() {
     assert_eq!(params[3].init, Init::Normal { std: 0.02, residual: true });
     assert_eq!(params[0].init, Init::Normal { std: 0.02, residual: false });
 
+    // Whisper tiny: 384, 6 heads, no key bias: 4 * 384^2 + 3 * 384 = 590_976.
+    let mut cfg = attn_cfg(6, 6, 64);
+    cfg.k_bias = false;
+    let whisper = LayerSpec::Attention { d_model: 384, kv_dim: 384, cfg };
+    let params = whisper.params("attn", Span::default());
+    let names: Vec<_> = params.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["attn.q.weight", "attn.k.weight", "attn.v.weight", "attn.o.weight", "attn.q.bias", "attn.v.bias", "attn.o.bias"]);
+    assert_eq!(params.iter().map(|p| p.numel()).sum::<u64>(), 590_976);
+
     // Mistral: 4096, 32 heads, 8 kv heads, no bias: q 4096^2, k/v 1024*4096, o 4096^2.
     let mut cfg = attn_cfg(32, 8, 128);
     cfg.bias = false;

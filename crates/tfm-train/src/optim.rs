@@ -1,15 +1,46 @@
 //! Optimisers over a [`ParamStore`]: AdamW (decoupled weight decay) and SGD with momentum, plus
 //! the gradient set they consume (gathered from dfdx [`Gradients`], accumulated over
 //! micro-batches, clipped by global norm). All arithmetic is dfdx tensor ops, so it runs on any
-//! device; the only host traffic is one scalar per parameter for the gradient norm.
+//! device (the only host traffic is one scalar per parameter for the gradient norm); on the CPU,
+//! AdamW runs as one fused, parallel pass per weight with the same arithmetic.
 
 use dfdx::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::any::Any;
+use tfm_runtime::optim_cpu::{adamw_cpu, AdamwConsts};
 use tfm_runtime::ParamStore;
 
 use crate::error::TrainError;
 
 type Flat<D> = Tensor<(usize,), f32, D>;
+
+/// AdamW in one fused, parallel pass when the weights live on the CPU (same arithmetic as the
+/// generic chain of tensor ops below); `None` on other devices.
+fn adamw_fused<D: Device<f32>>(
+    c: &AdamwConsts,
+    p: &Flat<D>,
+    g: &Flat<D>,
+    m: Option<&Flat<D>>,
+    v: Option<&Flat<D>>,
+) -> Option<(Flat<D>, Flat<D>, Flat<D>)> {
+    fn cpu<D: Device<f32>>(t: &Flat<D>) -> Option<&Flat<Cpu>> {
+        (t as &dyn Any).downcast_ref::<Flat<Cpu>>()
+    }
+    fn back<D: Device<f32>>(t: Flat<Cpu>) -> Option<Flat<D>> {
+        (Box::new(t) as Box<dyn Any>).downcast::<Flat<D>>().ok().map(|b| *b)
+    }
+    let (pc, gc) = (cpu(p)?, cpu(g)?);
+    let mc = match m {
+        Some(m) => Some(cpu(m)?),
+        None => None,
+    };
+    let vc = match v {
+        Some(v) => Some(cpu(v)?),
+        None => None,
+    };
+    let (w, m2, v2) = adamw_cpu(c, pc, gc, mc, vc);
+    Some((back(w)?, back(m2)?, back(v2)?))
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -196,6 +227,26 @@ impl<D: Device<f32>> Optimizer<D> {
             match s.kind {
                 OptimKind::Adamw => {
                     let [b1, b2] = s.betas;
+                    let bc1 = 1.0 - b1.powi(t);
+                    let bc2 = 1.0 - b2.powi(t);
+                    let consts = AdamwConsts {
+                        b1: b1 as f32,
+                        one_minus_b1: (1.0 - b1) as f32,
+                        b2: b2 as f32,
+                        one_minus_b2: (1.0 - b2) as f32,
+                        inv_sqrt_bc2: (1.0 / bc2.sqrt()) as f32,
+                        eps: s.eps as f32,
+                        step: (lr / bc1) as f32,
+                        decay: decays.then_some((1.0 - lr * s.weight_decay) as f32),
+                    };
+                    if let Some((w, m, v)) =
+                        adamw_fused(&consts, &p.value, g, self.m[i].as_ref(), self.v[i].as_ref())
+                    {
+                        p.value = w;
+                        self.m[i] = Some(m);
+                        self.v[i] = Some(v);
+                        continue;
+                    }
                     let m_prev = match self.m[i].take() {
                         Some(m) => m,
                         None => zeros()?,
@@ -204,8 +255,6 @@ impl<D: Device<f32>> Optimizer<D> {
                         Some(v) => v,
                         None => zeros()?,
                     };
-                    let bc1 = 1.0 - b1.powi(t);
-                    let bc2 = 1.0 - b2.powi(t);
                     let r = (|| {
                         let m = m_prev
                             .try_mul(b1 as f32)?
