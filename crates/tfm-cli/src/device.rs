@@ -31,6 +31,7 @@ pub trait DeviceJob {
 }
 
 /// Exit code of a usage problem.
+#[cfg_attr(feature = "cuda", allow(dead_code))]
 const USAGE: u8 = 2;
 /// Exit code of a failed command.
 const FAILED: u8 = 1;

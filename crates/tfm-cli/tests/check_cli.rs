@@ -70,9 +70,9 @@ fn error_fixtures_report_the_right_place() {
         ("misspelt", "E0101", 10, "did you mean `d_model`?"),
         ("shape_mismatch", "E0202", 13, "f32[B, T, 64]"),
         ("constraint", "E0301", 5, "heads must divide d_model"),
-        ("syntax_error", "E0001", 8, ""),
+        ("syntax_error", "E0001", 9, "this `(` is not closed"),
         ("import_cycle", "E0402", 1, "a.tfm"),
-        ("expect_params", "E0302", 15, "12,900"),
+        ("expect_params", "E0302", 15, "found 12_900"),
     ];
     for (name, code, line, text) in cases {
         let o = run(tfm_in(&fixtures()).args(["check", &format!("{name}.tfm"), "--format", "json"]));

@@ -7,7 +7,7 @@
 use proptest::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tfm_diag::SourceMap;
 use tfm_elab::{check_source, CheckOptions};
@@ -147,55 +147,78 @@ fn apply(c: &Corpus, m: &Mutation) -> String {
     t.concat()
 }
 
-/// Checks one text in a worker thread; panics (with the text) on a panic, a time-out, or an
-/// error whose primary span is missing or outside its file.
-fn check_mutant(name: &str, text: String) {
-    let (tx, rx) = mpsc::channel();
-    let owned_name = name.to_string();
-    let worker_text = text.clone();
-    let worker = std::thread::Builder::new()
-        .stack_size(16 << 20)
-        .spawn(move || {
-            let result = std::panic::catch_unwind(|| {
-                let mut sources = SourceMap::new();
-                let checked = check_source(&owned_name, &worker_text, &CheckOptions::default(), &mut sources);
-                let mut problems = vec![];
-                for d in checked.diagnostics.iter().filter(|d| d.is_error()) {
-                    match d.primary_span() {
-                        None => problems.push(format!("{} `{}` has no source location", d.code, d.message)),
-                        Some(s) => match sources.get(s.file) {
-                            None => problems.push(format!("{} `{}` points into unknown file {:?}", d.code, d.message, s.file)),
-                            Some(f) => {
-                                let len = f.text.len();
-                                let ok = s.start <= s.end && (s.end as usize) <= len && f.text.is_char_boundary(s.start as usize) && f.text.is_char_boundary(s.end as usize);
-                                if !ok {
-                                    problems.push(format!("{} `{}` has span {}..{} outside `{}` ({len} bytes)", d.code, d.message, s.start, s.end, f.name));
-                                }
-                            }
-                        },
+/// What went wrong with one text: problems with its diagnostics, or the panic message.
+type Outcome = Result<Vec<String>, String>;
+
+/// Parses and checks one text as `tfm check` would, and lists the error diagnostics whose
+/// primary span is missing or outside its file.
+fn check_text(name: &str, text: &str) -> Vec<String> {
+    let mut sources = SourceMap::new();
+    let checked = check_source(name, text, &CheckOptions::default(), &mut sources);
+    let mut problems = vec![];
+    for d in checked.diagnostics.iter().filter(|d| d.is_error()) {
+        match d.primary_span() {
+            None => problems.push(format!("{} `{}` has no source location", d.code, d.message)),
+            Some(s) => match sources.get(s.file) {
+                None => problems.push(format!("{} `{}` points into unknown file {:?}", d.code, d.message, s.file)),
+                Some(f) => {
+                    let len = f.text.len();
+                    let ok = s.start <= s.end
+                        && (s.end as usize) <= len
+                        && f.text.is_char_boundary(s.start as usize)
+                        && f.text.is_char_boundary(s.end as usize);
+                    if !ok {
+                        problems.push(format!("{} `{}` has span {}..{} outside `{}` ({len} bytes)", d.code, d.message, s.start, s.end, f.name));
                     }
                 }
-                // What `tfm check` and `tfm summary` do with a model that checks.
-                for m in &checked.models {
-                    let _ = snapshot(&m.model);
-                    let _ = summarize(&m.model, &SummaryOptions { batch: 2, seq: 64 });
+            },
+        }
+    }
+    // What `tfm check` and `tfm summary` do with a model that checks.
+    for m in &checked.models {
+        let _ = snapshot(&m.model);
+        let _ = summarize(&m.model, &SummaryOptions { batch: 2, seq: 64 });
+    }
+    problems
+}
+
+/// One worker thread checks the texts it is sent, so that a checker that hangs is noticed (the
+/// caller stops waiting) and a panic is reported with the text that caused it.
+struct Worker {
+    jobs: mpsc::Sender<(String, String)>,
+    results: mpsc::Receiver<Outcome>,
+}
+
+fn worker() -> &'static Mutex<Worker> {
+    static WORKER: OnceLock<Mutex<Worker>> = OnceLock::new();
+    WORKER.get_or_init(|| {
+        let (jobs, job_rx) = mpsc::channel::<(String, String)>();
+        let (result_tx, results) = mpsc::channel();
+        std::thread::Builder::new()
+            .stack_size(16 << 20)
+            .spawn(move || {
+                for (name, text) in job_rx {
+                    let r = std::panic::catch_unwind(|| check_text(&name, &text)).map_err(|p| {
+                        p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+                    });
+                    if result_tx.send(r).is_err() {
+                        break;
+                    }
                 }
-                problems
-            });
-            let _ = tx.send(result.map_err(|p| {
-                p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
-            }));
-        })
-        .expect("a worker thread starts");
-    match rx.recv_timeout(Duration::from_secs(20)) {
-        Ok(Ok(problems)) => {
-            let _ = worker.join();
-            assert!(problems.is_empty(), "{name}: {}\n--- mutated text ---\n{text}", problems.join("\n"));
-        }
-        Ok(Err(panic)) => {
-            let _ = worker.join();
-            panic!("{name}: the checker panicked: {panic}\n--- mutated text ---\n{text}");
-        }
+            })
+            .expect("a worker thread starts");
+        Mutex::new(Worker { jobs, results })
+    })
+}
+
+/// Checks one text on the worker; panics (with the text) on a panic, a time-out, or an error
+/// whose primary span is missing or outside its file.
+fn check_mutant(name: &str, text: String) {
+    let w = worker().lock().unwrap_or_else(|e| e.into_inner());
+    w.jobs.send((name.to_string(), text.clone())).expect("the worker is alive");
+    match w.results.recv_timeout(Duration::from_secs(20)) {
+        Ok(Ok(problems)) => assert!(problems.is_empty(), "{name}: {}\n--- mutated text ---\n{text}", problems.join("\n")),
+        Ok(Err(panic)) => panic!("{name}: the checker panicked: {panic}\n--- mutated text ---\n{text}"),
         Err(_) => panic!("{name}: the checker did not return within 20 s\n--- mutated text ---\n{text}"),
     }
 }
@@ -215,7 +238,7 @@ fn unmutated_corpus_is_clean() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 3000, max_shrink_iters: 200, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 2500, max_shrink_iters: 200, ..ProptestConfig::default() })]
 
     #[test]
     fn mutated_specs_never_crash(file in any::<prop::sample::Index>(), m in mutation()) {
@@ -225,5 +248,27 @@ proptest! {
         let started = Instant::now();
         check_mutant(&c.name, text);
         prop_assert!(started.elapsed() < Duration::from_secs(10), "{}: {:?} took {:?}", c.name, m, started.elapsed());
+    }
+}
+
+#[test]
+fn zz_timing_probe() {
+    for c in corpus() {
+        let text = c.tokens.concat();
+        let t0 = Instant::now();
+        let mut sources = SourceMap::new();
+        let checked = check_source(&c.name, &text, &CheckOptions::default(), &mut sources);
+        let t1 = Instant::now();
+        for m in &checked.models {
+            let _ = snapshot(&m.model);
+        }
+        let t2 = Instant::now();
+        for m in &checked.models {
+            let _ = summarize(&m.model, &SummaryOptions { batch: 2, seq: 64 });
+        }
+        let t3 = Instant::now();
+        let _ = tfm_syntax::parse(&text, tfm_diag::FileId(0));
+        let t4 = Instant::now();
+        eprintln!("{:30} check {:?} snap {:?} summ {:?} parse {:?}", c.name, t1 - t0, t2 - t1, t3 - t2, t4 - t3);
     }
 }

@@ -40,9 +40,14 @@ fn gpt2_json_total_is_the_published_count() {
     // The sequence length defaults to the model's context.
     assert_eq!(s["seq"], 1024u64);
     assert_eq!(s["batch"], 1u64);
-    // The per-row trainable counts add up to the total (each row's count covers its copies).
+    // The per-row trainable counts add up to the total (a row's count covers all its copies;
+    // the tied head is counted in the embedding's row only).
     let rows = s["rows"].as_array().expect("rows");
-    assert!(!rows.is_empty());
+    let sum: u64 = rows.iter().map(|r| r["trainable"].as_u64().expect("a count")).sum();
+    assert_eq!(sum, 124_439_808);
+    let blocks = rows.iter().find(|r| r["name"] == "blocks").expect("a `blocks` row");
+    assert_eq!(blocks["copies"], 12u64);
+    assert_eq!(blocks["trainable"], 12 * 7_087_872u64);
 }
 
 #[test]

@@ -1234,6 +1234,12 @@ impl<'c, 'w> Body<'c, 'w> {
                     }
                     None => d = d.at(span, "here"),
                 }
+                // Where the expected type comes from: the layer's declaration (its sizes).
+                if let Some(ps) = params.first().map(|p| self.g.params[*p].span) {
+                    if d.labels.iter().all(|l| l.span != ps) {
+                        d = d.with(ps, format!("`{what}` is declared here"));
+                    }
+                }
                 if let Some(h) = e.hint {
                     d = d.hint(h);
                 }

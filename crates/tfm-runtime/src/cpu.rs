@@ -603,6 +603,36 @@ fn norm<T: Tape<f32, Cpu>>(cx: &mut Ctx<Cpu, T>, x: &FT<Cpu>, w: &FT<Cpu>, b: Op
     Ok(out)
 }
 
+/// Query rows per block when skipping the causal mask's upper triangle.
+const CAUSAL_BLOCK: usize = 64;
+
+/// Whether the attention core skips key blocks no query in a row block can see: causal
+/// self-attention long enough for the blocks to pay for themselves.
+fn causal_blocks(c: &CoreCfg) -> bool {
+    c.causal && c.t == c.s && c.t > CAUSAL_BLOCK
+}
+
+/// Query row blocks `(r0, r1, keys)`: rows `r0..r1` read keys `0..keys` (every key without
+/// causal blocking; keys past `keys` are masked for all of these rows).
+fn row_blocks(c: &CoreCfg) -> Vec<(usize, usize, usize)> {
+    if !causal_blocks(c) {
+        return vec![(0, c.t, c.s)];
+    }
+    (0..c.t).step_by(CAUSAL_BLOCK).map(|r0| {
+        let r1 = (r0 + CAUSAL_BLOCK).min(c.t);
+        (r0, r1, r1)
+    }).collect()
+}
+
+/// Key column blocks `(c0, c1, first_row)`: keys `c0..c1` are seen only by query rows
+/// `first_row..t` (every row without causal blocking).
+fn col_blocks(c: &CoreCfg) -> Vec<(usize, usize, usize)> {
+    if !causal_blocks(c) {
+        return vec![(0, c.s, 0)];
+    }
+    (0..c.s).step_by(CAUSAL_BLOCK).map(|c0| (c0, (c0 + CAUSAL_BLOCK).min(c.s), c0)).collect()
+}
+
 /// Per (batch, head) gradients: dq [T, hd], dk [S, hd], dv [S, hd], d scores [T, S].
 type HeadGrads = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
 
@@ -648,18 +678,11 @@ fn attention<T: Tape<f32, Cpu>>(
             let (bi, hi) = (bh_i / h, bh_i % h);
             let g = hi / group;
             let mut p = vec![0.0f32; t * s];
-            sgemm(
-                t,
-                hd,
-                s,
-                c.scale,
-                MatRef::rows(&qh, bi * t * wq + qo + hi * hd, wq),
-                MatRef::trans(&kh, bi * s * wk + ko + g * hd, wk),
-                0.0,
-                &mut p,
-                0,
-                s,
-            );
+            let (qb, kb, vb) = (bi * t * wq + qo + hi * hd, bi * s * wk + ko + g * hd, bi * s * wv + vo + g * hd);
+            // causal: query rows r0..r1 only see keys 0..r1 (the rest stays 0 and is masked below)
+            for (r0, r1, cols) in row_blocks(&c) {
+                sgemm(r1 - r0, hd, cols, c.scale, MatRef::rows(&qh, qb + r0 * wq, wq), MatRef::trans(&kh, kb, wk), 0.0, &mut p, r0 * s, s);
+            }
             for i in 0..t {
                 let row = &mut p[i * s..(i + 1) * s];
                 if let Some(bb) = &bh {
@@ -704,7 +727,9 @@ fn attention<T: Tape<f32, Cpu>>(
                 }
                 None => &p,
             };
-            sgemm(t, s, hd, 1.0, MatRef::rows(pv, 0, s), MatRef::rows(&vh, bi * s * wv + vo + g * hd, wv), 0.0, &mut o, 0, hd);
+            for (r0, r1, cols) in row_blocks(&c) {
+                sgemm(r1 - r0, cols, hd, 1.0, MatRef::rows(pv, r0 * s, s), MatRef::rows(&vh, vb, wv), 0.0, &mut o, r0 * hd, hd);
+            }
             (HeadFwd { p, drop }, o)
         })
         .collect();
@@ -729,11 +754,13 @@ fn attention<T: Tape<f32, Cpu>>(
                     let (bi, hi) = (bh_i / h, bh_i % h);
                     let g = hi / group;
                     let f = &saved[bh_i];
-                    let go = MatRef::rows(&gy, bi * t * width + hi * hd, width);
-                    let kv_v = bi * s * wv + vo + g * hd;
-                    // dP' = dO V^T
+                    let gob = bi * t * width + hi * hd;
+                    let (qb, kb, vb) = (bi * t * wq + qo + hi * hd, bi * s * wk + ko + g * hd, bi * s * wv + vo + g * hd);
+                    // dP' = dO V^T (causal: only the blocks the forward computed; the rest is 0)
                     let mut dp = vec![0.0f32; t * s];
-                    sgemm(t, hd, s, 1.0, go, MatRef::trans(&vh, kv_v, wv), 0.0, &mut dp, 0, s);
+                    for (r0, r1, cols) in row_blocks(&c) {
+                        sgemm(r1 - r0, hd, cols, 1.0, MatRef::rows(&gy, gob + r0 * width, width), MatRef::trans(&vh, vb, wv), 0.0, &mut dp, r0 * s, s);
+                    }
                     // dV = P'^T dO
                     let pd: Vec<f32>;
                     let pv: &[f32] = match &f.drop {
@@ -743,8 +770,11 @@ fn attention<T: Tape<f32, Cpu>>(
                         }
                         None => &f.p,
                     };
+                    // dV[c0..c1] = P'[r.., c0..c1]^T dO[r..] over the query rows that see those keys
                     let mut dv = vec![0.0f32; s * hd];
-                    sgemm(s, t, hd, 1.0, MatRef::trans(pv, 0, s), go, 0.0, &mut dv, 0, hd);
+                    for (c0, c1, r) in col_blocks(&c) {
+                        sgemm(c1 - c0, t - r, hd, 1.0, MatRef::trans(pv, r * s + c0, s), MatRef::rows(&gy, gob + r * width, width), 0.0, &mut dv, c0 * hd, hd);
+                    }
                     // dS = P * (dP - rowsum(P * dP))
                     if let Some(d) = &f.drop {
                         dp.iter_mut().zip(d).for_each(|(x, m)| *x *= m);
@@ -758,9 +788,13 @@ fn attention<T: Tape<f32, Cpu>>(
                         }
                     }
                     let mut dq = vec![0.0f32; t * hd];
-                    sgemm(t, s, hd, c.scale, MatRef::rows(&dp, 0, s), MatRef::rows(&kh, bi * s * wk + ko + g * hd, wk), 0.0, &mut dq, 0, hd);
+                    for (r0, r1, cols) in row_blocks(&c) {
+                        sgemm(r1 - r0, cols, hd, c.scale, MatRef::rows(&dp, r0 * s, s), MatRef::rows(&kh, kb, wk), 0.0, &mut dq, r0 * hd, hd);
+                    }
                     let mut dk = vec![0.0f32; s * hd];
-                    sgemm(s, t, hd, c.scale, MatRef::trans(&dp, 0, s), MatRef::rows(&qh, bi * t * wq + qo + hi * hd, wq), 0.0, &mut dk, 0, hd);
+                    for (c0, c1, r) in col_blocks(&c) {
+                        sgemm(c1 - c0, t - r, hd, c.scale, MatRef::trans(&dp, r * s + c0, s), MatRef::rows(&qh, qb + r * wq, wq), 0.0, &mut dk, c0 * hd, hd);
+                    }
                     (dq, dk, dv, dp)
                 })
                 .collect();
