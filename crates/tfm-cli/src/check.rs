@@ -174,6 +174,10 @@ pub fn run(args: CheckArgs) -> Outcome {
         let stored = match std::fs::read_to_string(&snap_path) {
             Ok(t) => parse_snapshot(&t),
             Err(_) => {
+                if !file_ok {
+                    // Fix the errors first; recording a snapshot of a broken spec helps no one.
+                    continue;
+                }
                 notes.push(format!(
                     "no snapshot for {} yet: run `tfm check --update {}` to record one",
                     file.display(),

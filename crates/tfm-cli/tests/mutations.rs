@@ -7,7 +7,7 @@
 use proptest::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tfm_diag::SourceMap;
 use tfm_elab::{check_source, CheckOptions};
@@ -110,15 +110,6 @@ enum Mutation {
     Number(prop::sample::Index, &'static str),
 }
 
-fn mutation() -> impl Strategy<Value = Mutation> {
-    prop_oneof![
-        any::<prop::sample::Index>().prop_map(Mutation::Delete),
-        any::<prop::sample::Index>().prop_map(Mutation::Duplicate),
-        any::<prop::sample::Index>().prop_map(Mutation::Swap),
-        (any::<prop::sample::Index>(), prop::sample::select(ABSURD)).prop_map(|(i, n)| Mutation::Number(i, n)),
-    ]
-}
-
 /// The mutated text of one spec.
 fn apply(c: &Corpus, m: &Mutation) -> String {
     let mut t = c.tokens.clone();
@@ -189,34 +180,38 @@ struct Worker {
     results: mpsc::Receiver<Outcome>,
 }
 
-fn worker() -> &'static Mutex<Worker> {
-    static WORKER: OnceLock<Mutex<Worker>> = OnceLock::new();
-    WORKER.get_or_init(|| {
-        let (jobs, job_rx) = mpsc::channel::<(String, String)>();
-        let (result_tx, results) = mpsc::channel();
-        std::thread::Builder::new()
-            .stack_size(16 << 20)
-            .spawn(move || {
-                for (name, text) in job_rx {
-                    let r = std::panic::catch_unwind(|| check_text(&name, &text)).map_err(|p| {
-                        p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
-                    });
-                    if result_tx.send(r).is_err() {
-                        break;
-                    }
+fn spawn_worker() -> Worker {
+    let (jobs, job_rx) = mpsc::channel::<(String, String)>();
+    let (result_tx, results) = mpsc::channel();
+    std::thread::Builder::new()
+        .stack_size(16 << 20)
+        .spawn(move || {
+            for (name, text) in job_rx {
+                let r = std::panic::catch_unwind(|| check_text(&name, &text)).map_err(|p| {
+                    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+                });
+                if result_tx.send(r).is_err() {
+                    break;
                 }
-            })
-            .expect("a worker thread starts");
-        Mutex::new(Worker { jobs, results })
-    })
+            }
+        })
+        .expect("a worker thread starts");
+    Worker { jobs, results }
+}
+
+thread_local! {
+    /// Each test thread has its own worker, so the property tests run in parallel.
+    static WORKER: Worker = spawn_worker();
 }
 
 /// Checks one text on the worker; panics (with the text) on a panic, a time-out, or an error
 /// whose primary span is missing or outside its file.
 fn check_mutant(name: &str, text: String) {
-    let w = worker().lock().unwrap_or_else(|e| e.into_inner());
-    w.jobs.send((name.to_string(), text.clone())).expect("the worker is alive");
-    match w.results.recv_timeout(Duration::from_secs(20)) {
+    let outcome = WORKER.with(|w| {
+        w.jobs.send((name.to_string(), text.clone())).expect("the worker is alive");
+        w.results.recv_timeout(Duration::from_secs(20))
+    });
+    match outcome {
         Ok(Ok(problems)) => assert!(problems.is_empty(), "{name}: {}\n--- mutated text ---\n{text}", problems.join("\n")),
         Ok(Err(panic)) => panic!("{name}: the checker panicked: {panic}\n--- mutated text ---\n{text}"),
         Err(_) => panic!("{name}: the checker did not return within 20 s\n--- mutated text ---\n{text}"),
@@ -237,38 +232,57 @@ fn unmutated_corpus_is_clean() {
     }
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 2500, max_shrink_iters: 200, ..ProptestConfig::default() })]
-
-    #[test]
-    fn mutated_specs_never_crash(file in any::<prop::sample::Index>(), m in mutation()) {
-        let specs = corpus();
-        let c = &specs[file.index(specs.len())];
-        let text = apply(c, &m);
-        let started = Instant::now();
-        check_mutant(&c.name, text);
-        prop_assert!(started.elapsed() < Duration::from_secs(10), "{}: {:?} took {:?}", c.name, m, started.elapsed());
+/// Absurd repeat counts cost nothing to check (the body is checked once) and are counted exactly.
+#[test]
+fn absurd_repeat_counts() {
+    let gpt2 = std::fs::read_to_string(workspace_root().join("specs/gpt2.tfm")).expect("specs/gpt2.tfm");
+    assert!(gpt2.contains("layers: int = 12\n"));
+    for n in ABSURD {
+        check_mutant("specs/gpt2.tfm", gpt2.replace("layers: int = 12\n", &format!("layers: int = {n}\n")));
     }
+    // As `--set layers=...`, which skips the spec's `expect params`.
+    let opts = CheckOptions { overrides: vec![("layers".into(), "1000000000000000000".into())], model: Some("gpt2".into()) };
+    let mut sources = SourceMap::new();
+    let checked = check_source("specs/gpt2.tfm", &gpt2, &opts, &mut sources);
+    assert!(checked.diagnostics.iter().all(|d| !d.is_error()), "{:?}", checked.diagnostics);
+    let m = checked.models.first().expect("gpt2 still checks");
+    let total = summarize(&m.model, &SummaryOptions { batch: 1, seq: 16 }).totals.trainable;
+    // Embeddings 38,597,376 + 786,432, final LayerNorm 1,536, and 10^18 layers of 7,087,872.
+    assert_eq!(total, 38_597_376 + 786_432 + 1_536 + 1_000_000_000_000_000_000u128 * 7_087_872);
 }
 
-#[test]
-fn zz_timing_probe() {
-    for c in corpus() {
-        let text = c.tokens.concat();
-        let t0 = Instant::now();
-        let mut sources = SourceMap::new();
-        let checked = check_source(&c.name, &text, &CheckOptions::default(), &mut sources);
-        let t1 = Instant::now();
-        for m in &checked.models {
-            let _ = snapshot(&m.model);
-        }
-        let t2 = Instant::now();
-        for m in &checked.models {
-            let _ = summarize(&m.model, &SummaryOptions { batch: 2, seq: 64 });
-        }
-        let t3 = Instant::now();
-        let _ = tfm_syntax::parse(&text, tfm_diag::FileId(0));
-        let t4 = Instant::now();
-        eprintln!("{:30} check {:?} snap {:?} summ {:?} parse {:?}", c.name, t1 - t0, t2 - t1, t3 - t2, t4 - t3);
+/// Mutates one spec (chosen by `file`) and checks it within the time limit.
+fn mutate_and_check(file: prop::sample::Index, m: &Mutation) -> Result<(), TestCaseError> {
+    let specs = corpus();
+    let c = &specs[file.index(specs.len())];
+    let text = apply(c, m);
+    let started = Instant::now();
+    check_mutant(&c.name, text);
+    prop_assert!(started.elapsed() < Duration::from_secs(10), "{}: {:?} took {:?}", c.name, m, started.elapsed());
+    Ok(())
+}
+
+// Four properties of 500 cases each (2,000 mutants), run in parallel by the test harness.
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, max_shrink_iters: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn deleting_a_token_never_crashes(file in any::<prop::sample::Index>(), i in any::<prop::sample::Index>()) {
+        mutate_and_check(file, &Mutation::Delete(i))?;
+    }
+
+    #[test]
+    fn duplicating_a_token_never_crashes(file in any::<prop::sample::Index>(), i in any::<prop::sample::Index>()) {
+        mutate_and_check(file, &Mutation::Duplicate(i))?;
+    }
+
+    #[test]
+    fn swapping_tokens_never_crashes(file in any::<prop::sample::Index>(), i in any::<prop::sample::Index>()) {
+        mutate_and_check(file, &Mutation::Swap(i))?;
+    }
+
+    #[test]
+    fn absurd_numbers_never_crash(file in any::<prop::sample::Index>(), i in any::<prop::sample::Index>(), n in prop::sample::select(ABSURD)) {
+        mutate_and_check(file, &Mutation::Number(i, n))?;
     }
 }

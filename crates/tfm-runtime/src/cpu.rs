@@ -145,14 +145,53 @@ fn act_op<T: Tape<f32, Cpu>, F: Fn(f32) -> (f32, f32) + Sync + Send + Copy + 'st
     Ok(out)
 }
 
+/// Makes glibc's malloc keep freed memory for reuse: every step allocates and frees the same
+/// large activation and gradient buffers, which by default go back to the kernel (munmap or heap
+/// trimming) and come back as fresh zeroed pages, a page fault per 4 KiB. Skipped where the
+/// user tuned malloc through its environment variables.
+fn keep_freed_memory() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let tuned = ["MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_"].iter().any(|v| std::env::var_os(v).is_some());
+        if !tuned {
+            glibc_keep_freed_memory();
+        }
+    });
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn glibc_keep_freed_memory() {
+    extern "C" {
+        fn mallopt(param: i32, value: i32) -> i32;
+    }
+    const M_TRIM_THRESHOLD: i32 = -1;
+    const M_TOP_PAD: i32 = -2;
+    const M_MMAP_THRESHOLD: i32 = -3;
+    // SAFETY: `mallopt` only sets glibc allocator parameters (under the allocator's own lock);
+    // it takes plain integers and touches no memory of ours. 32 MiB is glibc's largest allowed
+    // mmap threshold; larger blocks are still mapped and unmapped individually.
+    #[allow(unsafe_code)]
+    unsafe {
+        mallopt(M_MMAP_THRESHOLD, 32 << 20);
+        mallopt(M_TRIM_THRESHOLD, 1 << 30);
+        mallopt(M_TOP_PAD, 16 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn glibc_keep_freed_memory() {}
+
 impl Backend for Cpu {
     fn pass_forward(rt: &Runtime<Cpu>, store: &ParamStore<Cpu>, inputs: &[HostTensor], train: bool, seed: u64) -> R<Vec<HostTensor>> {
+        keep_freed_memory();
         rayon::join(|| rt.forward_here(store, inputs, train, seed), || ()).0
     }
     fn pass_loss_and_grads(rt: &Runtime<Cpu>, store: &ParamStore<Cpu>, batch: &Batch, seed: u64) -> R<(f32, Grads)> {
+        keep_freed_memory();
         rayon::join(|| rt.loss_and_grads_here(store, batch, seed), || ()).0
     }
     fn pass_loss(rt: &Runtime<Cpu>, store: &ParamStore<Cpu>, batch: &Batch) -> R<f32> {
+        keep_freed_memory();
         rayon::join(|| rt.loss_here(store, batch), || ()).0
     }
 
@@ -310,9 +349,11 @@ impl Backend for Cpu {
         if !cx.fused {
             return Ok(cx.zip(a, b, |a, b| a + b));
         }
-        let mut y = Arc::unwrap_or_clone(host(a));
-        let bh = host(b);
-        add_into(&mut y, &bh);
+        let (ah, bh) = (host(a), host(b));
+        if ah.len() != bh.len() {
+            return Err(run_err(format!("add: expected operands of equal size, found {} and {}", ah.len(), bh.len())));
+        }
+        let y: Vec<f32> = ah.par_iter().zip(bh.par_iter()).with_min_len(CHUNK).map(|(u, v)| u + v).collect();
         let out = cx.constant_cached(y, a.shape.clone())?;
         if T::OWNS_TAPE {
             let (at, bt, ot) = (a.t.clone(), b.t.clone(), out.t.clone());
@@ -690,6 +731,10 @@ fn attention<T: Tape<f32, Cpu>>(
                         *x += bv;
                     }
                 }
+                // causal: keys past `i` are masked for this row, so they are simply 0
+                let lim = if c.causal { (i + 1).min(s) } else { s };
+                row[lim..].iter_mut().for_each(|x| *x = 0.0);
+                let row = &mut row[..lim];
                 let mut m = f32::NEG_INFINITY;
                 for (j, x) in row.iter_mut().enumerate() {
                     let ok = c.allowed(i, j) && mk.as_ref().map(|mm| mm[bi * s + j]).unwrap_or(true);
