@@ -148,7 +148,7 @@ pub fn run(args: CheckArgs) -> Outcome {
         let current: Vec<(String, String, tfm_diag::Span)> = checked
             .models
             .iter()
-            .map(|m| (m.model.name.clone(), tfm_summary::snapshot(&m.model), m.model.span))
+            .map(|m| (m.model.name.clone(), tfm_summary::snapshot(&m.model), first_line(m.model.span, &sources)))
             .collect();
         if args.update {
             let mut text = SNAP_HEADER.to_string();
@@ -240,6 +240,15 @@ pub fn run(args: CheckArgs) -> Outcome {
         );
     }
     if errors > 0 { Outcome::Failed } else { Outcome::Ok }
+}
+
+/// The part of `span` on its first line (`model gpt2 {`), so a label does not quote a whole model.
+fn first_line(span: tfm_diag::Span, sources: &SourceMap) -> tfm_diag::Span {
+    let text = sources.get(span.file).and_then(|f| f.text.get(span.start as usize..span.end as usize));
+    match text.and_then(|t| t.find('\n')) {
+        Some(i) => tfm_diag::Span { end: span.start + i as u32, ..span },
+        None => span,
+    }
 }
 
 fn plural(n: usize) -> &'static str {

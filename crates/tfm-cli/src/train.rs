@@ -177,6 +177,34 @@ pub fn checkpoint_config(ck: &Checkpoint, sources: &SourceMap) -> Result<RunConf
     })
 }
 
+/// `examples/../runs/x` -> `runs/x`: removes `.` and `name/..` pairs without touching the disk.
+pub fn tidy(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out: Vec<Component> = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.is_empty() {
+        PathBuf::from(".")
+    } else {
+        out.iter().collect()
+    }
+}
+
+/// Tidies the paths a configuration file's folder was joined to.
+fn tidy_paths(c: &mut RunConfig) {
+    c.spec = tidy(&c.spec);
+    for p in [&mut c.data.path, &mut c.logging.dir, &mut c.checkpoints.dir].into_iter().flatten() {
+        *p = tidy(p);
+    }
+}
+
 /// Points the data at a file or a task (flags of train and eval).
 pub fn set_data(cfg: &mut RunConfig, data: Option<&Path>, task: Option<TaskArg>) {
     if let Some(p) = data {
@@ -436,6 +464,7 @@ pub fn run(args: TrainArgs) -> u8 {
             Ok(mut c) => {
                 if let Some(base) = path.parent() {
                     c.rebase(base);
+                    tidy_paths(&mut c);
                 }
                 c
             }
@@ -537,4 +566,35 @@ pub fn run(args: TrainArgs) -> u8 {
         seed,
         TrainJob { model: loaded.model, hash: loaded.hash, cfg, data, resume, progress, sources },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tidy_removes_dots_and_name_parent_pairs_only() {
+        assert_eq!(tidy(Path::new("examples/../runs/x")), PathBuf::from("runs/x"));
+        assert_eq!(tidy(Path::new("examples/../../shared/data/t.txt")), PathBuf::from("../shared/data/t.txt"));
+        assert_eq!(tidy(Path::new("./a/./b")), PathBuf::from("a/b"));
+        assert_eq!(tidy(Path::new("/a/b/../c")), PathBuf::from("/a/c"));
+        assert_eq!(tidy(Path::new("a/..")), PathBuf::from("."));
+    }
+
+    #[test]
+    fn a_checkpoint_folder_a_run_folder_and_a_file_all_resolve() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let best = tmp.path().join("checkpoints/best");
+        let last = tmp.path().join("checkpoints/last");
+        for d in [&best, &last] {
+            std::fs::create_dir_all(d).expect("mkdir");
+            std::fs::write(d.join(checkpoint::FILE_NAME), b"x").expect("write");
+        }
+        assert_eq!(resolve_checkpoint(tmp.path(), &["best", "last"]), best);
+        assert_eq!(resolve_checkpoint(tmp.path(), &["last", "best"]), last);
+        assert_eq!(resolve_checkpoint(&tmp.path().join("checkpoints"), &["last"]), last);
+        assert_eq!(resolve_checkpoint(&best, &["last"]), best);
+        let file = best.join(checkpoint::FILE_NAME);
+        assert_eq!(resolve_checkpoint(&file, &["last"]), file);
+    }
 }

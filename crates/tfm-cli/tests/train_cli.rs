@@ -86,9 +86,12 @@ fn assert_ok(o: &Output) {
     assert!(o.status.success(), "exit {:?}\nstdout:\n{}\nstderr:\n{}", o.status.code(), text(&o.stdout), text(&o.stderr));
 }
 
+/// `(step, value)` pairs.
+type Series = Vec<(u64, String)>;
+
 /// `(step, loss)` of every training step and `(step, val_loss)` of every evaluation in a run's
 /// `metrics.jsonl`, as the raw JSON texts of the numbers.
-fn metrics(dir: &Path) -> (Vec<(u64, String)>, Vec<(u64, String)>) {
+fn metrics(dir: &Path) -> (Series, Series) {
     let body = std::fs::read_to_string(dir.join("metrics.jsonl")).expect("metrics.jsonl");
     let mut train = vec![];
     let mut val = vec![];
