@@ -148,6 +148,14 @@ impl SourceMap {
         self.files.push(SourceFile::new(name, text));
         FileId((self.files.len() - 1) as u32)
     }
+    /// Like [`SourceMap::add`], but returns the existing id when a file with the same name and
+    /// text is already there (the standard library, imported by every spec of a folder).
+    pub fn intern(&mut self, name: &str, text: &str) -> FileId {
+        match self.files.iter().position(|f| f.name == name && f.text == text) {
+            Some(i) => FileId(i as u32),
+            None => self.add(name, text),
+        }
+    }
     pub fn get(&self, id: FileId) -> Option<&SourceFile> {
         self.files.get(id.0 as usize)
     }

@@ -4,6 +4,7 @@
 use crate::codes;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 use tfm_diag::{Diagnostic, FileId, SourceMap, Span};
 use tfm_syntax::ast;
 
@@ -87,8 +88,8 @@ impl World {
         }
         let mut files = vec![];
         for (name, text) in tfm_std::FILES {
-            let file = sources.add(*name, *text);
-            let (ast, diags) = tfm_syntax::parse(text, file);
+            let file = sources.intern(name, text);
+            let (ast, diags) = parse_std(name, text, file);
             self.diags.extend(diags);
             files.push((file, ast));
         }
@@ -180,4 +181,20 @@ impl World {
         self.stack.pop();
         Some(id)
     }
+}
+
+/// Parses a standard-library file once per process and file id: the parse depends only on the
+/// (embedded, constant) text and the id, and checking a folder imports std once per spec.
+fn parse_std(name: &'static str, text: &'static str, file: FileId) -> (tfm_syntax::ast::File, Vec<Diagnostic>) {
+    type Cache = Mutex<HashMap<(u32, &'static str), (tfm_syntax::ast::File, Vec<Diagnostic>)>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(hit) = cache.lock().ok().and_then(|c| c.get(&(file.0, name)).cloned()) {
+        return hit;
+    }
+    let parsed = tfm_syntax::parse(text, file);
+    if let Ok(mut c) = cache.lock() {
+        c.insert((file.0, name), parsed.clone());
+    }
+    parsed
 }

@@ -55,6 +55,10 @@ impl CoreCfg {
 /// Operations with a device-specific fast path. Every method has a correct default built from
 /// dfdx ops; devices override what they can do faster.
 pub trait Backend: Device<f32> + Sized {
+    /// Process-wide set-up the device wants before the first pass (called by `Runtime::new`).
+    #[doc(hidden)]
+    fn prepare_host() {}
+
     // Whole passes: the CPU moves each onto a rayon worker, so its parallel kernels join inside
     // the pool instead of waking the pool from outside for every op.
     #[doc(hidden)]

@@ -148,11 +148,12 @@ fn act_op<T: Tape<f32, Cpu>, F: Fn(f32) -> (f32, f32) + Sync + Send + Copy + 'st
 /// Makes glibc's malloc keep freed memory for reuse: every step allocates and frees the same
 /// large activation and gradient buffers, which by default go back to the kernel (munmap or heap
 /// trimming) and come back as fresh zeroed pages, a page fault per 4 KiB. Skipped where the
-/// user tuned malloc through its environment variables.
+/// user tuned malloc through its environment variables. Runs before the first pass (from
+/// `Runtime::new`), ideally before worker threads pick their arenas.
 fn keep_freed_memory() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let tuned = ["MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_"].iter().any(|v| std::env::var_os(v).is_some());
+        let tuned = ["MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX"].iter().any(|v| std::env::var_os(v).is_some());
         if !tuned {
             glibc_keep_freed_memory();
         }
@@ -167,6 +168,7 @@ fn glibc_keep_freed_memory() {
     const M_TRIM_THRESHOLD: i32 = -1;
     const M_TOP_PAD: i32 = -2;
     const M_MMAP_THRESHOLD: i32 = -3;
+    const M_ARENA_MAX: i32 = -8;
     // SAFETY: `mallopt` only sets glibc allocator parameters (under the allocator's own lock);
     // it takes plain integers and touches no memory of ours. 32 MiB is glibc's largest allowed
     // mmap threshold; larger blocks are still mapped and unmapped individually.
@@ -175,6 +177,9 @@ fn glibc_keep_freed_memory() {
         mallopt(M_MMAP_THRESHOLD, 32 << 20);
         mallopt(M_TRIM_THRESHOLD, 1 << 30);
         mallopt(M_TOP_PAD, 16 << 20);
+        // one arena: memory one worker thread frees is reused by the others instead of each
+        // thread's arena keeping its own copy of the step's buffers
+        mallopt(M_ARENA_MAX, 1);
     }
 }
 
@@ -182,6 +187,9 @@ fn glibc_keep_freed_memory() {
 fn glibc_keep_freed_memory() {}
 
 impl Backend for Cpu {
+    fn prepare_host() {
+        keep_freed_memory();
+    }
     fn pass_forward(rt: &Runtime<Cpu>, store: &ParamStore<Cpu>, inputs: &[HostTensor], train: bool, seed: u64) -> R<Vec<HostTensor>> {
         keep_freed_memory();
         rayon::join(|| rt.forward_here(store, inputs, train, seed), || ()).0

@@ -145,6 +145,7 @@ pub struct Runtime<D: Backend> {
 
 impl<D: Backend> Runtime<D> {
     pub fn new(model: tfm_ir::Model, dev: D) -> Result<Self, RuntimeError> {
+        D::prepare_host();
         let mut counter = 0;
         let inst = exec::Inst::build(&model.graph, &mut counter);
         for p in &model.inputs {
