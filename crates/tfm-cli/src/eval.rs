@@ -14,7 +14,7 @@ use tfm_train::{Checkpoint, DataSource, Dataset, RunConfig, TrainError};
 use crate::common::parse_overrides;
 use crate::device::{dispatch, DeviceArg, DeviceJob};
 use crate::train::{
-    addition_report, check_vocab, checkpoint_config, duration, emit_error, load_model, print_addition, read_checkpoint, set_data, usage,
+    addition_report, check_vocab, checkpoint_config, duration, emit_error, load_checkpointed_model, print_addition, read_checkpoint, set_data, usage,
     TaskArg, OK,
 };
 
@@ -116,18 +116,10 @@ pub fn run(args: EvalArgs) -> u8 {
         cfg.eval.batches = b;
     }
     cfg.eval.batches = cfg.eval.batches.max(1);
-    for (k, v) in &extra {
-        if let Err(e) = cfg.set_key(&format!("set.{k}"), v) {
-            return emit_error(&TrainError::Config(e), &sources, None);
-        }
-    }
-    let loaded = match load_model(&cfg.spec, cfg.set_strings(), args.model.clone(), &mut sources) {
+    let loaded = match load_checkpointed_model(&mut cfg, &extra, args.model.clone(), &ck, &mut sources) {
         Ok(l) => l,
         Err(code) => return code,
     };
-    if let Err(e) = ck.check_spec_hash(&loaded.hash) {
-        return emit_error(&e, &sources, None);
-    }
     let data = match Dataset::load(&cfg) {
         Ok(d) => d,
         Err(e) => return emit_error(&e, &sources, None),

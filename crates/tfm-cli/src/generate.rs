@@ -11,7 +11,7 @@ use tfm_train::{Rng, TrainError, Tokenizer};
 
 use crate::common::parse_overrides;
 use crate::device::{dispatch, DeviceArg, DeviceJob};
-use crate::train::{checkpoint_config, emit_error, int_param, load_model, read_checkpoint, usage, FAILED, OK};
+use crate::train::{checkpoint_config, emit_error, int_param, load_checkpointed_model, read_checkpoint, usage, FAILED, OK};
 
 #[derive(Args)]
 #[command(after_help = "Exit codes: 0 done, 1 error (wrong spec, damaged checkpoint, characters outside the vocabulary, ...), 2 usage error.")]
@@ -186,18 +186,10 @@ pub fn run(args: GenerateArgs) -> u8 {
     if let Some(d) = args.device {
         cfg.device = d.into();
     }
-    for (k, v) in &extra {
-        if let Err(e) = cfg.set_key(&format!("set.{k}"), v) {
-            return emit_error(&TrainError::Config(e), &sources, None);
-        }
-    }
-    let loaded = match load_model(&cfg.spec, cfg.set_strings(), args.model.clone(), &mut sources) {
+    let loaded = match load_checkpointed_model(&mut cfg, &extra, args.model.clone(), &ck, &mut sources) {
         Ok(l) => l,
         Err(code) => return code,
     };
-    if let Err(e) = ck.check_spec_hash(&loaded.hash) {
-        return emit_error(&e, &sources, None);
-    }
     let tokenizer = ck.meta.tokenizer.clone();
     let prompt = match encode_prompt(&tokenizer, &args.prompt) {
         Ok(p) => p,

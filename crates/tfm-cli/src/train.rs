@@ -128,6 +128,23 @@ pub fn load_model(spec: &Path, overrides: Vec<(String, String)>, model: Option<S
     Ok(LoadedModel { model: first.model, hash })
 }
 
+/// For `tfm eval` and `tfm generate`: applies `--set` overrides to the checkpoint's run
+/// configuration, checks the spec, and refuses a checkpoint trained from another model.
+pub fn load_checkpointed_model(
+    cfg: &mut RunConfig,
+    extra: &[(String, String)],
+    model: Option<String>,
+    ck: &Checkpoint,
+    sources: &mut SourceMap,
+) -> Result<LoadedModel, u8> {
+    for (k, v) in extra {
+        cfg.set_key(&format!("set.{k}"), v).map_err(|e| emit_error(&TrainError::Config(e), sources, None))?;
+    }
+    let loaded = load_model(&cfg.spec, cfg.set_strings(), model, sources)?;
+    ck.check_spec_hash(&loaded.hash).map_err(|e| emit_error(&e, sources, None))?;
+    Ok(loaded)
+}
+
 /// An integer parameter of the model (`vocab`, `context`), if it has one.
 pub fn int_param(model: &tfm_ir::Model, name: &str) -> Option<usize> {
     model.params.iter().find(|(n, _)| n == name).and_then(|(_, v)| match v {
