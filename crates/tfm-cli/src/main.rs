@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 /// Typed transformer specs: check them, summarise them, train, evaluate and generate.
 #[derive(Parser)]
-#[command(name = "tfm", version, about, long_about = None)]
+#[command(name = "tfm", version, about = "Typed transformer specs: check them, summarise them, train, evaluate and generate.", long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
