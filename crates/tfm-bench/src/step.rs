@@ -38,6 +38,8 @@ impl Trainer {
             weight_decay: hp.weight_decay,
             momentum: 0.0,
             decay_all: false,
+            // As the PyTorch side groups them: every weight of two or more dims decays.
+            decay_matrices: true,
         };
         let opt = Optimizer::new(settings, &store);
         let mut rng = StdRng::seed_from_u64(hp.seed);

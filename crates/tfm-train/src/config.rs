@@ -144,6 +144,8 @@ pub struct OptimizerConfig {
     pub momentum: f64,
     /// Decay every weight, also norms, biases and embeddings.
     pub decay_all: bool,
+    /// Also decay every weight of two or more dimensions, embeddings included (nanoGPT's grouping).
+    pub decay_matrices: bool,
 }
 
 impl Default for OptimizerConfig {
@@ -157,6 +159,7 @@ impl Default for OptimizerConfig {
             eps: s.eps,
             momentum: s.momentum,
             decay_all: s.decay_all,
+            decay_matrices: s.decay_matrices,
         }
     }
 }
@@ -617,6 +620,7 @@ impl RunConfig {
             weight_decay: o.weight_decay,
             momentum: o.momentum,
             decay_all: o.decay_all,
+            decay_matrices: o.decay_matrices,
         }
     }
 

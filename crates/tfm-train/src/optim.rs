@@ -69,6 +69,8 @@ pub struct OptimSettings {
     pub momentum: f64,
     /// Apply weight decay to every trainable weight, ignoring `Param::decay`.
     pub decay_all: bool,
+    /// Also decay every weight of two or more dimensions (embeddings included), as nanoGPT does.
+    pub decay_matrices: bool,
 }
 
 impl Default for OptimSettings {
@@ -80,6 +82,7 @@ impl Default for OptimSettings {
             weight_decay: 0.1,
             momentum: 0.9,
             decay_all: false,
+            decay_matrices: false,
         }
     }
 }
@@ -220,7 +223,7 @@ impl<D: Device<f32>> Optimizer<D> {
             }) else {
                 continue;
             };
-            let decays = (p.decay || s.decay_all) && s.weight_decay != 0.0;
+            let decays = (p.decay || s.decay_all || (s.decay_matrices && p.shape.len() >= 2)) && s.weight_decay != 0.0;
             let n = p.value.shape().0;
             let dev = p.value.device().clone();
             let zeros = || dev.try_zeros_like(&(n,)).map_err(TrainError::device);

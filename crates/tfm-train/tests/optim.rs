@@ -50,6 +50,7 @@ fn adamw(wd: f64) -> OptimSettings {
         weight_decay: wd,
         momentum: 0.0,
         decay_all: false,
+        decay_matrices: false,
     }
 }
 
@@ -119,6 +120,22 @@ fn decay_all_decays_parameters_marked_no_decay() {
     }
     .expect("update");
     assert!((values(&s, 0)[0] - 0.89).abs() < 1e-6);
+}
+
+#[test]
+fn decay_matrices_decays_every_weight_of_two_or_more_dims() {
+    let dev = Cpu::default();
+    let mut s = store(&dev, &[("emb", vec![1.0], true, false), ("b", vec![1.0], true, false)]);
+    s.params[0].shape = vec![1, 1];
+    let mut opt = Optimizer::new(OptimSettings { decay_matrices: true, ..adamw(0.1) }, &s);
+    {
+        let g = grads(&s, &[vec![0.5], vec![0.5]]);
+        opt.update(&mut s, &g, 0.1)
+    }
+    .expect("update");
+    // First AdamW step moves each weight by lr = 0.1; only the 2-D one is also scaled by 1 - lr * wd.
+    assert!((values(&s, 0)[0] - 0.89).abs() < 1e-6);
+    assert!((values(&s, 1)[0] - 0.90).abs() < 1e-6);
 }
 
 #[test]
