@@ -24,6 +24,26 @@ impl<'a> MatRef<'a> {
     }
 }
 
+/// Checks that the views fit their slices (panics on a bug, never on user input) and handles the
+/// empty products; `false` when nothing is left for the kernel to compute.
+#[allow(clippy::too_many_arguments)]
+fn checked_nonempty(m: usize, k: usize, n: usize, a: &MatRef, b: &MatRef, beta: f32, c: &mut [f32], c_off: usize, rsc: usize) -> bool {
+    if m == 0 || n == 0 {
+        return false;
+    }
+    assert!(a.fits(m, k) && b.fits(k, n), "sgemm operand out of bounds");
+    assert!(c_off + (m - 1) * rsc + n <= c.len(), "sgemm output out of bounds");
+    if k == 0 {
+        for i in 0..m {
+            for v in &mut c[c_off + i * rsc..c_off + i * rsc + n] {
+                *v *= beta;
+            }
+        }
+        return false;
+    }
+    true
+}
+
 /// `C = alpha * A @ B + beta * C` with `A [m, k]`, `B [k, n]`, `C [m, n]` row-major at `c_off`
 /// with row stride `rsc`. Panics (a bug, never user input) if a view does not fit its slice.
 #[allow(clippy::too_many_arguments)]
@@ -39,17 +59,7 @@ pub fn sgemm(
     c_off: usize,
     rsc: usize,
 ) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(a.fits(m, k) && b.fits(k, n), "sgemm operand out of bounds");
-    assert!(c_off + (m - 1) * rsc + n <= c.len(), "sgemm output out of bounds");
-    if k == 0 {
-        for i in 0..m {
-            for v in &mut c[c_off + i * rsc..c_off + i * rsc + n] {
-                *v *= beta;
-            }
-        }
+    if !checked_nonempty(m, k, n, &a, &b, beta, c, c_off, rsc) {
         return;
     }
     let a_ptr = a.data[a.off..].as_ptr();
@@ -94,17 +104,7 @@ pub fn sgemm_g(
     c_off: usize,
     rsc: usize,
 ) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(a.fits(m, k) && b.fits(k, n), "sgemm operand out of bounds");
-    assert!(c_off + (m - 1) * rsc + n <= c.len(), "sgemm output out of bounds");
-    if k == 0 {
-        for i in 0..m {
-            for v in &mut c[c_off + i * rsc..c_off + i * rsc + n] {
-                *v *= beta;
-            }
-        }
+    if !checked_nonempty(m, k, n, &a, &b, beta, c, c_off, rsc) {
         return;
     }
     let par = if m * k * n >= (1 << 18) {
