@@ -179,34 +179,45 @@ fn open_string_start(src: &str, pos: usize) -> Option<usize> {
 /// The last `open` bracket in `src[from..pos]` not closed before `pos` (strings and comments
 /// skipped).
 fn unclosed(src: &str, from: usize, pos: usize, open: u8, close: u8) -> Option<usize> {
-    let bytes = src.as_bytes();
     let mut stack = vec![];
+    for (i, c) in code_bytes(src.as_bytes(), from).take_while(|&(i, _)| i < pos) {
+        if c == open {
+            stack.push(i);
+        } else if c == close {
+            stack.pop();
+        }
+    }
+    stack.pop()
+}
+
+/// The bytes of `bytes[from..]` that are code, with their offsets: string literals (to their
+/// closing quote or the end of the line) and `//` comments are skipped.
+fn code_bytes(bytes: &[u8], from: usize) -> impl Iterator<Item = (usize, u8)> + '_ {
     let mut i = from;
-    while i < pos.min(bytes.len()) {
-        match bytes[i] {
-            b'"' => {
-                i += 1;
-                while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
-                    if bytes[i] == b'\\' {
+    std::iter::from_fn(move || {
+        while i < bytes.len() {
+            let at = i;
+            i += 1;
+            match bytes[at] {
+                b'"' => {
+                    while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
+                        if bytes[i] == b'\\' {
+                            i += 1;
+                        }
                         i += 1;
                     }
                     i += 1;
                 }
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'/') => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
+                b'/' if bytes.get(at + 1) == Some(&b'/') => {
+                    while i < bytes.len() && bytes[i] != b'\n' {
+                        i += 1;
+                    }
                 }
+                c => return Some((at, c)),
             }
-            c if c == open => stack.push(i),
-            c if c == close => {
-                stack.pop();
-            }
-            _ => {}
         }
-        i += 1;
-    }
-    stack.pop()
+        None
+    })
 }
 
 /// Converts a pest error on the piece `src[base..]` into a diagnostic with spans in `src`.
@@ -361,25 +372,9 @@ fn dangling_doc(src: &str, pos: usize, file: FileId) -> Option<Diagnostic> {
 
 /// A diagnostic when brackets nest deeper than the parser accepts, checked before parsing.
 pub(crate) fn too_deep(src: &str, file: FileId) -> Option<Diagnostic> {
-    let bytes = src.as_bytes();
     let mut depth = 0usize;
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'"' => {
-                i += 1;
-                while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
-                    if bytes[i] == b'\\' {
-                        i += 1;
-                    }
-                    i += 1;
-                }
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'/') => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-            }
+    for (i, c) in code_bytes(src.as_bytes(), 0) {
+        match c {
             b'(' | b'[' | b'{' => {
                 depth += 1;
                 if depth > MAX_NESTING {
@@ -393,7 +388,6 @@ pub(crate) fn too_deep(src: &str, file: FileId) -> Option<Diagnostic> {
             b')' | b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
-        i += 1;
     }
     None
 }
