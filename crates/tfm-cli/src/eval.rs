@@ -14,7 +14,7 @@ use tfm_train::{Checkpoint, DataSource, Dataset, RunConfig, TrainError};
 use crate::common::parse_overrides;
 use crate::device::{dispatch, DeviceArg, DeviceJob};
 use crate::train::{
-    addition_report, check_vocab, checkpoint_config, duration, emit_error, load_checkpointed_model, print_addition, read_checkpoint, set_data, usage,
+    addition_report, check_vocab, checkpoint_config, duration, emit_error, eval_options, load_checkpointed_model, print_addition, read_checkpoint, set_data, usage,
     TaskArg, OK,
 };
 
@@ -27,12 +27,19 @@ pub struct EvalArgs {
     /// A checkpoint folder (`runs/x/checkpoints/best`) or a run folder (`runs/x`: its best checkpoint).
     #[arg(long, value_name = "DIR")]
     checkpoint: PathBuf,
-    /// Evaluate on this corpus (its last `val_fraction` is the validation split).
-    #[arg(long, value_name = "PATH", conflicts_with = "task")]
+    /// Evaluate on this corpus (its last `val_fraction` is the validation split), or on the
+    /// test split of this file for a task.
+    #[arg(long, value_name = "PATH")]
     data: Option<PathBuf>,
-    /// Evaluate on a built-in task.
+    /// Evaluate on a task.
     #[arg(long, value_enum)]
     task: Option<TaskArg>,
+    /// Translation: beam width for BLEU (besides greedy decoding); 0 or 1 for greedy only.
+    #[arg(long, default_value_t = 4)]
+    beam: usize,
+    /// Task metrics on at most this many held-out examples (0: all).
+    #[arg(long, default_value_t = 0)]
+    limit: usize,
     /// Validation batches to average (default: the run's `eval.batches`).
     #[arg(long)]
     batches: Option<usize>,
@@ -51,11 +58,13 @@ struct EvalJob {
     data: Dataset,
     ck: Checkpoint,
     sources: SourceMap,
+    beam: usize,
+    limit: usize,
 }
 
 impl DeviceJob for EvalJob {
     fn run<D: Backend>(self, dev: D) -> u8 {
-        let EvalJob { model, cfg, data, ck, sources } = self;
+        let EvalJob { model, cfg, data, ck, sources, beam, limit } = self;
         let rt = match Runtime::new(model, dev) {
             Ok(rt) => rt,
             Err(e) => return emit_error(&TrainError::Model(e.to_string()), &sources, None),
@@ -82,6 +91,14 @@ impl DeviceJob for EvalJob {
         if let Dataset::Addition(task) = &data {
             match addition_report(&rt, &store, task, 6) {
                 Ok(r) => print_addition(&r),
+                Err(e) => return emit_error(&e, &sources, None),
+            }
+        }
+        if let Dataset::Task(task) = &data {
+            let mut opts = eval_options(&cfg, context, beam);
+            opts.limit = limit;
+            match tfm_train::evaluate::evaluate_task(&rt, &store, task, &opts) {
+                Ok(m) => print!("{m}"),
                 Err(e) => return emit_error(&e, &sources, None),
             }
         }
@@ -120,14 +137,17 @@ pub fn run(args: EvalArgs) -> u8 {
         Ok(l) => l,
         Err(code) => return code,
     };
-    let data = match Dataset::load(&cfg) {
+    let mut data = match Dataset::load(&cfg) {
         Ok(d) => d,
         Err(e) => return emit_error(&e, &sources, None),
     };
+    if let Err(e) = data.bind(&loaded.model) {
+        return emit_error(&e, &sources, None);
+    }
     if let Err(e) = ck.meta.tokenizer.check_same(data.tokenizer()).and_then(|_| check_vocab(&loaded.model, &data)) {
         return emit_error(&e, &sources, None);
     }
     let device = cfg.device;
     let seed = cfg.seed;
-    dispatch(device, seed, EvalJob { model: loaded.model, cfg, data, ck, sources })
+    dispatch(device, seed, EvalJob { model: loaded.model, cfg, data, ck, sources, beam: args.beam, limit: args.limit })
 }

@@ -36,6 +36,9 @@ pub struct GenerateArgs {
     /// Seed of the sampler.
     #[arg(long, default_value_t = 1337)]
     seed: u64,
+    /// Translation checkpoints: the beam width (1 = greedy).
+    #[arg(long, default_value_t = 4)]
+    beam: usize,
     /// Override a model parameter (on top of the checkpoint's own overrides).
     #[arg(long = "set", value_name = "NAME=VALUE")]
     set: Vec<String>,
@@ -182,6 +185,13 @@ pub fn run(args: GenerateArgs) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if cfg.data.task == Some(tfm_train::config::TaskKind::Translate) {
+        // An encoder-decoder translates the prompt instead of continuing it.
+        return match crate::predict::load_inference(&args.spec, &args.checkpoint, &args.set, args.model.clone(), args.device, &[tfm_train::config::TaskKind::Translate]) {
+            Ok((inf, device)) => crate::predict::translate_prompt(inf, device, args.prompt.clone(), args.beam.max(1)),
+            Err(code) => code,
+        };
+    }
     cfg.spec = args.spec.clone();
     if let Some(d) = args.device {
         cfg.device = d.into();

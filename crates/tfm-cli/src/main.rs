@@ -5,6 +5,7 @@ mod common;
 mod device;
 mod eval;
 mod generate;
+mod predict;
 mod summary;
 mod train;
 
@@ -27,10 +28,14 @@ enum Command {
     Summary(summary::SummaryArgs),
     /// Train a model: progress, TensorBoard logs, periodic evaluation, checkpoints, Ctrl-C to stop.
     Train(train::TrainArgs),
-    /// Validation loss and perplexity of a checkpoint (and exact match on the addition task).
+    /// Validation loss and perplexity of a checkpoint, and its task's metrics (accuracy, BLEU,
+    /// zero-shot accuracy, exact match).
     Eval(eval::EvalArgs),
-    /// Continue a prompt with a checkpoint, sampling with temperature and top-k.
+    /// Continue a prompt with a checkpoint (sampling with temperature and top-k), or translate
+    /// it with an encoder-decoder checkpoint (beam search).
     Generate(generate::GenerateArgs),
+    /// Classify a text with a classifier checkpoint: prints the class, probabilities on stderr.
+    Predict(predict::PredictArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +46,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Predict(args) => predict::run(args),
     };
     ExitCode::from(code)
 }

@@ -33,6 +33,29 @@ pub const INTERRUPTED: u8 = 130;
 pub enum TaskArg {
     /// Multi-digit addition, generated on the fly with held-out test problems.
     Addition,
+    /// Classify `label<TAB>text` lines (`--data` a TSV file).
+    Classify,
+    /// Masked-token prediction on a text corpus.
+    MaskedLm,
+    /// Translate `source<TAB>target` lines.
+    Translate,
+    /// Classify MNIST images (`--data` the folder of its IDX files).
+    ImageClassify,
+    /// Contrastive training of MNIST images with generated captions.
+    ImageText,
+}
+
+impl From<TaskArg> for TaskKind {
+    fn from(t: TaskArg) -> TaskKind {
+        match t {
+            TaskArg::Addition => TaskKind::Addition,
+            TaskArg::Classify => TaskKind::Classify,
+            TaskArg::MaskedLm => TaskKind::MaskedLm,
+            TaskArg::Translate => TaskKind::Translate,
+            TaskArg::ImageClassify => TaskKind::ImageClassify,
+            TaskArg::ImageText => TaskKind::ImageText,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -45,10 +68,11 @@ pub struct TrainArgs {
     /// Run configuration (YAML); its relative paths are taken relative to its folder.
     #[arg(long, value_name = "RUN.yaml")]
     config: Option<PathBuf>,
-    /// Training corpus: a text file (one token per character) or a `.tok` token file.
-    #[arg(long, value_name = "PATH", conflicts_with = "task")]
+    /// Training data: a text file (one token per character), a `.tok` token file, or the file
+    /// or folder a `--task` reads.
+    #[arg(long, value_name = "PATH")]
     data: Option<PathBuf>,
-    /// A built-in task instead of a corpus.
+    /// A task instead of language modelling on a corpus.
     #[arg(long, value_enum)]
     task: Option<TaskArg>,
     /// Override a model parameter of the spec (`--set layers=2`).
@@ -226,12 +250,19 @@ fn tidy_paths(c: &mut RunConfig) {
 pub fn set_data(cfg: &mut RunConfig, data: Option<&Path>, task: Option<TaskArg>) {
     if let Some(p) = data {
         cfg.data.path = Some(p.to_path_buf());
-        cfg.data.task = None;
-        cfg.data.tokenizer = None;
+        // A task that reads a file keeps reading it from the new path.
+        if cfg.data.task.is_none_or(|t| !t.needs_path()) {
+            cfg.data.task = None;
+            cfg.data.tokenizer = None;
+        }
     }
-    if let Some(TaskArg::Addition) = task {
-        cfg.data.path = None;
-        cfg.data.task = Some(TaskKind::Addition);
+    match task.map(TaskKind::from) {
+        Some(TaskKind::Addition) => {
+            cfg.data.path = None;
+            cfg.data.task = Some(TaskKind::Addition);
+        }
+        Some(t) => cfg.data.task = Some(t),
+        None => {}
     }
 }
 
@@ -353,6 +384,11 @@ impl DeviceJob for TrainJob {
             Err(e) => return emit_error(&TrainError::Model(e.to_string()), &sources, None),
         };
         let mut store = rt.init_params(cfg.seed);
+        if let (Some(from), None) = (&cfg.init_from, &resume) {
+            if let Err(e) = init_from(&mut store, from, &data) {
+                return emit_error(&e, &sources, None);
+            }
+        }
         let mut obs = match logging::standard(&cfg, progress) {
             Ok(o) => o,
             Err(e) => return emit_error(&e, &sources, None),
@@ -392,7 +428,12 @@ impl DeviceJob for TrainJob {
         drop(obs);
         let elapsed = started.elapsed();
         let steps_run = report.step - report.start_step;
-        let tokens = steps_run as f64 * (cfg.batch_size * cfg.accumulation * context) as f64;
+        let unit = data.unit();
+        let units_per_step = match &data {
+            Dataset::Text(_) | Dataset::Addition(_) => (cfg.batch_size * cfg.accumulation * context) as f64,
+            Dataset::Task(_) => report.units as f64 / steps_run.max(1) as f64,
+        };
+        let tokens = steps_run as f64 * units_per_step;
         if report.interrupted {
             println!("interrupted at step {}/{} after {}", report.step, cfg.steps, duration(elapsed));
         } else {
@@ -407,7 +448,7 @@ impl DeviceJob for TrainJob {
         }
         println!("steps            {} (this run: {steps_run})", report.step);
         if steps_run > 0 {
-            println!("throughput       {:.0} tokens/s", tokens / elapsed.as_secs_f64().max(1e-9));
+            println!("throughput       {:.0} {unit}/s", tokens / elapsed.as_secs_f64().max(1e-9));
         }
         if let Some(p) = &report.last_checkpoint {
             println!("last checkpoint  {}", p.display());
@@ -426,6 +467,16 @@ impl DeviceJob for TrainJob {
                 Err(e) => return emit_error(&e, &sources, None),
             }
         }
+        if let (Dataset::Task(task), false) = (&data, report.interrupted) {
+            let t = Instant::now();
+            match tfm_train::evaluate::evaluate_task(&rt, &store, task, &eval_options(&cfg, context, 0)) {
+                Ok(m) => {
+                    print!("{m}");
+                    eprintln!("(test metrics measured in {})", duration(t.elapsed()));
+                }
+                Err(e) => return emit_error(&e, &sources, None),
+            }
+        }
         if report.interrupted {
             if let Some(p) = &report.last_checkpoint {
                 let dir = p.parent().unwrap_or(p);
@@ -436,6 +487,28 @@ impl DeviceJob for TrainJob {
             OK
         }
     }
+}
+
+/// Evaluation settings from the run configuration (`beam`: 0 for greedy decoding only).
+pub fn eval_options(cfg: &RunConfig, context: usize, beam: usize) -> tfm_train::evaluate::EvalOptions {
+    tfm_train::evaluate::EvalOptions {
+        batch: cfg.batch_size.max(64),
+        beam,
+        alpha: 0.6,
+        limit: 0,
+        context,
+        mlm_batches: cfg.eval.batches.max(1),
+        seed: cfg.seed,
+    }
+}
+
+/// Loads the weights of another spec's checkpoint by name and reports what was loaded.
+fn init_from<D: Backend>(store: &mut ParamStore<D>, from: &Path, data: &Dataset) -> Result<(), TrainError> {
+    let ck = Checkpoint::read(&resolve_checkpoint(from, &["best", "last"]))?;
+    ck.meta.tokenizer.check_same(data.tokenizer())?;
+    let report = checkpoint::load_by_name(store, &ck, &[])?;
+    eprintln!("initialised from {} (step {}):\n{report}", ck.path.display(), ck.meta.step);
+    Ok(())
 }
 
 pub fn run(args: TrainArgs) -> u8 {
@@ -499,6 +572,9 @@ pub fn run(args: TrainArgs) -> u8 {
                 "for example `tfm train spec.tfm --data corpus.txt`",
             );
         }
+        if args.data.is_none() && args.task.is_some_and(|t| TaskKind::from(t).needs_path()) {
+            return usage("this task reads a data file: expected `--data PATH`", "for example `--task classify --data messages.tsv`");
+        }
         let mut c = RunConfig::new(&args.spec, "");
         c.data.path = None;
         c.data.task = Some(TaskKind::Addition);
@@ -545,10 +621,13 @@ pub fn run(args: TrainArgs) -> u8 {
         Err(code) => return code,
     };
     // 4. The data, and a context that fits the model.
-    let data = match Dataset::load(&cfg) {
+    let mut data = match Dataset::load(&cfg) {
         Ok(d) => d,
         Err(e) => return emit_error(&e, &sources, config_file),
     };
+    if let Err(e) = data.bind(&loaded.model) {
+        return emit_error(&e, &sources, None);
+    }
     if let Some(model_ctx) = int_param(&loaded.model, "context") {
         if !context_given && data.fixed_context().is_none() {
             cfg.context = model_ctx;

@@ -41,6 +41,9 @@ pub struct CheckpointMeta {
     /// Optimiser kind (`adamw`, `sgd`) and its update count.
     pub optimizer: String,
     pub optimizer_step: u64,
+    /// Class names by label id, for classifiers (`tfm predict` prints them).
+    #[serde(default)]
+    pub classes: Vec<String>,
 }
 
 /// Hex SHA-256 of a text (the elaborated IR's serialised form, say).
@@ -386,4 +389,164 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }
+}
+
+/// What [`load_by_name`] did, parameter by parameter.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Parameters of the model copied from the checkpoint (model names).
+    pub loaded: Vec<String>,
+    /// Parameters of the model the checkpoint does not have; they keep their current values.
+    pub new: Vec<String>,
+    /// Weights of the checkpoint nothing was loaded into (checkpoint names; optimizer state is
+    /// never listed).
+    pub left: Vec<String>,
+    /// Model name, shape in the model, shape in the checkpoint: same name, different shape, not
+    /// loaded.
+    pub mismatched: Vec<(String, Vec<usize>, Vec<usize>)>,
+    /// Elements copied.
+    pub loaded_numel: usize,
+    /// Elements of the `new` parameters.
+    pub new_numel: usize,
+    /// Elements of the `left` weights.
+    pub left_numel: usize,
+}
+
+impl std::fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fn names(f: &mut std::fmt::Formatter<'_>, list: &[String]) -> std::fmt::Result {
+            for n in list {
+                writeln!(f, "  {n}")?;
+            }
+            Ok(())
+        }
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
+        writeln!(
+            f,
+            "loaded {} tensor{} ({} parameters)",
+            self.loaded.len(),
+            plural(self.loaded.len()),
+            self.loaded_numel
+        )?;
+        writeln!(
+            f,
+            "new (kept as initialised) {} tensor{} ({} parameters)",
+            self.new.len(),
+            plural(self.new.len()),
+            self.new_numel
+        )?;
+        names(f, &self.new)?;
+        writeln!(
+            f,
+            "left unused in the checkpoint {} tensor{} ({} parameters)",
+            self.left.len(),
+            plural(self.left.len()),
+            self.left_numel
+        )?;
+        names(f, &self.left)?;
+        writeln!(
+            f,
+            "shape mismatches {} (not loaded)",
+            self.mismatched.len()
+        )?;
+        for (n, model, ck) in &self.mismatched {
+            writeln!(f, "  {n}: model {model:?}, checkpoint {ck:?}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The model name a checkpoint weight is loaded into: the first `(from, to)` whose `from` starts
+/// the name has that prefix replaced by `to`; names no prefix matches are kept.
+fn renamed(name: &str, prefix_map: &[(String, String)]) -> String {
+    for (from, to) in prefix_map {
+        if let Some(rest) = name.strip_prefix(from.as_str()) {
+            return format!("{to}{rest}");
+        }
+    }
+    name.to_string()
+}
+
+/// Loads the weights of a checkpoint trained with another spec into `store`, by name: each
+/// checkpoint weight is renamed by `prefix_map` (see [`renamed`]: `("body.", "trunk.")` loads
+/// `body.weight` into `trunk.weight`) and copied when the model has a parameter of that name and
+/// shape. Shape mismatches, parameters the checkpoint lacks and checkpoint weights the model
+/// lacks are reported, not errors; loading nothing at all is an error. Optimizer state is not
+/// loaded, and the spec hash is not checked. When two checkpoint weights rename to the same
+/// model name, the first by name is used and the other is left.
+pub fn load_by_name<D: Device<f32>>(
+    store: &mut ParamStore<D>,
+    ck: &Checkpoint,
+    prefix_map: &[(String, String)],
+) -> Result<LoadReport, TrainError> {
+    // Model name -> checkpoint name.
+    let mut source: BTreeMap<String, &str> = BTreeMap::new();
+    let mut report = LoadReport::default();
+    let mut used: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+    for name in ck.tensors.keys() {
+        if name.starts_with("optim.") {
+            continue;
+        }
+        source.entry(renamed(name, prefix_map)).or_insert(name.as_str());
+    }
+    let mut copies: Vec<(usize, &Vec<f32>)> = Vec::new();
+    for (i, p) in store.params.iter().enumerate() {
+        let Some(&from) = source.get(&p.name) else {
+            report.new.push(p.name.clone());
+            report.new_numel += p.numel();
+            continue;
+        };
+        used.insert(from);
+        let Some((shape, data)) = ck.tensors.get(from) else {
+            continue;
+        };
+        if *shape != p.shape || data.len() != p.numel() {
+            report
+                .mismatched
+                .push((p.name.clone(), p.shape.clone(), shape.clone()));
+            continue;
+        }
+        copies.push((i, data));
+        report.loaded.push(p.name.clone());
+        report.loaded_numel += p.numel();
+    }
+    for (name, (shape, _)) in &ck.tensors {
+        if !name.starts_with("optim.") && !used.contains(name.as_str()) {
+            report.left.push(name.clone());
+            report.left_numel += shape.iter().product::<usize>();
+        }
+    }
+    if copies.is_empty() && !store.params.is_empty() {
+        let model_first = store.params.first().map(|p| p.name.as_str()).unwrap_or("");
+        let ck_first = ck
+            .tensors
+            .keys()
+            .find(|n| !n.starts_with("optim."))
+            .map(String::as_str)
+            .unwrap_or("");
+        let mut hint = format!(
+            "names must match after renaming: the model has e.g. `{model_first}`, the checkpoint `{ck_first}`; map the checkpoint's prefixes to the model's"
+        );
+        if !report.mismatched.is_empty() {
+            hint.push_str(
+                "; the shared names differ in shape, so check that both specs have the same sizes (`d_model`, `vocab`, ...)",
+            );
+        }
+        return Err(ck_err(
+            &ck.path,
+            format!(
+                "expected at least one weight matching the model by name and shape, found none ({} model parameters, {} checkpoint weights, {} shape mismatches)",
+                store.params.len(),
+                ck.tensors.keys().filter(|n| !n.starts_with("optim.")).count(),
+                report.mismatched.len()
+            ),
+            Some(&hint),
+        ));
+    }
+    for (i, data) in copies {
+        let p = &mut store.params[i];
+        let dev = p.value.device().clone();
+        p.value = dev.tensor_from_vec(data.clone(), (data.len(),));
+    }
+    Ok(report)
 }

@@ -69,6 +69,10 @@ pub struct RunConfig {
     pub seed: u64,
     #[serde(default)]
     pub device: DeviceKind,
+    /// Start from the weights of a checkpoint of another spec, matched by parameter name
+    /// (a pretrained encoder into a classifier). New weights keep their initialisation.
+    #[serde(default)]
+    pub init_from: Option<PathBuf>,
 }
 
 /// A spec parameter override value.
@@ -101,13 +105,42 @@ pub enum TokenizerKind {
     Byte,
     /// A pre-tokenized file (see `data::read_token_file`).
     Tokens,
+    /// Words and punctuation (the `translate` and `image_text` tasks).
+    Word,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum TaskKind {
     /// Multi-digit additions, see `addition`.
     Addition,
+    /// Sequence classification of `label<TAB>text` lines (objective `classify`).
+    Classify,
+    /// Masked-token prediction on a text corpus (objective `masked_token`).
+    MaskedLm,
+    /// Sequence-to-sequence on `source<TAB>target` lines (objective `seq2seq`).
+    Translate,
+    /// Image classification on MNIST's IDX files (objective `classify`).
+    ImageClassify,
+    /// Images paired with generated captions (objective `contrastive`).
+    ImageText,
+}
+
+impl TaskKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskKind::Addition => "addition",
+            TaskKind::Classify => "classify",
+            TaskKind::MaskedLm => "masked_lm",
+            TaskKind::Translate => "translate",
+            TaskKind::ImageClassify => "image_classify",
+            TaskKind::ImageText => "image_text",
+        }
+    }
+    /// Whether the task reads `data.path` (all but the generated addition task).
+    pub fn needs_path(self) -> bool {
+        self != TaskKind::Addition
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -130,6 +163,25 @@ pub struct DataConfig {
     /// Held-out addition problems (never trained on).
     #[serde(default = "d_test")]
     pub test_examples: usize,
+    /// The held-out fraction of the examples (`classify`: stratified, default 0.2; `translate`:
+    /// distinct source sentences with all their targets, default 0.05). MNIST has its own test set.
+    #[serde(default)]
+    pub test_fraction: Option<f64>,
+    /// Lower-case text before tokenizing (word and character vocabularies).
+    #[serde(default = "d_true")]
+    pub lowercase: bool,
+    /// Words seen fewer times in the training split become `[UNK]`.
+    #[serde(default = "d_one")]
+    pub min_count: usize,
+    /// Keep at most this many tokens in a built vocabulary (specials included).
+    #[serde(default)]
+    pub max_vocab: Option<usize>,
+    /// Fraction of the tokens masked by `masked_lm` (80% `[MASK]`, 10% random, 10% kept).
+    #[serde(default = "d_mask")]
+    pub mask_prob: f64,
+    /// Use only the first N examples of the file (quick experiments and tests).
+    #[serde(default)]
+    pub limit: Option<usize>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -273,6 +325,12 @@ fn d_one() -> usize {
 fn d_seed() -> u64 {
     1337
 }
+fn d_true() -> bool {
+    true
+}
+fn d_mask() -> f64 {
+    0.15
+}
 fn d_val() -> f64 {
     0.1
 }
@@ -365,6 +423,12 @@ impl RunConfig {
                 val_fraction: d_val(),
                 digits: d_digits(),
                 test_examples: d_test(),
+                test_fraction: None,
+                lowercase: true,
+                min_count: 1,
+                max_vocab: None,
+                mask_prob: d_mask(),
+                limit: None,
             },
             batch_size: d_batch(),
             context: d_context(),
@@ -378,6 +442,7 @@ impl RunConfig {
             checkpoints: CheckpointConfig::default(),
             seed: d_seed(),
             device: DeviceKind::Cpu,
+            init_from: None,
         }
     }
 
@@ -416,6 +481,9 @@ impl RunConfig {
         };
         fix(&mut self.spec);
         if let Some(p) = &mut self.data.path {
+            fix(p);
+        }
+        if let Some(p) = &mut self.init_from {
             fix(p);
         }
         if let Some(p) = &mut self.logging.dir {
@@ -512,7 +580,7 @@ impl RunConfig {
         positive("batch_size", self.batch_size)?;
         positive("context", self.context)?;
         positive("accumulation", self.accumulation)?;
-        match (&self.data.path, &self.data.task) {
+        match (&self.data.path, self.data.task) {
             (None, None) => {
                 return Err(
                     ConfigError::new("`data` needs a `path` or a `task`, found neither")
@@ -520,14 +588,40 @@ impl RunConfig {
                         .hint("add `path: <text or token file>` or `task: addition` under `data`"),
                 )
             }
-            (Some(_), Some(_)) => {
+            (Some(_), Some(TaskKind::Addition)) => {
                 return Err(
-                    ConfigError::new("`data` takes a `path` or a `task`, found both")
+                    ConfigError::new("the `addition` task generates its data and takes no `path`")
                         .key("data.task")
-                        .hint("remove one of them"),
+                        .hint("remove `data.path`"),
                 )
             }
+            (None, Some(t)) if t.needs_path() => {
+                return Err(ConfigError::new(format!(
+                    "the `{}` task reads a data file, found no `data.path`",
+                    t.name()
+                ))
+                .key("data.task")
+                .hint("add `path:` under `data` (a file, or MNIST's folder for image tasks)"))
+            }
             _ => {}
+        }
+        if let Some(f) = self.data.test_fraction {
+            if !(f > 0.0 && f < 1.0) {
+                return Err(ConfigError::new(format!(
+                    "expected `data.test_fraction` in (0, 1), found {f}"
+                ))
+                .key("data.test_fraction"));
+            }
+        }
+        if !(self.data.mask_prob > 0.0 && self.data.mask_prob < 1.0) {
+            return Err(ConfigError::new(format!(
+                "expected `data.mask_prob` in (0, 1), found {}",
+                self.data.mask_prob
+            ))
+            .key("data.mask_prob"));
+        }
+        if self.data.min_count == 0 {
+            return Err(ConfigError::new("`data.min_count` must be at least 1, found 0").key("data.min_count"));
         }
         if !(self.data.val_fraction >= 0.0 && self.data.val_fraction < 1.0) {
             return Err(ConfigError::new(format!(
@@ -536,7 +630,7 @@ impl RunConfig {
             ))
             .key("data.val_fraction"));
         }
-        if self.data.task.is_some() && !(1..=18).contains(&self.data.digits) {
+        if self.data.task == Some(TaskKind::Addition) && !(1..=18).contains(&self.data.digits) {
             return Err(ConfigError::new(format!(
                 "expected `data.digits` from 1 to 18, found {}",
                 self.data.digits

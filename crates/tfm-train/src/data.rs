@@ -34,6 +34,11 @@ pub enum Tokenizer {
     Byte,
     /// Ids from a token file; no text form.
     Tokens { vocab_size: usize },
+    /// A vocabulary with special tokens (`[PAD]`, `[UNK]`, `[BOS]`, `[EOS]`, `[MASK]`), built
+    /// from the training split by the example tasks.
+    Vocab(crate::vocab::Vocab),
+    /// No text at all (image classification).
+    None,
 }
 
 impl Tokenizer {
@@ -52,6 +57,8 @@ impl Tokenizer {
             Tokenizer::Char { chars } => chars.chars().count(),
             Tokenizer::Byte => 256,
             Tokenizer::Tokens { vocab_size } => *vocab_size,
+            Tokenizer::Vocab(v) => v.len(),
+            Tokenizer::None => 0,
         }
     }
 
@@ -60,6 +67,12 @@ impl Tokenizer {
             Tokenizer::Char { .. } => TokenizerKind::Char,
             Tokenizer::Byte => TokenizerKind::Byte,
             Tokenizer::Tokens { .. } => TokenizerKind::Tokens,
+            Tokenizer::Vocab(v) => match v.level {
+                crate::vocab::Level::Word => TokenizerKind::Word,
+                crate::vocab::Level::Char => TokenizerKind::Char,
+                crate::vocab::Level::Byte => TokenizerKind::Byte,
+            },
+            Tokenizer::None => TokenizerKind::Tokens,
         }
     }
 
@@ -85,6 +98,11 @@ impl Tokenizer {
                 "a token-file vocabulary cannot encode text",
                 "pass token ids, or train with `tokenizer: char` or `byte`",
             )),
+            Tokenizer::Vocab(v) => Ok(v.encode(text)),
+            Tokenizer::None => Err(TrainError::data_hint(
+                "this model was trained without a text vocabulary",
+                "it takes images, not text",
+            )),
         }
     }
 
@@ -109,6 +127,8 @@ impl Tokenizer {
                 .map(|i| i.to_string())
                 .collect::<Vec<_>>()
                 .join(" "),
+            Tokenizer::Vocab(v) => v.decode(ids),
+            Tokenizer::None => String::new(),
         }
     }
 
@@ -157,6 +177,8 @@ fn describe(t: &Tokenizer) -> String {
         ),
         Tokenizer::Byte => "the byte vocabulary (256)".into(),
         Tokenizer::Tokens { vocab_size } => format!("a token-file vocabulary of {vocab_size}"),
+        Tokenizer::Vocab(v) => format!("a {:?}-level vocabulary of {} tokens", v.level, v.len()).to_lowercase(),
+        Tokenizer::None => "no vocabulary (images)".into(),
     }
 }
 
@@ -190,6 +212,13 @@ impl TokenBatch {
     }
 }
 
+/// One batch as the loop feeds it to the model, and how many units (tokens, examples) it holds.
+#[derive(Clone, Debug)]
+pub struct Drawn {
+    pub batch: tfm_runtime::Batch,
+    pub units: usize,
+}
+
 /// Anything the training loop can draw batches from.
 pub trait DataSource {
     fn tokenizer(&self) -> &Tokenizer;
@@ -199,13 +228,42 @@ pub trait DataSource {
     }
     /// Checks that windows of `context` tokens fit in both splits (validation only if `val`).
     fn check_context(&self, context: usize, val: bool) -> Result<(), TrainError>;
+    /// Token windows for language modelling (`x` and `y` shifted by one).
     fn sample(
         &self,
         split: Split,
         batch: usize,
         context: usize,
         rng: &mut Rng,
-    ) -> Result<TokenBatch, TrainError>;
+    ) -> Result<TokenBatch, TrainError> {
+        let _ = (split, batch, context, rng);
+        Err(TrainError::data(
+            "this data source yields examples, not token windows",
+        ))
+    }
+    /// A batch for the model: by default the token windows of [`DataSource::sample`] as the
+    /// model's single input with next-token targets.
+    fn draw(
+        &self,
+        split: Split,
+        batch: usize,
+        context: usize,
+        rng: &mut Rng,
+    ) -> Result<Drawn, TrainError> {
+        let b = self.sample(split, batch, context, rng)?;
+        Ok(Drawn {
+            units: b.tokens(),
+            batch: crate::runtime::to_batch(&b),
+        })
+    }
+    /// What [`Drawn::units`] counts, for throughput ("tokens", "images", "examples").
+    fn unit(&self) -> &'static str {
+        "tokens"
+    }
+    /// Class names by label id (classification tasks; saved with checkpoints).
+    fn classes(&self) -> &[String] {
+        &[]
+    }
 }
 
 /// A tokenized corpus split into training and validation tokens.
@@ -274,6 +332,12 @@ impl TextData {
                     "use `tokenizer: char` or `byte` for text",
                 ))
             }
+            TokenizerKind::Word => {
+                return Err(TrainError::data_hint(
+                    "a language-modelling corpus takes `tokenizer: char` or `byte`, found `word`",
+                    "word vocabularies are built by the `translate` and `image_text` tasks",
+                ))
+            }
         };
         let tokens = tokenizer.encode(text)?;
         Self::from_tokens(tokenizer, tokens, val_fraction)
@@ -319,7 +383,7 @@ impl TextData {
                 )
                 .map_err(with_path)
             }
-            TokenizerKind::Char => {
+            TokenizerKind::Char | TokenizerKind::Word => {
                 let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, "read", e))?;
                 let text = String::from_utf8(bytes).map_err(|e| {
                     TrainError::data_hint(
@@ -493,11 +557,12 @@ pub fn write_token_file(path: &Path, tokens: &[u32], vocab_size: usize) -> Resul
     std::fs::write(path, out).map_err(|e| TrainError::io(path, "written", e))
 }
 
-/// The data a run configuration names: a corpus or a built-in task.
+/// The data a run configuration names: a corpus or a task.
 #[derive(Clone, Debug)]
 pub enum Dataset {
     Text(TextData),
     Addition(crate::addition::AdditionTask),
+    Task(Box<crate::tasks::TaskData>),
 }
 
 impl Dataset {
@@ -511,6 +576,7 @@ impl Dataset {
                     config.seed,
                 )?))
             }
+            Some(_) => Ok(Dataset::Task(Box::new(crate::tasks::TaskData::load(config)?))),
             None => Ok(Dataset::Text(TextData::load(
                 &config.data,
                 config.tokenizer_kind(),
@@ -518,10 +584,26 @@ impl Dataset {
         }
     }
 
+    /// Binds a task's tensors to the model's inputs (a corpus feeds the single token input).
+    pub fn bind(&mut self, model: &tfm_ir::Model) -> Result<(), TrainError> {
+        match self {
+            Dataset::Task(t) => t.bind(model),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn task(&self) -> Option<&crate::tasks::TaskData> {
+        match self {
+            Dataset::Task(t) => Some(t),
+            _ => None,
+        }
+    }
+
     fn inner(&self) -> &dyn DataSource {
         match self {
             Dataset::Text(t) => t,
             Dataset::Addition(a) => a,
+            Dataset::Task(t) => t.as_ref(),
         }
     }
 }
@@ -544,5 +626,20 @@ impl DataSource for Dataset {
         rng: &mut Rng,
     ) -> Result<TokenBatch, TrainError> {
         self.inner().sample(split, batch, context, rng)
+    }
+    fn draw(
+        &self,
+        split: Split,
+        batch: usize,
+        context: usize,
+        rng: &mut Rng,
+    ) -> Result<Drawn, TrainError> {
+        self.inner().draw(split, batch, context, rng)
+    }
+    fn unit(&self) -> &'static str {
+        self.inner().unit()
+    }
+    fn classes(&self) -> &[String] {
+        self.inner().classes()
     }
 }

@@ -18,6 +18,21 @@ pub enum TrainError {
         message: String,
         hint: Option<String>,
     },
+    /// Bad data at a line of a data file (malformed TSV line, bad label).
+    DataAt {
+        path: PathBuf,
+        /// 1-based line number (0 when the problem is not tied to a line, e.g. a binary header).
+        line: usize,
+        message: String,
+        hint: Option<String>,
+    },
+    /// The data does not fit the model: points at the spec line (an input's shape, the classes).
+    SpecMismatch {
+        span: tfm_diag::Span,
+        message: String,
+        label: String,
+        hint: Option<String>,
+    },
     /// The tokenizer's vocabulary does not fit the model or the checkpoint.
     VocabMismatch {
         expected: String,
@@ -56,6 +71,14 @@ impl TrainError {
             hint: Some(hint.into()),
         }
     }
+    pub fn data_at(path: impl Into<PathBuf>, line: usize, message: impl Into<String>, hint: impl Into<String>) -> Self {
+        TrainError::DataAt {
+            path: path.into(),
+            line,
+            message: message.into(),
+            hint: Some(hint.into()),
+        }
+    }
     pub fn io(path: impl Into<PathBuf>, action: &'static str, source: std::io::Error) -> Self {
         TrainError::Io {
             path: path.into(),
@@ -75,12 +98,15 @@ impl TrainError {
         }
         let code = match self {
             TrainError::Io { .. } => "E0802",
-            TrainError::Data { .. } | TrainError::VocabMismatch { .. } => "E0803",
+            TrainError::Data { .. } | TrainError::DataAt { .. } | TrainError::VocabMismatch { .. } | TrainError::SpecMismatch { .. } => "E0803",
             TrainError::Checkpoint { .. } => "E0804",
             TrainError::NonFinite { .. } => "E0805",
             _ => "E0806",
         };
-        let d = tfm_diag::Diagnostic::error(code, self.to_string());
+        let mut d = tfm_diag::Diagnostic::error(code, self.to_string());
+        if let TrainError::SpecMismatch { span, label, .. } = self {
+            d = d.at(*span, label.clone());
+        }
         match self.hint() {
             Some(h) => d.hint(h),
             None => d,
@@ -92,7 +118,7 @@ impl TrainError {
         match self {
             TrainError::Config(c) => c.hints.first().cloned(),
             TrainError::Io { action, .. } => Some(format!("check that the path exists and can be {action}")),
-            TrainError::Data { hint, .. } => hint.clone(),
+            TrainError::Data { hint, .. } | TrainError::DataAt { hint, .. } | TrainError::SpecMismatch { hint, .. } => hint.clone(),
             TrainError::VocabMismatch { hint, .. } => Some(hint.clone()),
             TrainError::Checkpoint { hint, .. } => hint.clone(),
             TrainError::Model(_) | TrainError::Device(_) => None,
@@ -124,7 +150,9 @@ impl std::fmt::Display for TrainError {
                     lower(&source.to_string())
                 )
             }
-            TrainError::Data { message, .. } => write!(f, "{message}"),
+            TrainError::Data { message, .. } | TrainError::SpecMismatch { message, .. } => write!(f, "{message}"),
+            TrainError::DataAt { path, line: 0, message, .. } => write!(f, "{}: {message}", path.display()),
+            TrainError::DataAt { path, line, message, .. } => write!(f, "{}:{line}: {message}", path.display()),
             TrainError::VocabMismatch {
                 expected, found, ..
             } => {

@@ -27,15 +27,15 @@ impl<D: Backend> TrainModel<D> for Runtime<D> {
     fn loss_and_grads(
         &self,
         store: &ParamStore<D>,
-        batch: &TokenBatch,
+        batch: &Batch,
         seed: u64,
     ) -> Result<(f32, Gradients<f32, D>), TrainError> {
-        Runtime::loss_and_grads(self, store, &to_batch(batch), seed)
+        Runtime::loss_and_grads(self, store, batch, seed)
             .map_err(|e| TrainError::Model(e.to_string()))
     }
 
-    fn loss(&self, store: &ParamStore<D>, batch: &TokenBatch) -> Result<f32, TrainError> {
-        Runtime::loss(self, store, &to_batch(batch)).map_err(|e| TrainError::Model(e.to_string()))
+    fn loss(&self, store: &ParamStore<D>, batch: &Batch) -> Result<f32, TrainError> {
+        Runtime::loss(self, store, batch).map_err(|e| TrainError::Model(e.to_string()))
     }
 }
 

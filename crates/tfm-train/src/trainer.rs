@@ -17,7 +17,8 @@ use tfm_runtime::ParamStore;
 
 use crate::checkpoint::{self, Checkpoint, CheckpointMeta};
 use crate::config::RunConfig;
-use crate::data::{DataSource, Split, TokenBatch};
+use crate::data::{DataSource, Split};
+use tfm_runtime::Batch;
 use crate::error::TrainError;
 use crate::logging::{CheckpointKind, EvalStats, Observer, StepStats};
 use crate::optim::{GradSet, Optimizer};
@@ -33,10 +34,10 @@ pub trait TrainModel<D: Device<f32>> {
     fn loss_and_grads(
         &self,
         store: &ParamStore<D>,
-        batch: &TokenBatch,
+        batch: &Batch,
         seed: u64,
     ) -> Result<(f32, Gradients<f32, D>), TrainError>;
-    fn loss(&self, store: &ParamStore<D>, batch: &TokenBatch) -> Result<f32, TrainError>;
+    fn loss(&self, store: &ParamStore<D>, batch: &Batch) -> Result<f32, TrainError>;
 }
 
 /// Things the loop needs besides the config.
@@ -61,6 +62,8 @@ pub struct TrainReport {
     pub interrupted: bool,
     pub last_checkpoint: Option<PathBuf>,
     pub best_checkpoint: Option<PathBuf>,
+    /// Units (tokens, examples) trained on in this call.
+    pub units: u64,
 }
 
 /// Mean loss over `batches` fixed validation batches.
@@ -75,8 +78,8 @@ pub fn evaluate<D: Device<f32>, M: TrainModel<D> + ?Sized>(
     let mut total = 0.0f64;
     let n = config.eval.batches.max(1);
     for _ in 0..n {
-        let b = data.sample(Split::Val, config.batch_size, context, &mut rng)?;
-        total += model.loss(store, &b)? as f64;
+        let b = data.draw(Split::Val, config.batch_size, context, &mut rng)?;
+        total += model.loss(store, &b.batch)? as f64;
     }
     Ok((total / n as f64) as f32)
 }
@@ -115,6 +118,7 @@ pub fn train<D: Device<f32>, M: TrainModel<D> + ?Sized>(
         interrupted: false,
         last_checkpoint: None,
         best_checkpoint: None,
+        units: 0,
     };
     if let Some(ck) = &options.resume {
         ck.check_spec_hash(&options.spec_hash)?;
@@ -142,9 +146,9 @@ pub fn train<D: Device<f32>, M: TrainModel<D> + ?Sized>(
             val_loss: val,
             optimizer: opt.settings.kind.name().to_string(),
             optimizer_step: opt.step,
+            classes: data.classes().to_vec(),
         }
     };
-    let tokens_per_step = (config.batch_size * context * config.accumulation) as f64;
     let log_every = config.logging.every.max(1);
     let mut last_loss: Option<f32> = None;
     let mut evaluated_at: Option<u64> = None;
@@ -214,10 +218,12 @@ pub fn train<D: Device<f32>, M: TrainModel<D> + ?Sized>(
         let lr = schedule.lr(step);
         let mut acc: Option<GradSet<D>> = None;
         let mut loss_sum = 0.0f64;
+        let mut units = 0usize;
         for micro in 0..config.accumulation {
-            let batch = data.sample(Split::Train, config.batch_size, context, &mut rng)?;
+            let drawn = data.draw(Split::Train, config.batch_size, context, &mut rng)?;
+            units += drawn.units;
             let seed = derive_seed(config.seed, &[STREAM_DROPOUT, step, micro as u64]);
-            let (loss, grads) = model.loss_and_grads(store, &batch, seed)?;
+            let (loss, grads) = model.loss_and_grads(store, &drawn.batch, seed)?;
             if !loss.is_finite() {
                 return Err(TrainError::NonFinite {
                     step,
@@ -250,6 +256,7 @@ pub fn train<D: Device<f32>, M: TrainModel<D> + ?Sized>(
             });
         }
         opt.update(store, &grads, lr)?;
+        report.units += units as u64;
         let loss = (loss_sum / config.accumulation as f64) as f32;
         last_loss = Some(loss);
         report.losses.push(loss);
@@ -260,7 +267,7 @@ pub fn train<D: Device<f32>, M: TrainModel<D> + ?Sized>(
             loss,
             lr,
             grad_norm: norm,
-            tokens_per_sec: tokens_per_step / secs,
+            tokens_per_sec: units as f64 / secs,
             log: step == 0 || (step + 1).is_multiple_of(log_every),
         });
         step += 1;

@@ -47,6 +47,7 @@ fn meta(hash: &str) -> CheckpointMeta {
         val_loss: None,
         optimizer: "adamw".into(),
         optimizer_step: 2,
+        classes: Vec::new(),
     }
 }
 

@@ -15,7 +15,7 @@ use tfm_train::config::TokenizerKind;
 use tfm_train::logging::{CheckpointKind, NullObserver, Observer, Recorder, StepStats};
 use tfm_train::runtime::greedy_generate;
 use tfm_train::{
-    train, DataSource, ParamStore, RunConfig, TextData, TokenBatch, TrainError, TrainModel,
+    train, DataSource, ParamStore, RunConfig, TextData, TrainError, TrainModel,
     TrainOptions,
 };
 
@@ -196,7 +196,7 @@ impl TrainModel<Cpu> for NanAfter<'_> {
     fn loss_and_grads(
         &self,
         s: &ParamStore<Cpu>,
-        b: &TokenBatch,
+        b: &tfm_runtime::Batch,
         seed: u64,
     ) -> Result<(f32, Gradients<f32, Cpu>), TrainError> {
         let n = self.calls.get();
@@ -204,7 +204,7 @@ impl TrainModel<Cpu> for NanAfter<'_> {
         let (l, g) = TrainModel::loss_and_grads(self.inner, s, b, seed)?;
         Ok((if n >= self.at { f32::NAN } else { l }, g))
     }
-    fn loss(&self, s: &ParamStore<Cpu>, b: &TokenBatch) -> Result<f32, TrainError> {
+    fn loss(&self, s: &ParamStore<Cpu>, b: &tfm_runtime::Batch) -> Result<f32, TrainError> {
         TrainModel::loss(self.inner, s, b)
     }
 }
