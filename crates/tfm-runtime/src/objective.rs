@@ -87,8 +87,8 @@ pub(crate) fn loss<D: Backend, T: Tape<f32, D>>(rt: &Runtime<D>, cx: &mut Ctx<D,
             let (idx, bt_shape) = layout::permute(&b.shape, &[1, 0]);
             let bt = D::gather(cx, b, idx, bt_shape)?;
             let sim = D::matmul(cx, a, &bt)?;
-            let es = cx.map(&scale.reshaped(vec![1]), |t| t.exp());
-            let es = D::gather(cx, &es, vec![0; n * n], vec![n, n])?;
+            // `scale` multiplies the similarities as given (CLIP passes exp(logit_scale)).
+            let es = D::gather(cx, &scale.reshaped(vec![1]), vec![0; n * n], vec![n, n])?;
             let logits = cx.zip(&sim, &es, |s, e| s * e);
             let labels: Vec<i64> = (0..n as i64).collect();
             let l1 = D::cross_entropy(cx, &logits, &labels)?;
