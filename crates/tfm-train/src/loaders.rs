@@ -22,13 +22,13 @@ fn text_lines(path: &Path) -> Result<Vec<(usize, String)>, TrainError> {
         let text = std::str::from_utf8(raw).map_err(|e| {
             let col = e.valid_up_to();
             let found = raw.get(col).map_or(String::from("a cut-off character"), |b| {
-                format!("byte 0x{b:02x} at byte {}", col + 1)
+                format!("byte 0x{b:02x} at byte {} of the line", col + 1)
             });
             TrainError::data_at(
                 path,
                 i + 1,
                 format!("expected UTF-8 text, found {found}"),
-                "re-encode the file as UTF-8 (for example with `iconv -t UTF-8`)",
+                "re-encode the file as UTF-8 (for example `iconv -f LATIN1 -t UTF-8`)",
             )
         })?;
         lines.push((i + 1, text.to_string()));
@@ -258,7 +258,8 @@ pub fn read_idx_images(path: &Path) -> Result<Images, TrainError> {
     let data = read_maybe_gzip(path)?;
     let dims = idx_header(path, &data, IDX_IMAGES, 3, "images")?;
     let (n, rows, cols) = (dims[0], dims[1], dims[2]);
-    exact_length(path, &data, 16, &dims, format!("{n} images of {rows}x{cols}"))?;
+    let what = format!("{n} image{} of {rows}x{cols}", if n == 1 { "" } else { "s" });
+    exact_length(path, &data, 16, &dims, what)?;
     let mut pixels = data;
     pixels.drain(..16);
     Ok(Images { n, rows, cols, pixels })
@@ -268,7 +269,8 @@ pub fn read_idx_images(path: &Path) -> Result<Images, TrainError> {
 pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>, TrainError> {
     let data = read_maybe_gzip(path)?;
     let dims = idx_header(path, &data, IDX_LABELS, 1, "labels")?;
-    exact_length(path, &data, 8, &dims, format!("{} labels", dims[0]))?;
+    let what = format!("{} label{}", dims[0], if dims[0] == 1 { "" } else { "s" });
+    exact_length(path, &data, 8, &dims, what)?;
     Ok(data[8..].to_vec())
 }
 
@@ -492,7 +494,7 @@ mod tests {
         assert!(e.to_string().ends_with("2: expected a non-empty source, found an empty field"), "{e}");
         let (_d, p) = temp_file("p.tsv", b"a\tb\nx\xff\ty\n");
         let e = read_tsv_pairs(&p).expect_err("utf8");
-        assert!(e.to_string().ends_with("2: expected UTF-8 text, found byte 0xff at byte 2"), "{e}");
+        assert!(e.to_string().ends_with("2: expected UTF-8 text, found byte 0xff at byte 2 of the line"), "{e}");
     }
 
     #[test]

@@ -591,6 +591,19 @@ impl TaskData {
     }
 }
 
+/// Candidates drawn per batch slot when batching by length.
+const POOL: usize = 8;
+
+/// `batch` indices below `n` of similar length: `POOL * batch` random candidates sorted by
+/// `len`, cut into `POOL` consecutive chunks, one chunk drawn at random (so every candidate is
+/// kept with the same probability, short and long alike).
+fn pooled(batch: usize, n: usize, rng: &mut Rng, len: impl Fn(usize) -> usize) -> Vec<usize> {
+    let mut cand: Vec<usize> = (0..batch * POOL).map(|_| rng.below(n as u64) as usize).collect();
+    cand.sort_by_key(|&i| (len(i), i));
+    let chunk = rng.below(POOL as u64) as usize;
+    cand[chunk * batch..(chunk + 1) * batch].to_vec()
+}
+
 /// Normalised `f32[B, 1, rows, cols]` images.
 pub fn image_tensor(images: &Images, idx: &[usize]) -> HostTensor {
     let per = images.rows * images.cols;
@@ -651,7 +664,19 @@ impl DataSource for TaskData {
         if span == 0 {
             return Err(TrainError::data(format!("the {} split is too small", split.name())));
         }
-        let idx: Vec<usize> = (0..batch).map(|_| rng.below(span as u64) as usize).collect();
+        let idx: Vec<usize> = match &self.body {
+            // Variable-length examples: draw a pool of candidates, sort it by length and take a
+            // random window of `batch`, so a batch needs little padding.
+            TaskBody::Classify { train, test } => {
+                let rows = if split == Split::Train { train } else { test };
+                pooled(batch, span, rng, |i| rows[i].ids.len())
+            }
+            TaskBody::Translate { train, test, .. } => {
+                let rows = if split == Split::Train { train } else { test };
+                pooled(batch, span, rng, |i| rows[i].src.len().max(rows[i].tgt.len()))
+            }
+            _ => (0..batch).map(|_| rng.below(span as u64) as usize).collect(),
+        };
         self.batch_of(split, &idx, context, rng)
     }
 

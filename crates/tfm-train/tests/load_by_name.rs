@@ -7,7 +7,7 @@ use tfm_diag::SourceMap;
 use tfm_elab::{check_source, CheckOptions};
 use tfm_runtime::Runtime;
 use tfm_train::checkpoint::{self, load_by_name, Checkpoint, CheckpointMeta};
-use tfm_train::optim::{OptimSettings, Optimizer};
+use tfm_train::optim::{GradSet, OptimSettings, Optimizer};
 use tfm_train::{ParamStore, Tokenizer};
 
 /// The checkpoint's spec: embedding 11 x 8, a linear body, a final LayerNorm.
@@ -80,8 +80,23 @@ fn meta() -> CheckpointMeta {
 
 /// Saves `base` (seed 1) with its optimizer state and reads it back.
 fn base_checkpoint(dir: &std::path::Path) -> (ParamStore<Cpu>, Checkpoint) {
-    let base = store("base.tfm", BASE, 1);
-    let opt = Optimizer::new(OptimSettings::default(), &base);
+    let mut base = store("base.tfm", BASE, 1);
+    let mut opt = Optimizer::new(OptimSettings::default(), &base);
+    // One update with the gradient of sum(w * 0.1) so the optimizer has moments to save.
+    let mut grads = Gradients::leaky();
+    for p in &base.params {
+        grads = p
+            .value
+            .clone()
+            .traced(grads)
+            .try_mul(0.1f32)
+            .expect("mul")
+            .try_sum::<(), _>()
+            .expect("sum")
+            .backward();
+    }
+    let g = GradSet::from_gradients(&base, grads).expect("grads");
+    opt.update(&mut base, &g, 1e-2).expect("update");
     checkpoint::save(dir, &base, Some(&opt), &meta()).expect("save");
     let ck = Checkpoint::read(dir).expect("read");
     assert!(
