@@ -1,10 +1,19 @@
-"""Runs tfm and PyTorch side by side on the same GPT configurations and prints a markdown table.
+"""Runs tfm and PyTorch side by side on the same models and prints a markdown table.
 
 Each side runs in its own process (so peak RSS is its own), alternating tfm and PyTorch for each
-repetition; the table reports the best (lowest median) of the repetitions of each side.
+repetition; the table reports the best (lowest median) of the repetitions of each side. The two
+sides must report the same parameter count, or the run fails.
+
+Models (`--models`, comma-separated; a configuration name works too):
+    gpt-a    nanogpt-cpu     GPT, 4 layers, 128 wide, context 64, batch 12      (tokens/s)
+    gpt-b    medium-cpu      GPT, 6 layers, 384 wide, context 256, batch 8      (tokens/s)
+    vit      vit-mnist       ViT, 1 x 28 x 28, patch 4, 6 layers, 128 wide, batch 128 (images/s)
+    seq2seq  seq2seq-small   post-LN encoder-decoder, 3 + 3 layers, 256 wide, 16 + 16 tokens,
+                             batch 64 (target tokens/s)
+    all      every one of the above
 
 Modes:
-    python3 bench/compare.py train [--configs nanogpt-cpu,medium-cpu] [--reps 2] [--no-build]
+    python3 bench/compare.py train [--models gpt-a,gpt-b,vit,seq2seq] [--reps 2] [--no-build]
     python3 bench/compare.py check [--runs 10]      # times `tfm check` on specs/ and each 7B spec
 
 Run from anywhere; paths are relative to the repository root. PyTorch comes from .venv-bench
@@ -25,9 +34,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VENV_PY = ROOT / ".venv-bench" / "bin" / "python"
 TORCH_SCRIPT = ROOT / "bench" / "torch_gpt.py"
+TORCH_MODELS_SCRIPT = ROOT / "bench" / "torch_models.py"
+
+# Short names for --models.
+ALIASES = {"gpt-a": "nanogpt-cpu", "gpt-b": "medium-cpu", "vit": "vit-mnist", "seq2seq": "seq2seq-small"}
+# Configurations timed by bench/torch_models.py (the rest by bench/torch_gpt.py).
+NON_GPT = {"vit-mnist", "seq2seq-small"}
 
 # Steps per configuration: enough for a stable median in a reasonable time on 2 cores.
-STEPS = {"nanogpt-cpu": (3, 20), "medium-cpu": (2, 6), "gpt2": (3, 10)}
+STEPS = {"nanogpt-cpu": (3, 20), "medium-cpu": (2, 6), "gpt2": (3, 10),
+         "vit-mnist": (2, 8), "seq2seq-small": (2, 10)}
+
+# FLOPs per step, per model family (see crates/tfm-bench/src/lib.rs).
+FLOPS_NOTES = {
+    "gpt": "GPT: (6 * N + 12 * L * T * d) * B * T, N = parameters less the position table.",
+    "vit": "ViT: B * (6 * (N_patch * P + (N_layers + N_norm) * T + N_head) + 12 * L * T^2 * d), "
+           "P patches, T = P + 1 positions.",
+    "seq2seq": "encoder-decoder: B * (6 * (N_enc * S + (N_dec - N_cross_kv) * T + N_cross_kv * S + V * d * T) "
+               "+ 12 * L * (S^2 + T^2 + T * S) * d).",
+}
 
 # The 7B specs timed by `check` mode, where they exist.
 SEVEN_B = ["llama2_7b.tfm", "mistral_7b.tfm"]
@@ -74,6 +99,7 @@ def fmt(x, digits=1):
 
 
 def train_mode(args: argparse.Namespace) -> None:
+    models = resolve_models(args.models)
     python = args.python or str(VENV_PY)
     if not args.python and not VENV_PY.exists():
         sys.exit("error: .venv-bench is missing; hint: run `bash bench/setup.sh` first, or pass --python")
@@ -86,7 +112,8 @@ def train_mode(args: argparse.Namespace) -> None:
 
     load_before = os.getloadavg()[0]
     results: dict[str, dict[str, dict]] = {}
-    for cfg in args.configs.split(","):
+    mismatches: list[str] = []
+    for cfg in models:
         warmup, steps = STEPS.get(cfg, (3, 10))
         if args.steps:
             steps = args.steps
@@ -95,8 +122,9 @@ def train_mode(args: argparse.Namespace) -> None:
         best: dict[str, dict] = {}
         for rep in range(args.reps):
             pin = pin_prefix(args)
+            script = TORCH_MODELS_SCRIPT if cfg in NON_GPT else TORCH_SCRIPT
             sides = [("tfm", [*pin, str(tfm_bin), *common]),
-                     ("pytorch", [*pin, python, str(TORCH_SCRIPT), *common, "--attn", args.attn])]
+                     ("pytorch", [*pin, python, str(script), *common, "--attn", args.attn])]
             if rep % 2 == 1:
                 sides.reverse()
             for side, cmd in sides:
@@ -110,6 +138,9 @@ def train_mode(args: argparse.Namespace) -> None:
         results[cfg] = best
         for side, res in best.items():
             log(json.dumps(res))
+        if "tfm" in best and "pytorch" in best and best["tfm"]["params"] != best["pytorch"]["params"]:
+            mismatches.append(f"{cfg}: tfm has {best['tfm']['params']:,} parameters, "
+                              f"PyTorch {best['pytorch']['params']:,}")
 
     cpu = cpu_name()
     print()
@@ -122,24 +153,58 @@ def train_mode(args: argparse.Namespace) -> None:
               "these timings are not representative.")
     print(f"Peak: {peak_measured:.1f} GFLOP/s measured (PyTorch fp32 2048x2048 matmul); "
           f"share of peak below uses {peak:.1f}.")
-    print("FLOPs per step = (6 * N + 12 * L * T * d) * B * T, N = parameters less the position table.")
+    families = []
+    for best in results.values():
+        for r in best.values():
+            fam = r.get("family", "gpt")
+            if fam not in families:
+                families.append(fam)
+    print("FLOPs per step: " + " ".join(FLOPS_NOTES.get(f, "") for f in families))
     print()
-    print("| config | side | ms/step | tokens/s | GFLOP/s | share of peak | peak RSS MiB | tfm/PyTorch throughput |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("| config | side | params | ms/step | throughput | GFLOP/s | share of peak | peak RSS MiB | tfm/PyTorch throughput |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for cfg, best in results.items():
         t = best.get("tfm")
         p = best.get("pytorch")
-        ratio = (t["tokens_per_s"] / p["tokens_per_s"]) if t and p else None
+        ratio = (throughput(t) / throughput(p)) if t and p else None
         for side in ("tfm", "pytorch"):
             r = best.get(side)
             if r is None:
-                print(f"| {cfg} | {side} | failed | | | | | |")
+                print(f"| {cfg} | {side} | | failed | | | | | |")
                 continue
             label = side if side == "tfm" else f"PyTorch {r.get('torch', '')} eager ({r.get('attn', '')})"
             share = r["gflops"] / peak
             ratio_cell = f"{ratio:.2f}x" if (ratio is not None and side == "tfm") else ""
-            print(f"| {cfg} | {label} | {fmt(r['ms_per_step'])} | {fmt(r['tokens_per_s'], 0)} | "
+            unit = r.get("unit", "tokens")
+            print(f"| {cfg} | {label} | {r['params']:,} | {fmt(r['ms_per_step'])} | "
+                  f"{fmt(throughput(r), 0)} {unit}/s | "
                   f"{fmt(r['gflops'])} | {share * 100:.0f}% | {fmt(r.get('peak_rss_mib'), 0)} | {ratio_cell} |")
+    if mismatches:
+        print()
+        for m in mismatches:
+            print(f"ERROR: the models differ: {m}")
+        sys.exit(1)
+
+
+def resolve_models(spec: str) -> list[str]:
+    """`gpt-a,vit` or configuration names (or `all`) to configuration names, in order."""
+    out: list[str] = []
+    for name in (n.strip() for n in spec.split(",")):
+        if not name:
+            continue
+        names = list(ALIASES.values()) if name == "all" else [ALIASES.get(name, name)]
+        for n in names:
+            if n not in STEPS:
+                sys.exit(f"error: expected a model, found `{name}`; hint: use one of "
+                         f"{', '.join([*ALIASES, 'all', *STEPS])}")
+            if n not in out:
+                out.append(n)
+    return out
+
+
+def throughput(r: dict) -> float:
+    """Items per second: tokens (GPT), images (ViT) or target tokens (encoder-decoder)."""
+    return float(r.get("items_per_s", r.get("tokens_per_s")))
 
 
 def cpu_name() -> str:
@@ -195,7 +260,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="mode", required=True)
     t = sub.add_parser("train", help="tfm vs PyTorch training steps")
-    t.add_argument("--configs", default="nanogpt-cpu,medium-cpu")
+    t.add_argument("--models", "--configs", dest="models", default="gpt-a,gpt-b",
+                   help="comma-separated: gpt-a, gpt-b, vit, seq2seq, all, or configuration names")
     t.add_argument("--reps", type=int, default=2, help="alternating repetitions per side")
     t.add_argument("--steps", type=int, default=None, help="timed steps (default per config)")
     t.add_argument("--threads", type=int, default=2)

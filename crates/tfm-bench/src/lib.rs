@@ -1,8 +1,12 @@
 //! Benchmark configurations, the FLOP and parameter formulas, timing statistics and peak memory,
-//! shared by the `tfm-bench` binary and the PyTorch reference (`bench/torch_gpt.py`).
+//! shared by the `tfm-bench` binary and the PyTorch references (`bench/torch_gpt.py`,
+//! `bench/torch_models.py`).
 //!
 //! FLOPs per training step use the standard estimate (Kaplan et al. 2020; PaLM appendix B;
-//! nanoGPT's `estimate_mfu`):
+//! nanoGPT's `estimate_mfu`): a parameter in a matrix product costs 6 FLOPs per token it is
+//! applied to (2 forward, 4 backward), and attention's `Q K^T` and `A V` cost `12 * q * k * d`
+//! per layer for `q` query and `k` key positions (forward and backward, the full square, not
+//! halved for a causal mask). For the GPT:
 //!
 //! ```text
 //! flops_per_token = 6 * N + 12 * L * T * d
@@ -10,9 +14,10 @@
 //! ```
 //!
 //! `N` counts the parameters that take part in matrix products: every parameter except the
-//! position table (the token table counts once, as the tied LM head). `6N` is the forward pass
-//! (`2N`) plus the backward pass (`4N`); `12 L T d` is attention's `Q K^T` and `A V`, forward and
-//! backward, over the full `T x T` square (not halved for the causal mask).
+//! position table (the token table counts once, as the tied LM head). Norm weights are counted
+//! in `N` too, as nanoGPT does (a fraction of a percent). The ViT and the encoder-decoder apply
+//! each group of parameters to the positions it actually sees, see [`VitConfig::flops_per_step`]
+//! and [`Seq2seqConfig::flops_per_step`].
 
 use serde::Serialize;
 
@@ -139,6 +144,316 @@ pub fn overrides(cfg: &GptConfig) -> Vec<(String, String)> {
     ]
 }
 
+/// A ViT image classifier (pre-LN encoder, class token, learned positions, linear head on the
+/// class token), as `bench/specs/vit_mnist.tfm`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct VitConfig {
+    pub image: usize,
+    pub patch: usize,
+    pub channels: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub d_model: usize,
+    pub ffn: usize,
+    pub classes: usize,
+    pub batch: usize,
+}
+
+/// The named ViT configurations; the same names as `bench/torch_models.py --config`.
+pub const VIT_CONFIGS: &[(&str, VitConfig)] = &[(
+    "vit-mnist",
+    VitConfig {
+        image: 28,
+        patch: 4,
+        channels: 1,
+        layers: 6,
+        heads: 4,
+        d_model: 128,
+        ffn: 512,
+        classes: 10,
+        batch: 128,
+    },
+)];
+
+impl VitConfig {
+    /// Patches per image.
+    pub fn patches(&self) -> usize {
+        (self.image / self.patch).pow(2)
+    }
+
+    /// Positions the encoder sees per image: the patches and the class token.
+    pub fn seq_len(&self) -> usize {
+        self.patches() + 1
+    }
+
+    fn patch_params(&self) -> u64 {
+        let (c, p, d) = (self.channels as u64, self.patch as u64, self.d_model as u64);
+        d * c * p * p + d
+    }
+
+    /// One pre-LN encoder layer: two layer norms, q, k, v, o with biases, the feed-forward network.
+    fn per_layer(&self) -> u64 {
+        let (d, f) = (self.d_model as u64, self.ffn as u64);
+        2 * (2 * d) + 4 * (d * d + d) + (d * f + f) + (f * d + d)
+    }
+
+    fn head_params(&self) -> u64 {
+        let d = self.d_model as u64;
+        d * self.classes as u64 + self.classes as u64
+    }
+
+    /// `matmul` leaves out the class token and the position table (they are only added).
+    pub fn params(&self) -> ParamCount {
+        let d = self.d_model as u64;
+        let extra = d + self.seq_len() as u64 * d;
+        let matmul = self.patch_params() + self.layers as u64 * self.per_layer() + 2 * d + self.head_params();
+        ParamCount { total: matmul + extra, matmul }
+    }
+
+    /// Images in one training step.
+    pub fn items_per_step(&self) -> u64 {
+        self.batch as u64
+    }
+
+    /// Estimated FLOPs of one training step: the patch embedding over the patches, the encoder
+    /// and final norm over every position, the head over the class token, and attention over the
+    /// full `T x T` square:
+    ///
+    /// ```text
+    /// B * (6 * (N_patch * P + (N_layers + N_norm) * T + N_head) + 12 * L * T^2 * d)
+    /// ```
+    pub fn flops_per_step(&self) -> f64 {
+        let (p, t) = (self.patches() as f64, self.seq_len() as f64);
+        let enc = (self.layers as u64 * self.per_layer() + 2 * self.d_model as u64) as f64;
+        let lin = self.patch_params() as f64 * p + enc * t + self.head_params() as f64;
+        let attn = 12.0 * self.layers as f64 * t * t * self.d_model as f64;
+        (6.0 * lin + attn) * self.batch as f64
+    }
+
+    /// The spec overrides (`--set`) for `bench/specs/vit_mnist.tfm`.
+    pub fn overrides(&self) -> Vec<(String, String)> {
+        vec![
+            ("image".into(), self.image.to_string()),
+            ("patch".into(), self.patch.to_string()),
+            ("channels".into(), self.channels.to_string()),
+            ("layers".into(), self.layers.to_string()),
+            ("heads".into(), self.heads.to_string()),
+            ("d_model".into(), self.d_model.to_string()),
+            ("ffn".into(), self.ffn.to_string()),
+            ("classes".into(), self.classes.to_string()),
+        ]
+    }
+}
+
+/// An encoder-decoder translation model in the original Transformer's structure (post-LN,
+/// sinusoidal positions, one embedding shared by both inputs and the output projection, ReLU),
+/// as `bench/specs/seq2seq_small.tfm`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Seq2seqConfig {
+    pub vocab: usize,
+    /// Layers in the encoder and in the decoder.
+    pub layers: usize,
+    pub heads: usize,
+    pub d_model: usize,
+    pub ffn: usize,
+    /// Source tokens per example.
+    pub src_len: usize,
+    /// Target tokens per example.
+    pub tgt_len: usize,
+    pub batch: usize,
+}
+
+/// The named encoder-decoder configurations; the same names as `bench/torch_models.py --config`.
+pub const SEQ2SEQ_CONFIGS: &[(&str, Seq2seqConfig)] = &[(
+    "seq2seq-small",
+    Seq2seqConfig { vocab: 8000, layers: 3, heads: 4, d_model: 256, ffn: 1024, src_len: 16, tgt_len: 16, batch: 64 },
+)];
+
+impl Seq2seqConfig {
+    fn attn_params(&self) -> u64 {
+        let d = self.d_model as u64;
+        4 * (d * d + d)
+    }
+
+    fn ffn_params(&self) -> u64 {
+        let (d, f) = (self.d_model as u64, self.ffn as u64);
+        (d * f + f) + (f * d + d)
+    }
+
+    /// Self-attention, feed-forward network, two layer norms.
+    fn enc_layer(&self) -> u64 {
+        self.attn_params() + self.ffn_params() + 2 * (2 * self.d_model as u64)
+    }
+
+    /// Self-attention, cross-attention, feed-forward network, three layer norms.
+    fn dec_layer(&self) -> u64 {
+        2 * self.attn_params() + self.ffn_params() + 3 * (2 * self.d_model as u64)
+    }
+
+    /// Trainable parameters (the sinusoidal table is fixed and not counted); every one of them
+    /// is in a matrix product (the shared embedding as the output projection).
+    pub fn params(&self) -> ParamCount {
+        let emb = (self.vocab * self.d_model) as u64;
+        let total = emb + self.layers as u64 * (self.enc_layer() + self.dec_layer());
+        ParamCount { total, matmul: total }
+    }
+
+    /// Target tokens in one training step.
+    pub fn items_per_step(&self) -> u64 {
+        (self.batch * self.tgt_len) as u64
+    }
+
+    /// Estimated FLOPs of one training step. With `S` source and `T` target positions, `d` width,
+    /// `L` layers on each side, `V` vocabulary:
+    ///
+    /// ```text
+    /// B * ( 6 * N_enc * S + 12 * L * S^2 * d                    encoder
+    ///     + 6 * (N_dec - N_cross_kv) * T + 6 * N_cross_kv * S   decoder (cross k, v on the memory)
+    ///     + 12 * L * (T^2 + T * S) * d                          self- and cross-attention
+    ///     + 6 * V * d * T )                                     shared output projection
+    /// ```
+    ///
+    /// The embedding lookups are not matrix products and are not counted.
+    pub fn flops_per_step(&self) -> f64 {
+        let (s, t, d, l) = (self.src_len as f64, self.tgt_len as f64, self.d_model as f64, self.layers as f64);
+        let dm = self.d_model as u64;
+        let cross_kv = (l as u64 * 2 * (dm * dm + dm)) as f64;
+        let enc = (self.layers as u64 * self.enc_layer()) as f64;
+        let dec = (self.layers as u64 * self.dec_layer()) as f64;
+        let lin = enc * s + (dec - cross_kv) * t + cross_kv * s + (self.vocab * self.d_model) as f64 * t;
+        let attn = 12.0 * l * (s * s + t * t + t * s) * d;
+        (6.0 * lin + attn) * self.batch as f64
+    }
+
+    /// The spec overrides (`--set`) for `bench/specs/seq2seq_small.tfm`.
+    pub fn overrides(&self) -> Vec<(String, String)> {
+        vec![
+            ("vocab".into(), self.vocab.to_string()),
+            ("layers".into(), self.layers.to_string()),
+            ("heads".into(), self.heads.to_string()),
+            ("d_model".into(), self.d_model.to_string()),
+            ("ffn".into(), self.ffn.to_string()),
+        ]
+    }
+}
+
+/// Any benchmark configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bench {
+    Gpt(GptConfig),
+    Vit(VitConfig),
+    Seq2seq(Seq2seqConfig),
+}
+
+/// Every configuration name, GPTs first.
+pub fn all_names() -> Vec<&'static str> {
+    let gpt = CONFIGS.iter().map(|(n, _)| *n);
+    let vit = VIT_CONFIGS.iter().map(|(n, _)| *n);
+    gpt.chain(vit).chain(SEQ2SEQ_CONFIGS.iter().map(|(n, _)| *n)).collect()
+}
+
+/// Looks up a named configuration of any kind.
+pub fn bench(name: &str) -> Option<Bench> {
+    if let Some(c) = config(name) {
+        return Some(Bench::Gpt(c));
+    }
+    if let Some((_, c)) = VIT_CONFIGS.iter().find(|(n, _)| *n == name) {
+        return Some(Bench::Vit(*c));
+    }
+    SEQ2SEQ_CONFIGS.iter().find(|(n, _)| *n == name).map(|(_, c)| Bench::Seq2seq(*c))
+}
+
+impl Bench {
+    /// `gpt`, `vit` or `seq2seq`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Bench::Gpt(_) => "gpt",
+            Bench::Vit(_) => "vit",
+            Bench::Seq2seq(_) => "seq2seq",
+        }
+    }
+
+    /// What the throughput counts: `tokens`, `images` or `target tokens`.
+    pub fn unit(&self) -> &'static str {
+        match self {
+            Bench::Gpt(_) => "tokens",
+            Bench::Vit(_) => "images",
+            Bench::Seq2seq(_) => "target tokens",
+        }
+    }
+
+    /// The spec the configuration is built from, relative to the repository root.
+    pub fn default_spec(&self) -> &'static str {
+        match self {
+            Bench::Gpt(_) => "examples/shakespeare_char.tfm",
+            Bench::Vit(_) => "bench/specs/vit_mnist.tfm",
+            Bench::Seq2seq(_) => "bench/specs/seq2seq_small.tfm",
+        }
+    }
+
+    pub fn batch(&self) -> usize {
+        match self {
+            Bench::Gpt(c) => c.batch,
+            Bench::Vit(c) => c.batch,
+            Bench::Seq2seq(c) => c.batch,
+        }
+    }
+
+    pub fn set_batch(&mut self, b: usize) {
+        match self {
+            Bench::Gpt(c) => c.batch = b,
+            Bench::Vit(c) => c.batch = b,
+            Bench::Seq2seq(c) => c.batch = b,
+        }
+    }
+
+    pub fn params(&self) -> ParamCount {
+        match self {
+            Bench::Gpt(c) => c.params(),
+            Bench::Vit(c) => c.params(),
+            Bench::Seq2seq(c) => c.params(),
+        }
+    }
+
+    /// Units of throughput (see [`Bench::unit`]) in one training step.
+    pub fn items_per_step(&self) -> u64 {
+        match self {
+            Bench::Gpt(c) => c.tokens_per_step(),
+            Bench::Vit(c) => c.items_per_step(),
+            Bench::Seq2seq(c) => c.items_per_step(),
+        }
+    }
+
+    pub fn flops_per_step(&self) -> f64 {
+        match self {
+            Bench::Gpt(c) => c.flops_per_step(),
+            Bench::Vit(c) => c.flops_per_step(),
+            Bench::Seq2seq(c) => c.flops_per_step(),
+        }
+    }
+
+    /// The spec overrides (`--set`) that give the model this configuration.
+    pub fn overrides(&self) -> Vec<(String, String)> {
+        let mut o = match self {
+            Bench::Gpt(c) => return overrides(c),
+            Bench::Vit(c) => c.overrides(),
+            Bench::Seq2seq(c) => c.overrides(),
+        };
+        o.push(("dropout".into(), "0.0".into()));
+        o
+    }
+
+    /// The configuration's fields as JSON (`vocab`, `layers`, ...).
+    pub fn fields(&self) -> serde_json::Value {
+        let v = match self {
+            Bench::Gpt(c) => serde_json::to_value(c),
+            Bench::Vit(c) => serde_json::to_value(c),
+            Bench::Seq2seq(c) => serde_json::to_value(c),
+        };
+        v.unwrap_or(serde_json::Value::Null)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,5 +505,58 @@ mod tests {
             let mib = peak_rss_mib().expect("linux reports VmHWM");
             assert!(mib > 0.1);
         }
+    }
+
+    #[test]
+    fn vit_mnist_parameter_count_by_hand() {
+        // patch 128 x 1 x 4 x 4 + 128 = 2,176; class token 128; positions 50 x 128 = 6,400;
+        // per layer 2 x 256 + 4 x (128 x 128 + 128) + (128 x 512 + 512) + (512 x 128 + 128)
+        // = 512 + 66,048 + 66,048 + 65,664 = 198,272, six of them 1,189,632; final norm 256;
+        // head 128 x 10 + 10 = 1,290.
+        let Some(Bench::Vit(cfg)) = bench("vit-mnist") else { panic!("vit-mnist is a ViT") };
+        let p = cfg.params();
+        assert_eq!(p.total, 2_176 + 128 + 6_400 + 1_189_632 + 256 + 1_290);
+        assert_eq!(p.matmul, p.total - 128 - 6_400);
+        assert_eq!(cfg.seq_len(), 50);
+    }
+
+    #[test]
+    fn vit_flops_by_hand() {
+        let Some(Bench::Vit(cfg)) = bench("vit-mnist") else { panic!("vit-mnist is a ViT") };
+        let lin = 2_176.0 * 49.0 + (1_189_632.0 + 256.0) * 50.0 + 1_290.0;
+        let attn = 12.0 * 6.0 * 50.0 * 50.0 * 128.0;
+        let expected = (6.0 * lin + attn) * 128.0;
+        assert!((cfg.flops_per_step() - expected).abs() < 1.0);
+    }
+
+    #[test]
+    fn seq2seq_small_parameter_count_by_hand() {
+        // embedding 8,000 x 256 = 2,048,000; attention 4 x (256 x 256 + 256) = 263,168;
+        // feed-forward 256 x 1,024 + 1,024 + 1,024 x 256 + 256 = 525,568; encoder layer
+        // 263,168 + 525,568 + 1,024 = 789,760; decoder layer 789,760 + 263,168 + 512 = 1,053,440.
+        let Some(Bench::Seq2seq(cfg)) = bench("seq2seq-small") else { panic!("a seq2seq config") };
+        assert_eq!(cfg.params().total, 2_048_000 + 3 * 789_760 + 3 * 1_053_440);
+        assert_eq!(cfg.params().total, 7_577_600);
+    }
+
+    #[test]
+    fn seq2seq_flops_by_hand() {
+        let Some(Bench::Seq2seq(cfg)) = bench("seq2seq-small") else { panic!("a seq2seq config") };
+        // S = T = 16: every parameter sees 16 positions per example.
+        let lin = 7_577_600.0 * 16.0;
+        let attn = 12.0 * 3.0 * (3.0 * 256.0) * 256.0;
+        let expected = (6.0 * lin + attn) * 64.0;
+        assert!((cfg.flops_per_step() - expected).abs() < 1.0);
+        assert_eq!(cfg.items_per_step(), 64 * 16);
+    }
+
+    #[test]
+    fn every_name_resolves_once() {
+        let names = all_names();
+        assert_eq!(names, ["nanogpt-cpu", "medium-cpu", "gpt2", "vit-mnist", "seq2seq-small"]);
+        for n in names {
+            assert!(bench(n).is_some(), "{n}");
+        }
+        assert!(bench("vit").is_none());
     }
 }

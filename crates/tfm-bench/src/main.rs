@@ -1,5 +1,6 @@
-//! The `tfm-bench` binary: builds a GPT from a `.tfm` spec, times training steps on the CPU
-//! runtime and prints one JSON line of results (the same fields as `bench/torch_gpt.py`).
+//! The `tfm-bench` binary: builds a model (a GPT, a ViT or an encoder-decoder) from a `.tfm`
+//! spec, times training steps on the CPU runtime and prints one JSON line of results (the same
+//! fields as `bench/torch_gpt.py` and `bench/torch_models.py`).
 
 mod step;
 
@@ -8,7 +9,7 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
-use tfm_bench::{config, overrides, peak_rss_mib, stats, CONFIGS};
+use tfm_bench::{all_names, bench, peak_rss_mib, stats};
 use tfm_diag::SourceMap;
 use tfm_elab::{check_file, CheckOptions};
 
@@ -19,12 +20,13 @@ const EXPECTATION_FAILED: &str = "E0302";
 #[derive(Parser, Debug)]
 #[command(name = "tfm-bench")]
 struct Args {
-    /// Named configuration: nanogpt-cpu, medium-cpu or gpt2.
+    /// Named configuration: nanogpt-cpu, medium-cpu, gpt2 (GPTs), vit-mnist (ViT) or
+    /// seq2seq-small (encoder-decoder).
     #[arg(long, default_value = "nanogpt-cpu")]
     config: String,
-    /// The GPT spec to build.
-    #[arg(long, default_value = "examples/shakespeare_char.tfm")]
-    spec: PathBuf,
+    /// The spec to build (default: the configuration's own, e.g. examples/shakespeare_char.tfm).
+    #[arg(long)]
+    spec: Option<PathBuf>,
     /// Which model of the spec file, where it has several.
     #[arg(long)]
     model: Option<String>,
@@ -66,33 +68,33 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<String, String> {
-    let Some(mut cfg) = config(&args.config) else {
-        let names: Vec<&str> = CONFIGS.iter().map(|(n, _)| *n).collect();
+    let Some(mut cfg) = bench(&args.config) else {
         return Err(format!(
             "expected a configuration name, found `{}`; hint: use one of {}",
             args.config,
-            names.join(", ")
+            all_names().join(", ")
         ));
     };
     if let Some(b) = args.batch {
-        cfg.batch = b;
+        cfg.set_batch(b);
     }
+    let spec = args.spec.clone().unwrap_or_else(|| PathBuf::from(cfg.default_spec()));
     if args.steps == 0 {
         return Err("expected at least one timed step, found `--steps 0`".into());
     }
     // The rayon pool may already exist if a dependency built it; that is not an error here.
     std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
 
-    if !args.spec.is_file() {
+    if !spec.is_file() {
         return Err(format!(
             "expected a spec file, found no file at `{}`; hint: run from the repository root or pass --spec",
-            args.spec.display()
+            spec.display()
         ));
     }
-    let opts = CheckOptions { overrides: overrides(&cfg), model: args.model.clone() };
+    let opts = CheckOptions { overrides: cfg.overrides(), model: args.model.clone() };
     let mut sources = SourceMap::new();
     let t_check = Instant::now();
-    let checked = check_file(&args.spec, &opts, &mut sources);
+    let checked = check_file(&spec, &opts, &mut sources);
     let check_s = t_check.elapsed().as_secs_f64();
     let errors: Vec<String> = checked
         .diagnostics
@@ -106,14 +108,18 @@ fn run(args: &Args) -> Result<String, String> {
     let Some(checked_model) = checked.models.into_iter().next() else {
         return Err(format!(
             "expected a model in `{}`, found none; hint: pass --model NAME",
-            args.spec.display()
+            spec.display()
         ));
     };
     let model = checked_model.model;
 
     let expected = cfg.params();
     let mut spec_params = 0u64;
-    model.graph.for_each_param("", &mut |_, p| spec_params += p.numel());
+    model.graph.for_each_param("", &mut |_, p| {
+        if p.kind == tfm_ir::ParamKind::Trainable {
+            spec_params += p.numel();
+        }
+    });
 
     let hp = step::Hyper { lr: args.lr, weight_decay: args.weight_decay, seed: args.seed };
     let mut trainer = step::Trainer::new(&model, &cfg, hp)?;
@@ -148,20 +154,16 @@ fn run(args: &Args) -> Result<String, String> {
     let st = stats(&times).ok_or("no timed steps")?;
     let flops = cfg.flops_per_step();
     let gflops = flops / st.median / 1e9;
+    let items_per_s = cfg.items_per_step() as f64 / st.median;
 
     let mut out = json!({
         "side": "tfm",
+        "family": cfg.kind(),
         "config": args.config,
-        "spec": args.spec.display().to_string(),
+        "spec": spec.display().to_string(),
         "device": "cpu",
         "dtype": "fp32",
         "threads": args.threads,
-        "vocab": cfg.vocab,
-        "layers": cfg.layers,
-        "heads": cfg.heads,
-        "d_model": cfg.d_model,
-        "context": cfg.context,
-        "batch": cfg.batch,
         "params": trainer.num_params(),
         "spec_params": spec_params,
         "check_ms": check_s * 1e3,
@@ -171,7 +173,8 @@ fn run(args: &Args) -> Result<String, String> {
         "ms_per_step": st.median * 1e3,
         "ms_per_step_mean": st.mean * 1e3,
         "ms_per_step_min": st.min * 1e3,
-        "tokens_per_s": cfg.tokens_per_step() as f64 / st.median,
+        "unit": cfg.unit(),
+        "items_per_s": items_per_s,
         "flops_per_step": flops,
         "gflops": gflops,
         "first_loss": first_loss,
@@ -179,9 +182,20 @@ fn run(args: &Args) -> Result<String, String> {
         "peak_rss_mib": peak_rss_mib(),
         "loadavg_1m": loadavg_1m(),
     });
-    if let (Some(peak), Some(obj)) = (args.peak_gflops, out.as_object_mut()) {
-        obj.insert("peak_gflops".into(), json!(peak));
-        obj.insert("share_of_peak".into(), json!(gflops / peak));
+    if let Some(obj) = out.as_object_mut() {
+        if let Some(fields) = cfg.fields().as_object() {
+            for (k, v) in fields {
+                obj.insert(k.clone(), v.clone());
+            }
+        }
+        // The throughput under its own name as well: tokens_per_s (GPT, target tokens of the
+        // encoder-decoder) or images_per_s (ViT).
+        let named = if cfg.unit() == "images" { "images_per_s" } else { "tokens_per_s" };
+        obj.insert(named.into(), json!(items_per_s));
+        if let Some(peak) = args.peak_gflops {
+            obj.insert("peak_gflops".into(), json!(peak));
+            obj.insert("share_of_peak".into(), json!(gflops / peak));
+        }
     }
     Ok(out.to_string())
 }

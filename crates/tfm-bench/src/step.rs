@@ -2,7 +2,7 @@
 
 use dfdx::prelude::Cpu;
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use tfm_bench::GptConfig;
+use tfm_bench::Bench;
 use tfm_runtime::{Batch, HostTensor, ParamStore, Runtime};
 use tfm_train::optim::{GradSet, OptimKind, OptimSettings};
 use tfm_train::Optimizer;
@@ -28,7 +28,7 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    pub fn new(model: &tfm_ir::Model, cfg: &GptConfig, hp: Hyper) -> Result<Self, String> {
+    pub fn new(model: &tfm_ir::Model, bench: &Bench, hp: Hyper) -> Result<Self, String> {
         let rt = Runtime::new(model.clone(), Cpu::seed_from_u64(hp.seed)).map_err(|e| e.to_string())?;
         let store = rt.init_params(hp.seed);
         let settings = OptimSettings {
@@ -43,28 +43,14 @@ impl Trainer {
         };
         let opt = Optimizer::new(settings, &store);
         let mut rng = StdRng::seed_from_u64(hp.seed);
-        let (b, t) = (cfg.batch, cfg.context);
-        let batches = (0..BATCHES)
-            .map(|_| {
-                let seq: Vec<i64> = (0..b * (t + 1)).map(|_| rng.gen_range(0..cfg.vocab as i64)).collect();
-                let mut x = Vec::with_capacity(b * t);
-                let mut y = Vec::with_capacity(b * t);
-                for row in seq.chunks(t + 1) {
-                    x.extend_from_slice(&row[..t]);
-                    y.extend_from_slice(&row[1..]);
-                }
-                Batch {
-                    inputs: vec![HostTensor::I64 { shape: vec![b, t], data: x }],
-                    targets: Some(HostTensor::I64 { shape: vec![b, t], data: y }),
-                }
-            })
-            .collect();
+        let batches = (0..BATCHES).map(|_| random_batch(bench, &mut rng)).collect();
         Ok(Trainer { rt, store, opt, batches, hp })
     }
 
-    /// Every weight of the built model, the tied head counted once.
+    /// Every trained weight of the built model, the tied head counted once (fixed tables such
+    /// as the sinusoidal positions are not counted, as in PyTorch they are buffers).
     pub fn num_params(&self) -> usize {
-        self.store.params.iter().map(|p| p.numel()).sum()
+        self.store.num_trainable()
     }
 
     /// Runs training step `i` (forward, backward, AdamW update) and returns its loss.
@@ -77,5 +63,58 @@ impl Trainer {
         let grads = GradSet::from_gradients(&self.store, grads).map_err(|e| e.to_string())?;
         self.opt.update(&mut self.store, &grads, self.hp.lr).map_err(|e| e.to_string())?;
         Ok(loss)
+    }
+}
+
+/// Token ids `[b, t + 1]` cut into inputs (the first `t`) and targets (the last `t`) per row.
+fn shifted_windows(rng: &mut StdRng, b: usize, t: usize, lo: i64, hi: i64) -> (Vec<i64>, Vec<i64>) {
+    let seq: Vec<i64> = (0..b * (t + 1)).map(|_| rng.gen_range(lo..hi)).collect();
+    let mut x = Vec::with_capacity(b * t);
+    let mut y = Vec::with_capacity(b * t);
+    for row in seq.chunks(t + 1) {
+        x.extend_from_slice(&row[..t]);
+        y.extend_from_slice(&row[1..]);
+    }
+    (x, y)
+}
+
+/// One random batch of the benchmark's inputs, in the spec's input order.
+fn random_batch(bench: &Bench, rng: &mut StdRng) -> Batch {
+    match bench {
+        Bench::Gpt(cfg) => {
+            let (b, t) = (cfg.batch, cfg.context);
+            let (x, y) = shifted_windows(rng, b, t, 0, cfg.vocab as i64);
+            Batch {
+                inputs: vec![HostTensor::I64 { shape: vec![b, t], data: x }],
+                targets: Some(HostTensor::I64 { shape: vec![b, t], data: y }),
+            }
+        }
+        Bench::Vit(cfg) => {
+            let b = cfg.batch;
+            let shape = vec![b, cfg.channels, cfg.image, cfg.image];
+            let n: usize = shape.iter().product();
+            let images: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+            let labels: Vec<i64> = (0..b).map(|_| rng.gen_range(0..cfg.classes as i64)).collect();
+            Batch {
+                inputs: vec![
+                    HostTensor::F32 { shape, data: images },
+                    HostTensor::I64 { shape: vec![b], data: labels },
+                ],
+                targets: None,
+            }
+        }
+        Bench::Seq2seq(cfg) => {
+            let (b, s, t) = (cfg.batch, cfg.src_len, cfg.tgt_len);
+            // Ids from 1: id 0 is the padding id, and a full-length batch has no padding.
+            let src: Vec<i64> = (0..b * s).map(|_| rng.gen_range(1..cfg.vocab as i64)).collect();
+            let (tgt_in, tgt_out) = shifted_windows(rng, b, t, 1, cfg.vocab as i64);
+            Batch {
+                inputs: vec![
+                    HostTensor::I64 { shape: vec![b, s], data: src },
+                    HostTensor::I64 { shape: vec![b, t], data: tgt_in },
+                ],
+                targets: Some(HostTensor::I64 { shape: vec![b, t], data: tgt_out }),
+            }
+        }
     }
 }
