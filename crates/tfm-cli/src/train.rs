@@ -326,6 +326,8 @@ pub fn print_addition(r: &AdditionReport) {
 struct Lines {
     total: u64,
     every: u64,
+    /// Throughput label: `tok` for tokens, else the data's unit (`images`, `examples`).
+    unit: &'static str,
 }
 
 impl Observer for Lines {
@@ -339,12 +341,13 @@ impl Observer for Lines {
     fn on_step(&mut self, s: &StepStats) {
         if (s.step + 1).is_multiple_of(self.every) {
             eprintln!(
-                "step {:>6}/{}  loss {:.4}  lr {:.2e}  {:.0} tok/s",
+                "step {:>6}/{}  loss {:.4}  lr {:.2e}  {:.0} {}/s",
                 s.step + 1,
                 self.total,
                 s.loss,
                 s.lr,
-                s.tokens_per_sec
+                s.tokens_per_sec,
+                self.unit
             );
         }
     }
@@ -396,7 +399,11 @@ impl DeviceJob for TrainJob {
         if progress {
             obs.0.push(Box::new(Quiet));
         } else {
-            obs.0.push(Box::new(Lines { total: 0, every: 1 }));
+            let unit = match data.unit() {
+                "tokens" => "tok",
+                u => u,
+            };
+            obs.0.push(Box::new(Lines { total: 0, every: 1, unit }));
         }
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
