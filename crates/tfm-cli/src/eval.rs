@@ -14,7 +14,7 @@ use tfm_train::{Checkpoint, DataSource, Dataset, RunConfig, TrainError};
 use crate::common::parse_overrides;
 use crate::device::{dispatch, DeviceArg, DeviceJob};
 use crate::train::{
-    addition_report, check_vocab, checkpoint_config, duration, emit_error, eval_options, load_checkpointed_model, print_addition, read_checkpoint, set_data, usage,
+    addition_report, batch_shape, check_vocab, checkpoint_config, duration, emit_error, eval_options, load_checkpointed_model, print_addition, read_checkpoint, set_data, usage,
     TaskArg, OK,
 };
 
@@ -84,8 +84,9 @@ impl DeviceJob for EvalJob {
         };
         println!("checkpoint      {} (step {})", ck.path.display(), ck.meta.step);
         println!(
-            "val loss        {loss:.4} ({} batches of {} x {} tokens)",
-            cfg.eval.batches, cfg.batch_size, context
+            "val loss        {loss:.4} ({} batches of {})",
+            cfg.eval.batches,
+            batch_shape(&data, cfg.batch_size, context)
         );
         println!("perplexity      {:.4}", f64::from(loss).exp());
         if let Dataset::Addition(task) = &data {

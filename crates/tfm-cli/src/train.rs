@@ -417,10 +417,9 @@ impl DeviceJob for TrainJob {
         let context = data.fixed_context().unwrap_or(cfg.context);
         let params: usize = store.params.iter().map(|p| p.shape.iter().product::<usize>()).sum();
         eprintln!(
-            "training `{name}` ({params} parameters) for {} steps: batch {} x {} tokens, lr {:.2e}, {}",
+            "training `{name}` ({params} parameters) for {} steps: batch {}, lr {:.2e}, {}",
             cfg.steps,
-            cfg.batch_size * cfg.accumulation,
-            context,
+            batch_shape(&data, cfg.batch_size * cfg.accumulation, context),
             cfg.optimizer.lr,
             match cfg.device {
                 tfm_train::config::DeviceKind::Cpu => "cpu",
@@ -493,6 +492,15 @@ impl DeviceJob for TrainJob {
         } else {
             OK
         }
+    }
+}
+
+/// `12 x 64 tokens` for token windows, `128 images` or `32 examples (at most 128 tokens)` for tasks.
+pub fn batch_shape(data: &Dataset, batch: usize, context: usize) -> String {
+    match data.task().map(|t| &t.body) {
+        None | Some(tfm_train::tasks::TaskBody::MaskedLm { .. }) => format!("{batch} x {context} tokens"),
+        Some(tfm_train::tasks::TaskBody::Images { .. } | tfm_train::tasks::TaskBody::ImageText { .. }) => format!("{batch} images"),
+        Some(_) => format!("{batch} examples of at most {context} tokens"),
     }
 }
 
