@@ -61,7 +61,7 @@ pub fn load_inference(
         cfg.device = d.into();
     }
     let kind = cfg.data.task.filter(|k| want.contains(k)).ok_or_else(|| {
-        let names: Vec<&str> = want.iter().map(|k| k.name()).collect();
+        let names: Vec<String> = want.iter().map(|k| format!("`{}`", k.name())).collect();
         let e = TrainError::data_hint(
             format!(
                 "checkpoint `{}` was trained on {}, expected the {} task",
@@ -69,7 +69,7 @@ pub fn load_inference(
                 cfg.data.task.map_or("a text corpus".to_string(), |t| format!("the `{}` task", t.name())),
                 names.join(" or ")
             ),
-            "pass the checkpoint of a model trained on that task",
+            format!("pass the checkpoint of a model trained with `data.task: {}`; `tfm eval` reports this checkpoint's own metrics", want.first().map_or("", |k| k.name())),
         );
         emit_error(&e, &sources, None)
     })?;

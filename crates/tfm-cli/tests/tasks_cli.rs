@@ -84,6 +84,7 @@ fn assert_learns(dir: &Path, steps: usize, k: usize, ratio: f64) -> f64 {
     assert!(l.iter().all(|x| x.is_finite()), "{l:?}");
     let (first, last) = (mean(&l[..k]), mean(&l[l.len() - k..]));
     let measured = last / first;
+    eprintln!("{}: mean loss of the first {k} steps {first:.4}, of the last {k} {last:.4} (x{measured:.3})", dir.display());
     assert!(measured <= ratio, "the loss fell from {first:.4} to {last:.4} (x{measured:.3}); expected at most x{ratio}");
     measured
 }
@@ -242,8 +243,8 @@ fn masked_lm_learns_and_eval_reports_masked_accuracy() {
     let out = tmp.path().join("mlm");
     let stdout = ok(&train_mlm(tmp.path(), &out, 60));
     // The loss starts near ln 261 = 5.56 (uniform over the byte vocabulary). Over 60 steps the
-    // mean of the last 5 losses was measured at x0.56 of the first 5; asserted: at most x0.8
-    // (falls by at least 20%).
+    // mean of the last 5 losses was measured at x0.61 of the first 5 (the run configuration's
+    // seed, 1337); asserted: at most x0.8 (falls by at least 20%).
     assert_learns(&out, 60, 5, 0.8);
     assert!(stdout.contains("masked accuracy"), "{stdout}");
     let o = run(tfm().args(["eval", "examples/bert_sms.tfm", "--model", "bert_mini", "--checkpoint"]).arg(&out));
@@ -253,10 +254,10 @@ fn masked_lm_learns_and_eval_reports_masked_accuracy() {
     let acc = figure(&report, "masked accuracy");
     let line = report.lines().find(|l| l.starts_with("masked accuracy")).expect("line");
     let count: usize = line.split('(').nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse().ok()).expect("masked count");
-    // 15% of 2 batches of 16 x 32 bytes are masked: about 154; far from 0 and below the total.
-    assert!(count > 50 && count < 2 * 16 * 32, "{report}");
-    // Guessing uniformly scores 1/261 = 0.4%; the model has at least learned the frequent bytes.
-    assert!(acc > 3.0 && acc <= 100.0, "{report}");
+    // 15% of the bytes of the evaluated windows (at least 2 of 32 bytes each) are masked.
+    assert!(count >= 100, "{report}");
+    // Guessing uniformly scores 1/261 = 0.4%; measured 17.2% (the frequent bytes are learned).
+    assert!(acc > 8.0 && acc <= 100.0, "{report}");
 }
 
 #[test]
@@ -303,8 +304,9 @@ fn classify_learns_on_sms_and_eval_and_predict_work() {
     c.args(["--steps", "120", "--batch", "32", "--lr", "5e-3", "--no-progress"]);
     c.args(["--cfg", "schedule.warmup=10", "--cfg", "eval.every=0", "--cfg", "logging.every=1"]);
     let stdout = ok(&run(&mut c));
-    // Starts at ln 2 = 0.69. Mean of the last 10 losses over the first 10, measured over seeds
-    // 1-3 at 100 steps: x0.39 to x0.68; asserted: at most x0.8 (falls by at least 20%).
+    // Starts at ln 2 = 0.69. Mean of the last 10 losses over the first 10: measured x0.50 (seed
+    // 1337), and x0.39 to x0.68 over seeds 1-3 at 100 steps; asserted: at most x0.8 (falls by
+    // at least 20%).
     assert_learns(&out, 120, 10, 0.8);
     check_classification(&stdout);
     let o = run(tfm().args(["eval", "examples/bert_sms.tfm", "--model", "bert_sms", "--checkpoint"]).arg(&out));
@@ -313,7 +315,7 @@ fn classify_learns_on_sms_and_eval_and_predict_work() {
     assert_eq!(names, ["ham", "spam"]);
     // 20% of each class is held out: 40 and 40.
     assert_eq!(m.iter().map(|r| r.iter().sum::<usize>()).collect::<Vec<_>>(), [40, 40]);
-    // Chance is 50%; measured 82-89%.
+    // Chance is 50%; measured 87.5% (seed 1337), 82-89% over seeds 1-3 at 100 steps.
     assert!(figure(&report, "test accuracy") >= 65.0, "{report}");
     let o = run(tfm().args(["predict", "examples/bert_sms.tfm", "--model", "bert_sms", "--checkpoint"]).arg(&out).arg(
         "WINNER!! You have won a 1000 cash prize. Call 09061701461 now to claim",
@@ -377,8 +379,8 @@ fn translate_transformer_learns_evaluates_bleu_and_translates_a_prompt() {
     let out = tmp.path().join("tr");
     let stdout = train_translation("translate_transformer", &out, 150, &[]);
     assert!(stdout.contains("BLEU greedy"), "{stdout}");
-    // Starts near ln 512 = 6.2. Mean of the last 10 losses over the first 10, measured over
-    // seeds 1-2: x0.42 to x0.45; asserted: at most x0.7 (falls by at least 30%).
+    // Starts near ln 512 = 6.2. Mean of the last 10 losses over the first 10: measured x0.44
+    // (seed 1337), x0.42 to x0.45 over seeds 1-2; asserted: at most x0.7 (falls by at least 30%).
     assert_learns(&out, 150, 10, 0.7);
     eval_translation("translate_transformer", &out);
     let o = run(tfm().args(["generate", "examples/translate_transformer.tfm", "--checkpoint"]).arg(&out).args(["--prompt", "I am sad."]));
@@ -392,9 +394,9 @@ fn translate_t5_learns_and_evaluates_bleu() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out = tmp.path().join("t5");
     train_translation("translate_t5", &out, 200, &["--set", "head_dim=16"]);
-    // T5 (no scaling of the attention logits, shared embedding) learns more slowly here: mean of
-    // the last 10 over the first 10 measured at x0.64-x0.66 after 150 steps; asserted: at most
-    // x0.85 (falls by at least 15%) after 200.
+    // T5 learns more slowly here: mean of the last 10 losses over the first 10 measured at x0.58
+    // after 200 steps (seed 1337), x0.64-x0.66 after 150 (seeds 1-2); asserted: at most x0.85
+    // (falls by at least 15%).
     assert_learns(&out, 200, 10, 0.85);
     eval_translation("translate_t5", &out);
 }
@@ -408,14 +410,14 @@ fn vit_learns_mnist_and_eval_reports_accuracy() {
     c.args(TINY_BERT).args(["--cfg", "data.limit=1000", "--steps", "200", "--batch", "32", "--lr", "3e-3", "--no-progress"]);
     c.args(["--cfg", "schedule.warmup=10", "--cfg", "eval.every=0", "--cfg", "logging.every=1"]);
     ok(&run(&mut c));
-    // Starts at ln 10 = 2.30. Mean of the last 10 over the first 10 measured at x0.55-x0.56
-    // (seeds 1-2); asserted: at most x0.75 (falls by at least 25%).
+    // Starts at ln 10 = 2.30. Mean of the last 10 losses over the first 10 measured at x0.57
+    // (seed 1337), x0.55-x0.56 (seeds 1-2); asserted: at most x0.75 (falls by at least 25%).
     assert_learns(&out, 200, 10, 0.75);
     let report = ok(&run(tfm().args(["eval", "examples/vit_mnist.tfm", "--checkpoint"]).arg(&out).args(["--limit", "500"])));
     let (names, m) = check_classification(&report);
     assert_eq!(names, ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]);
     assert_eq!(m.iter().flatten().sum::<usize>(), 500, "`--limit 500` evaluates 500 test images");
-    // Chance is 10%; measured 45-47%.
+    // Chance is 10%; measured 48.6% (seed 1337).
     assert!(figure(&report, "test accuracy") >= 25.0, "{report}");
 }
 
@@ -432,8 +434,8 @@ fn clip_learns_mnist_captions_and_eval_reports_zero_shot_accuracy() {
     c.args(["--cfg", "schedule.warmup=10", "--cfg", "eval.every=0", "--cfg", "logging.every=1"]);
     ok(&run(&mut c));
     // The contrastive loss starts at ln 32 = 3.47 and cannot reach 0 (a batch holds several
-    // images of each digit). Mean of the last 10 over the first 10 measured at x0.82-x0.85
-    // (seeds 1-2); asserted: at most x0.93 (falls by at least 7%).
+    // images of each digit). Mean of the last 10 losses over the first 10 measured at x0.84
+    // (seed 1337), x0.82-x0.85 (seeds 1-2); asserted: at most x0.93 (falls by at least 7%).
     assert_learns(&out, 200, 10, 0.93);
     let report = ok(&run(tfm().args(["eval", "examples/clip_mnist.tfm", "--checkpoint"]).arg(&out).args(["--limit", "500"])));
     let acc = figure(&report, "zero-shot");
@@ -442,7 +444,8 @@ fn clip_learns_mnist_captions_and_eval_reports_zero_shot_accuracy() {
     assert!(close(acc, 100.0 * correct as f64 / total as f64, 0.005 + 1e-9), "{report}");
     assert!(report.contains("against 10 captions"), "{report}");
     assert!(report.contains("captions        \"a photo of the digit zero\""), "{report}");
-    // Chance is 10%; measured 22-30%.
+    // Chance is 10% (about 1.3% standard deviation on 500 images); measured 26.2% (seed
+    // 1337), 22-30% over other seeds.
     assert!(acc >= 13.0, "{report}");
 }
 
@@ -480,7 +483,8 @@ fn classify_metrics_on_a_hand_made_file() {
     check_classification(&report);
     // Worked by hand: the header line is skipped; 20% of each class is held out (stratified),
     // round(20 x 0.2) = 4, round(10 x 0.2) = 2 and 2; every test example is classified
-    // correctly, so precision, recall and F1 are 1 for each class and accuracy is 8 / 8.
+    // correctly, so precision, recall and F1 are 1 for each class and accuracy is 8 / 8. (The
+    // training loss reaches below 0.06 by step 300 for seeds 1-5 and 1337; trained for 500.)
     let expected = "\
 test accuracy   100.00% (8 / 8)
 gold\\pred  alpha   beta  gamma

@@ -358,7 +358,7 @@ impl TaskData {
                                     self.classes.join(", ")
                                 ),
                                 label: format!("{n} classes"),
-                                hint: Some(format!("set the model's classes to {}", self.classes.len())),
+                                hint: Some(format!("give the classifier {k} outputs (e.g. `--set classes={k}`)", k = self.classes.len())),
                             });
                         }
                     }
