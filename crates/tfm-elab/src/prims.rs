@@ -197,7 +197,7 @@ impl A<'_, '_, '_, '_> {
 /// Builds the spec of a primitive layer from `layer name = prim(args)`.
 pub(crate) fn layer_spec<'w>(b: &mut Body<'_, 'w>, p: &str, c: &'w ast::Call) -> Option<LayerSpec> {
     let names: &[&str] = match p {
-        "embedding" => &["num", "dim"],
+        "embedding" => &["num", "dim", "std"],
         "linear" => &["in", "out", "bias"],
         "layer_norm" => &["dim", "eps", "bias"],
         "rms_norm" => &["dim", "eps"],
@@ -214,7 +214,7 @@ pub(crate) fn layer_spec<'w>(b: &mut Body<'_, 'w>, p: &str, c: &'w ast::Call) ->
     let mut slots = args(b, &what, names, c)?;
     let mut a = A { b, slots: &mut slots, names, what, span: c.span };
     Some(match p {
-        "embedding" => LayerSpec::Embedding { num: a.size(0)?, dim: a.size(1)? },
+        "embedding" => LayerSpec::Embedding { num: a.size(0)?, dim: a.size(1)?, std: a.float_or(2, 0.02)? },
         "linear" => LayerSpec::Linear { input: a.size(0)?, output: a.size(1)?, bias: a.bool_or(2, true)? },
         "layer_norm" => LayerSpec::LayerNorm { dim: a.size(0)?, eps: a.float_or(1, 1e-5)?, bias: a.bool_or(2, true)? },
         "rms_norm" => LayerSpec::RmsNorm { dim: a.size(0)?, eps: a.float_or(1, 1e-6)? },

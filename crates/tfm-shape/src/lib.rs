@@ -501,7 +501,8 @@ fn infer_attention(cfg: &AttentionCfg, inputs: &[TensorType], weights: &[&[u64]]
 /// A primitive layer with its compile-time arguments: everything needed to create its weights.
 #[derive(Clone, Debug, PartialEq)]
 pub enum LayerSpec {
-    Embedding { num: u64, dim: u64 },
+    /// `std`: standard deviation of the normal initialisation (0.02 unless the spec says).
+    Embedding { num: u64, dim: u64, std: f64 },
     Linear { input: u64, output: u64, bias: bool },
     LayerNorm { dim: u64, eps: f64, bias: bool },
     RmsNorm { dim: u64, eps: f64 },
@@ -549,7 +550,7 @@ impl LayerSpec {
         };
         let t = ParamKind::Trainable;
         match self {
-            LayerSpec::Embedding { num, dim } => push("weight", vec![*num, *dim], normal(false), false, t),
+            LayerSpec::Embedding { num, dim, std } => push("weight", vec![*num, *dim], Init::Normal { std: *std, residual: false }, false, t),
             LayerSpec::Linear { input, output, bias } => {
                 push("weight", vec![*output, *input], normal(false), true, t);
                 if *bias {

@@ -135,7 +135,7 @@ fn pooling_and_misc() {
 #[test]
 fn embedding_linear_norms() {
     let ids = t(I64, vec![v("B"), v("T")]);
-    let emb = LayerSpec::Embedding { num: 100, dim: 16 };
+    let emb = LayerSpec::Embedding { num: 100, dim: 16, std: 0.02 };
     assert_eq!(shapes(&emb), vec![vec![100, 16]]);
     assert_eq!(one(&Prim::Embedding, std::slice::from_ref(&ids), &shapes(&emb)), "f32[B, T, 16]");
     assert!(one(&Prim::Embedding, &[btd(3)], &shapes(&emb)).contains("`i64` tensor"));
