@@ -353,7 +353,7 @@ impl TaskData {
                             return Err(TrainError::SpecMismatch {
                                 span: v.span,
                                 message: format!(
-                                    "the data has {} classes ({}), but the classifier has {n} outputs; a label would be outside its range",
+                                    "expected a classifier with at least {} outputs, one per class of the data ({}), found {n}; a label would be outside its range",
                                     self.classes.len(),
                                     self.classes.join(", ")
                                 ),
