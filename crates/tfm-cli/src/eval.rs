@@ -7,14 +7,14 @@ use std::time::Instant;
 
 use clap::Args;
 use tfm_diag::SourceMap;
-use tfm_runtime::{Backend, Runtime};
+use tfm_runtime::Backend;
 use tfm_train::trainer::evaluate;
-use tfm_train::{Checkpoint, DataSource, Dataset, RunConfig, TrainError};
+use tfm_train::{Checkpoint, DataSource, Dataset, RunConfig};
 
 use crate::common::parse_overrides;
 use crate::device::{dispatch, DeviceArg, DeviceJob};
 use crate::train::{
-    addition_report, batch_shape, check_vocab, checkpoint_config, duration, emit_error, eval_options, load_checkpointed_model, print_addition, read_checkpoint, set_data, usage,
+    addition_report, batch_shape, check_vocab, checkpoint_config, duration, emit_error, eval_options, load_checkpointed_model, print_addition, read_checkpoint, restored, set_data, usage,
     TaskArg, OK,
 };
 
@@ -65,14 +65,10 @@ struct EvalJob {
 impl DeviceJob for EvalJob {
     fn run<D: Backend>(self, dev: D) -> u8 {
         let EvalJob { model, cfg, data, ck, sources, beam, limit } = self;
-        let rt = match Runtime::new(model, dev) {
-            Ok(rt) => rt,
-            Err(e) => return emit_error(&TrainError::Model(e.to_string()), &sources, None),
+        let (rt, store) = match restored(model, dev, &ck, &sources) {
+            Ok(x) => x,
+            Err(code) => return code,
         };
-        let mut store = rt.init_params(cfg.seed);
-        if let Err(e) = ck.restore(&mut store, None) {
-            return emit_error(&e, &sources, None);
-        }
         let context = data.fixed_context().unwrap_or(cfg.context);
         if let Err(e) = data.check_context(context, true) {
             return emit_error(&e, &sources, None);

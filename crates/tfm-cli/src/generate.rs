@@ -6,12 +6,12 @@ use std::path::PathBuf;
 
 use clap::Args;
 use tfm_diag::SourceMap;
-use tfm_runtime::{Backend, HostTensor, Runtime};
+use tfm_runtime::{Backend, HostTensor};
 use tfm_train::{Rng, TrainError, Tokenizer};
 
 use crate::common::parse_overrides;
 use crate::device::{dispatch, DeviceArg, DeviceJob};
-use crate::train::{checkpoint_config, emit_error, int_param, load_checkpointed_model, read_checkpoint, usage, FAILED, OK};
+use crate::train::{checkpoint_config, emit_error, int_param, load_checkpointed_model, read_checkpoint, restored, usage, FAILED, OK};
 
 #[derive(Args)]
 #[command(after_help = "Exit codes: 0 done, 1 error (wrong spec, damaged checkpoint, characters outside the vocabulary, ...), 2 usage error.")]
@@ -116,14 +116,10 @@ struct GenerateJob {
 impl DeviceJob for GenerateJob {
     fn run<D: Backend>(self, dev: D) -> u8 {
         let GenerateJob { model, tokenizer, ck, prompt, context, args, sources } = self;
-        let rt = match Runtime::new(model, dev) {
-            Ok(rt) => rt,
-            Err(e) => return emit_error(&TrainError::Model(e.to_string()), &sources, None),
+        let (rt, store) = match restored(model, dev, &ck, &sources) {
+            Ok(x) => x,
+            Err(code) => return code,
         };
-        let mut store = rt.init_params(0);
-        if let Err(e) = ck.restore(&mut store, None) {
-            return emit_error(&e, &sources, None);
-        }
         let mut rng = Rng::new(args.seed);
         let mut ids = prompt;
         let stream = matches!(tokenizer, Tokenizer::Char { .. });

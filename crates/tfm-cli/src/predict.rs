@@ -6,14 +6,14 @@ use std::path::PathBuf;
 
 use clap::Args;
 use tfm_diag::SourceMap;
-use tfm_runtime::{Backend, Runtime};
+use tfm_runtime::Backend;
 use tfm_train::config::TaskKind;
 use tfm_train::tasks::TaskData;
 use tfm_train::{Checkpoint, TrainError};
 
 use crate::common::parse_overrides;
 use crate::device::{dispatch, DeviceArg, DeviceJob};
-use crate::train::{checkpoint_config, emit_error, int_param, load_checkpointed_model, read_checkpoint, usage, FAILED, OK};
+use crate::train::{checkpoint_config, emit_error, int_param, load_checkpointed_model, read_checkpoint, restored, usage, FAILED, OK};
 
 #[derive(Args)]
 #[command(after_help = "Exit codes: 0 done, 1 error (wrong spec, damaged checkpoint, not a classifier, ...), 2 usage error.")]
@@ -90,14 +90,10 @@ impl DeviceJob for PredictJob {
     fn run<D: Backend>(self, dev: D) -> u8 {
         let PredictJob { inf, text } = self;
         let Inference { model, ck, task, context, sources } = inf;
-        let rt = match Runtime::new(model, dev) {
-            Ok(rt) => rt,
-            Err(e) => return emit_error(&TrainError::Model(e.to_string()), &sources, None),
+        let (rt, store) = match restored(model, dev, &ck, &sources) {
+            Ok(x) => x,
+            Err(code) => return code,
         };
-        let mut store = rt.init_params(0);
-        if let Err(e) = ck.restore(&mut store, None) {
-            return emit_error(&e, &sources, None);
-        }
         let inputs = match task.text_inputs(&text, context) {
             Ok(i) => i,
             Err(e) => return emit_error(&e, &sources, None),
@@ -111,7 +107,7 @@ impl DeviceJob for PredictJob {
             return FAILED;
         };
         let n = task.classes.len().min(row.len()).max(1);
-        let probs = softmax(&row[..n]);
+        let probs: Vec<f32> = tfm_train::decode::log_softmax(&row[..n]).iter().map(|l| l.exp()).collect();
         let best = (0..n).max_by(|&a, &b| probs[a].total_cmp(&probs[b])).unwrap_or(0);
         let name = |i: usize| task.classes.get(i).cloned().unwrap_or_else(|| i.to_string());
         println!("{}", name(best));
@@ -120,13 +116,6 @@ impl DeviceJob for PredictJob {
         }
         OK
     }
-}
-
-fn softmax(x: &[f32]) -> Vec<f32> {
-    let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f32> = x.iter().map(|v| (v - m).exp()).collect();
-    let s: f32 = e.iter().sum();
-    e.iter().map(|v| v / s).collect()
 }
 
 pub fn run(args: PredictArgs) -> u8 {
@@ -150,14 +139,10 @@ impl DeviceJob for TranslateJob {
     fn run<D: Backend>(self, dev: D) -> u8 {
         let TranslateJob { inf, text, beam } = self;
         let Inference { model, ck, task, context, sources } = inf;
-        let rt = match Runtime::new(model, dev) {
-            Ok(rt) => rt,
-            Err(e) => return emit_error(&TrainError::Model(e.to_string()), &sources, None),
+        let (rt, store) = match restored(model, dev, &ck, &sources) {
+            Ok(x) => x,
+            Err(code) => return code,
         };
-        let mut store = rt.init_params(0);
-        if let Err(e) = ck.restore(&mut store, None) {
-            return emit_error(&e, &sources, None);
-        }
         let Some(v) = task.vocab() else {
             eprintln!("error: the checkpoint has no vocabulary");
             return FAILED;

@@ -517,6 +517,15 @@ pub fn eval_options(cfg: &RunConfig, context: usize, beam: usize) -> tfm_train::
     }
 }
 
+/// `model` on `dev` with every weight from `ck` (the initialisation is overwritten); errors are
+/// rendered.
+pub fn restored<D: Backend>(model: tfm_ir::Model, dev: D, ck: &Checkpoint, sources: &SourceMap) -> Result<(Runtime<D>, ParamStore<D>), u8> {
+    let rt = Runtime::new(model, dev).map_err(|e| emit_error(&TrainError::Model(e.to_string()), sources, None))?;
+    let mut store = rt.init_params(0);
+    ck.restore(&mut store, None).map_err(|e| emit_error(&e, sources, None))?;
+    Ok((rt, store))
+}
+
 /// Loads the weights of another spec's checkpoint by name and reports what was loaded.
 fn init_from<D: Backend>(store: &mut ParamStore<D>, from: &Path, data: &Dataset) -> Result<(), TrainError> {
     let ck = Checkpoint::read(&resolve_checkpoint(from, &["best", "last"]))?;

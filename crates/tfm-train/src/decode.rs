@@ -66,8 +66,8 @@ fn call(step: &mut Step<'_>, rows: &[Row]) -> Result<Vec<Vec<f32>>, TrainError> 
     Ok(out)
 }
 
-/// The index of the largest value; ties go to the lowest index.
-fn argmax(row: &[f32]) -> u32 {
+/// The index of the largest value; ties go to the lowest index, NaN never wins.
+pub fn argmax(row: &[f32]) -> u32 {
     let mut best = 0usize;
     for (i, &x) in row.iter().enumerate() {
         if key(x) > key(row[best]) {

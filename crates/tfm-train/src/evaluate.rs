@@ -76,7 +76,7 @@ fn model_err(e: tfm_runtime::RuntimeError) -> TrainError {
 }
 
 /// Which output port holds the objective's argument `arg`.
-fn objective_output<D: Backend>(rt: &Runtime<D>, arg: usize) -> Result<usize, TrainError> {
+pub(crate) fn objective_output<D: Backend>(rt: &Runtime<D>, arg: usize) -> Result<usize, TrainError> {
     let m = rt.model();
     let obj = m.objective.as_ref().ok_or_else(|| TrainError::Model(format!("model `{}` declares no objective", m.name)))?;
     let v = *obj.args.get(arg).ok_or_else(|| TrainError::Model("the objective has too few arguments".into()))?;
@@ -97,13 +97,7 @@ fn f32_of(t: &HostTensor) -> Result<(&[usize], &[f32]), TrainError> {
 }
 
 fn argmax(row: &[f32]) -> usize {
-    let mut best = 0;
-    for (j, &x) in row.iter().enumerate() {
-        if x > row[best] {
-            best = j;
-        }
-    }
-    best
+    crate::decode::argmax(row) as usize
 }
 
 /// Class logits of a batch of inputs: `[B][classes]`.
@@ -120,31 +114,18 @@ pub fn evaluate_task<D: Backend>(rt: &Runtime<D>, store: &ParamStore<D>, task: &
     let bs = opts.batch.max(1);
     let cap = |n: usize| if opts.limit > 0 { n.min(opts.limit) } else { n };
     match &task.body {
-        TaskBody::Classify { test, .. } => {
-            let n = cap(test.len());
-            let mut pred = Vec::with_capacity(n);
-            let gold: Vec<usize> = test[..n].iter().map(|x| x.label).collect();
+        TaskBody::Classify { .. } | TaskBody::Images { .. } => {
+            // The held-out batches in order; their targets are the gold labels.
+            let n = cap(task.len(Split::Val));
+            let (mut pred, mut gold) = (Vec::with_capacity(n), Vec::with_capacity(n));
             let mut rng = Rng::new(0);
             for start in (0..n).step_by(bs) {
                 let idx: Vec<usize> = (start..(start + bs).min(n)).collect();
                 let drawn = task.batch_of(Split::Val, &idx, opts.context, &mut rng)?;
-                for row in class_logits(rt, store, &drawn.batch.inputs)? {
-                    pred.push(argmax(&row[..task.classes.len().min(row.len())]));
+                if let Some(HostTensor::I64 { data, .. }) = &drawn.batch.targets {
+                    gold.extend(data.iter().map(|&l| l as usize));
                 }
-            }
-            let classes = task.classes.clone();
-            let confusion = Confusion::from_labels(classes.len(), &pred, &gold)?;
-            let correct = pred.iter().zip(&gold).filter(|(p, g)| p == g).count();
-            Ok(TaskMetrics::Classify { accuracy: metrics::accuracy(&pred, &gold), correct, total: n, confusion, classes })
-        }
-        TaskBody::Images { test, .. } => {
-            let n = cap(test.images.n);
-            let mut pred = Vec::with_capacity(n);
-            let gold: Vec<usize> = test.labels[..n].iter().map(|&l| l as usize).collect();
-            for start in (0..n).step_by(bs) {
-                let idx: Vec<usize> = (start..(start + bs).min(n)).collect();
-                let inputs = task.image_inputs(Split::Val, &idx).ok_or_else(|| TrainError::data("expected images"))?;
-                for row in class_logits(rt, store, &inputs)? {
+                for row in class_logits(rt, store, &drawn.batch.inputs)? {
                     pred.push(argmax(&row[..task.classes.len().min(row.len())]));
                 }
             }

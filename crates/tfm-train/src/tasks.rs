@@ -18,7 +18,7 @@
 //! masked positions (`-100` elsewhere), `translate` the target sentence shifted left (`-100` at
 //! padding); `image_text` pairs row `i` with row `i` and needs none.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use tfm_ir::{DType, Model};
 use tfm_runtime::{Batch, HostTensor};
@@ -116,8 +116,6 @@ pub struct TaskData {
     pub classes: Vec<String>,
     pub body: TaskBody,
     ports: Vec<Role>,
-    /// `[channels, height, width]` of the model's image input, once bound.
-    image_shape: Option<[usize; 3]>,
     /// Caption length for `image_text` (words + EOS, padded with EOS).
     caption_len: usize,
 }
@@ -265,7 +263,7 @@ impl TaskData {
                 }
             }
         };
-        Ok(TaskData { kind, path, tokenizer, classes, body, ports: Vec::new(), image_shape: None, caption_len })
+        Ok(TaskData { kind, path, tokenizer, classes, body, ports: Vec::new(), caption_len })
     }
 
     /// A task without data, for inference from a checkpoint's tokenizer and classes (`tfm
@@ -280,7 +278,7 @@ impl TaskData {
             TaskKind::ImageText => TaskBody::ImageText { train: empty(), test: empty() },
             TaskKind::Addition => return Err(TrainError::data("the addition task has its own generator")),
         };
-        Ok(TaskData { kind, path: PathBuf::new(), tokenizer, classes, body, ports: Vec::new(), image_shape: None, caption_len: 0 })
+        Ok(TaskData { kind, path: PathBuf::new(), tokenizer, classes, body, ports: Vec::new(), caption_len: 0 })
     }
 
     /// The roles this task offers.
@@ -339,7 +337,6 @@ impl TaskData {
                         hint: Some(format!("declare it as f32[B, 1, {rows}, {cols}] (e.g. `--set channels=1 --set image={rows}`) with a patch size that divides {rows}")),
                     });
                 }
-                self.image_shape = Some([1, rows, cols]);
             }
             ports.push(role);
         }
@@ -561,33 +558,6 @@ impl TaskData {
         let sx = HostTensor::I64 { shape: vec![b, s], data: pad(src, s) };
         let tx = HostTensor::I64 { shape: vec![b, t], data: pad(tgt, t) };
         self.ports.iter().map(|r| if *r == Role::Src { sx.clone() } else { tx.clone() }).collect()
-    }
-
-    /// The image tensor for `idx` of `split`.
-    pub fn images_of(&self, split: Split, idx: &[usize]) -> Option<(HostTensor, Vec<u8>)> {
-        match &self.body {
-            TaskBody::Images { train, test } | TaskBody::ImageText { train, test } => {
-                let set = if split == Split::Train { train } else { test };
-                Some((image_tensor(&set.images, idx), idx.iter().map(|&i| set.labels[i]).collect()))
-            }
-            _ => None,
-        }
-    }
-
-    /// Image-classifier inputs for `idx` (labels filled with zeros where the model takes them).
-    pub fn image_inputs(&self, split: Split, idx: &[usize]) -> Option<Vec<HostTensor>> {
-        let (images, _) = self.images_of(split, idx)?;
-        Some(
-            self.ports
-                .iter()
-                .map(|r| if *r == Role::Images { images.clone() } else { HostTensor::I64 { shape: vec![idx.len()], data: vec![0; idx.len()] } })
-                .collect(),
-        )
-    }
-
-    /// The data file or folder.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

@@ -24,13 +24,7 @@ pub fn translate<D: Backend>(
     max_len: usize,
     batch: usize,
 ) -> Result<Vec<Vec<u32>>, TrainError> {
-    let m = rt.model();
-    let logits_value = m.objective.as_ref().and_then(|o| o.args.first().copied());
-    let port = m
-        .outputs
-        .iter()
-        .position(|p| Some(p.value) == logits_value)
-        .ok_or_else(|| TrainError::Model(format!("model `{}` has no logits output for its objective", m.name)))?;
+    let port = crate::evaluate::objective_output(rt, 0)?;
     let mut out = Vec::with_capacity(sources.len());
     for chunk in sources.chunks(batch.max(1)) {
         let srcs: Vec<Vec<u32>> = chunk.iter().map(|s| s.iter().copied().chain([vocab::EOS]).collect()).collect();
