@@ -435,11 +435,8 @@ impl DeviceJob for TrainJob {
         let elapsed = started.elapsed();
         let steps_run = report.step - report.start_step;
         let unit = data.unit();
-        let units_per_step = match &data {
-            Dataset::Text(_) | Dataset::Addition(_) => (cfg.batch_size * cfg.accumulation * context) as f64,
-            Dataset::Task(_) => report.units as f64 / steps_run.max(1) as f64,
-        };
-        let tokens = steps_run as f64 * units_per_step;
+        // Tokens, images or examples trained on in this run, as the loop counted them.
+        let tokens = report.units as f64;
         if report.interrupted {
             println!("interrupted at step {}/{} after {}", report.step, cfg.steps, duration(elapsed));
         } else {
