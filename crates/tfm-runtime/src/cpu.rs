@@ -5,6 +5,7 @@
 
 use crate::backend::{check_ids, check_targets, generic, rope_tables, Backend, Cols, CoreCfg};
 use crate::gemm::{sgemm, sgemm_par, MatRef};
+use crate::mathf;
 use crate::value::{Ctx, Flat, Rng, BT, FT, IT};
 use crate::{layout, run_err, Batch, HostTensor, ParamStore, Runtime, RuntimeError};
 use dfdx::prelude::*;
@@ -88,22 +89,6 @@ fn gelu_tanh(x: f32) -> (f32, f32) {
     (y, d)
 }
 
-/// erf by Abramowitz-Stegun 7.1.26 in f64 (absolute error below 1.5e-7).
-fn erf(x: f64) -> f64 {
-    let s = x.signum();
-    let a = x.abs();
-    let t = 1.0 / (1.0 + 0.327_591_1 * a);
-    let poly = t * (0.254_829_592 + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
-    s * (1.0 - poly * (-a * a).exp())
-}
-
-fn gelu_erf(x: f32) -> (f32, f32) {
-    let xd = x as f64;
-    let cdf = 0.5 * (1.0 + erf(xd * std::f64::consts::FRAC_1_SQRT_2));
-    let pdf = (-0.5 * xd * xd).exp() * 0.398_942_280_401_432_7;
-    ((xd * cdf) as f32, (cdf + xd * pdf) as f32)
-}
-
 #[inline(always)]
 fn relu(x: f32) -> (f32, f32) {
     if x > 0.0 {
@@ -111,12 +96,6 @@ fn relu(x: f32) -> (f32, f32) {
     } else {
         (0.0, 0.0)
     }
-}
-
-#[inline(always)]
-fn silu(x: f32) -> (f32, f32) {
-    let s = 1.0 / (1.0 + (-x).exp());
-    (x * s, s * (1.0 + x * (1.0 - s)))
 }
 
 /// An elementwise activation as a custom op; `f` returns (value, derivative).
@@ -347,9 +326,9 @@ impl Backend for Cpu {
         }
         match act {
             Activation::Gelu => act_op(cx, x, gelu_tanh),
-            Activation::GeluExact => act_op(cx, x, gelu_erf),
+            Activation::GeluExact => act_op(cx, x, mathf::gelu_erf),
             Activation::Relu => act_op(cx, x, relu),
-            _ => act_op(cx, x, silu),
+            _ => act_op(cx, x, mathf::silu),
         }
     }
 
@@ -479,8 +458,7 @@ impl Backend for Cpu {
         let lse: Vec<f32> = lh
             .par_chunks(v.max(1))
             .map(|row| {
-                let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                m + row.iter().map(|&x| (x - m).exp()).sum::<f32>().ln()
+                mathf::log_sum_exp(row)
             })
             .collect();
         let total: f64 = targets
@@ -500,11 +478,11 @@ impl Backend for Cpu {
                         if t == -100 {
                             return;
                         }
-                        let row = &lh[r * v..(r + 1) * v];
-                        for (j, (d, &x)) in grow.iter_mut().zip(row).enumerate() {
-                            let p = (x - lse[r]).exp();
-                            *d += gl * (p - if j as i64 == t { 1.0 } else { 0.0 });
+                        let (row, m) = (&lh[r * v..(r + 1) * v], lse[r]);
+                        for (d, &x) in grow.iter_mut().zip(row) {
+                            *d += gl * mathf::exp(x - m);
                         }
+                        grow[t as usize] -= gl;
                     });
                 })
             });
@@ -579,8 +557,8 @@ fn norm<T: Tape<f32, Cpu>>(cx: &mut Ctx<Cpu, T>, x: &FT<Cpu>, w: &FT<Cpu>, b: Op
     // (mean, rstd) per row
     let mut stats = vec![(0.0f32, 0.0f32); rows];
     y.par_chunks_mut(n).zip(xh.par_chunks(n)).zip(stats.par_iter_mut()).for_each(|((yr, xr), st)| {
-        let mean = if rms { 0.0 } else { xr.iter().sum::<f32>() / n as f32 };
-        let var = xr.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / n as f32;
+        let mean = if rms { 0.0 } else { mathf::sum(xr) / n as f32 };
+        let var = mathf::sum_sq_dev(xr, mean) / n as f32;
         let rstd = 1.0 / (var + eps).sqrt();
         *st = (mean, rstd);
         for j in 0..n {
@@ -743,26 +721,14 @@ fn attention<T: Tape<f32, Cpu>>(
                 let lim = if c.causal { (i + 1).min(s) } else { s };
                 row[lim..].iter_mut().for_each(|x| *x = 0.0);
                 let row = &mut row[..lim];
-                let mut m = f32::NEG_INFINITY;
-                for (j, x) in row.iter_mut().enumerate() {
-                    let ok = c.allowed(i, j) && mk.as_ref().map(|mm| mm[bi * s + j]).unwrap_or(true);
-                    if ok {
-                        m = m.max(*x);
-                    } else {
-                        *x = f32::NEG_INFINITY;
+                if c.window > 0 || mk.is_some() {
+                    for (j, x) in row.iter_mut().enumerate() {
+                        if !(c.allowed(i, j) && mk.as_ref().map(|mm| mm[bi * s + j]).unwrap_or(true)) {
+                            *x = f32::NEG_INFINITY;
+                        }
                     }
                 }
-                if m == f32::NEG_INFINITY {
-                    row.iter_mut().for_each(|x| *x = 0.0);
-                    continue;
-                }
-                let mut sum = 0.0;
-                for x in row.iter_mut() {
-                    *x = (*x - m).exp();
-                    sum += *x;
-                }
-                let inv = 1.0 / sum;
-                row.iter_mut().for_each(|x| *x *= inv);
+                mathf::softmax_in_place(row);
             }
             let drop = if c.dropout > 0.0 {
                 let mut rng = Rng::new(seed ^ (bh_i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -835,7 +801,7 @@ fn attention<T: Tape<f32, Cpu>>(
                     for i in 0..t {
                         let pr = &f.p[i * s..(i + 1) * s];
                         let dr = &mut dp[i * s..(i + 1) * s];
-                        let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
+                        let dot = mathf::dot(pr, dr);
                         for (x, &pp) in dr.iter_mut().zip(pr) {
                             *x = pp * (*x - dot);
                         }

@@ -146,12 +146,22 @@ fn run_graph<D: Backend, T: Tape<f32, D>>(
         bind(&mut env, &g.values[vid].ty.shape, v.shape(), true).map_err(run_err)?;
         vals[vid] = Some(v);
     }
+    let untransposed = transposes_read_in_place(g);
     for node in &g.nodes {
         let mut ins = Vec::with_capacity(node.inputs.len());
         for &v in &node.inputs {
             ins.push(vals[v].clone().ok_or_else(|| run_err("internal: a value is used before it is computed"))?);
         }
+        if let Some(&out) = node.outputs.first().filter(|o| untransposed[**o]) {
+            // `w^T` feeding only `x @ w^T`: keep `w`; the product reads it transposed
+            vals[out] = ins.into_iter().next();
+            continue;
+        }
         let outs = match &node.op {
+            Op::Prim { prim: Prim::MatMul, .. } if node.inputs.get(1).is_some_and(|&b| untransposed[b]) => {
+                let (x, w) = (f(&ins, 0, "matmul")?, f(&ins, 1, "matmul")?);
+                vec![Val::F(linear(cx, x, w, None)?)]
+            }
             Op::Prim { prim, params } => {
                 let ps = Ps { g, inst, store, ids: params };
                 prim_op(cx, &ps, prim, &ins, node, &env)?
@@ -168,6 +178,42 @@ fn run_graph<D: Backend, T: Tape<f32, D>>(
         }
     }
     Ok(vals)
+}
+
+/// Values `w^T` (a 2-D transpose) whose only use is as the right operand of a matrix product
+/// with a left operand of rank 2 or more: `x @ w^T` is then `linear(x, w)`, which reads `w` in
+/// place instead of copying it (and its gradient) through a transpose. Unnamed values only, so
+/// that no output or probe can see the skipped transpose.
+pub(crate) fn transposes_read_in_place(g: &Graph) -> Vec<bool> {
+    let mut uses = vec![0usize; g.values.len()];
+    for node in &g.nodes {
+        for &v in &node.inputs {
+            uses[v] += 1;
+        }
+    }
+    for &v in &g.outputs {
+        uses[v] += 1;
+    }
+    let mut is_transpose = vec![false; g.values.len()];
+    for node in &g.nodes {
+        if let (Op::Prim { prim: Prim::Permute { axes }, .. }, [src], [out]) = (&node.op, &node.inputs[..], &node.outputs[..]) {
+            let v = &g.values[*out];
+            is_transpose[*out] = axes[..] == [1, 0]
+                && g.values[*src].ty.shape.len() == 2
+                && uses[*out] == 1
+                && v.name.is_none()
+                && matches!(v.ty.dtype, tfm_ir::DType::F32);
+        }
+    }
+    let mut keep = vec![false; g.values.len()];
+    for node in &g.nodes {
+        if let (Op::Prim { prim: Prim::MatMul, .. }, [a, b]) = (&node.op, &node.inputs[..]) {
+            if is_transpose[*b] && g.values[*a].ty.shape.len() >= 2 {
+                keep[*b] = true;
+            }
+        }
+    }
+    keep
 }
 
 /// Checks a computed value against its IR type where the dims evaluate.

@@ -188,7 +188,28 @@ pub fn check_matmul<D: Backend>(dev: D) -> Result<(), String> {
         let y = b.prim(Prim::MatMul, vec![], vec![x, xt], f32s(&[2, 3, 3]));
         b.prim(Prim::MatMul, vec![], vec![y, y], f32s(&[2, 3, 3]))
     });
-    gradcheck(&dev, &Case::new(m))
+    gradcheck(&dev, &Case::new(m))?;
+    // `x @ w^T` (the product reads `w` in place), and `w^T` used twice (materialised)
+    for twice in [false, true] {
+        let m = single(|b| {
+            let x = wv(b, "x", &[2, 3, 4]);
+            let w = wv(b, "w", &[5, 4]);
+            let wt = b.prim(Prim::Permute { axes: vec![1, 0] }, vec![], vec![w], f32s(&[4, 5]));
+            let y = b.prim(Prim::MatMul, vec![], vec![x, wt], f32s(&[2, 3, 5]));
+            if twice {
+                let z = b.prim(Prim::MatMul, vec![], vec![x, wt], f32s(&[2, 3, 5]));
+                b.prim(Prim::Mul, vec![], vec![y, z], f32s(&[2, 3, 5]))
+            } else {
+                y
+            }
+        });
+        let in_place = crate::exec::transposes_read_in_place(&m.graph).iter().any(|&k| k);
+        if in_place == twice {
+            return Err(format!("x @ w^T (w^T used twice: {twice}): read in place {in_place}"));
+        }
+        gradcheck(&dev, &Case::new(m))?;
+    }
+    Ok(())
 }
 
 pub fn check_norms<D: Backend>(dev: D) -> Result<(), String> {
@@ -592,7 +613,7 @@ on_cpu!(check_linear, check_matmul, check_norms, check_elementwise, check_mlp, c
 // ---------------------------------------------------------------- dfdx bug guards and values
 
 /// erf by its Maclaurin series in f64 (converges fast for |x| < 3).
-fn erf_ref(x: f64) -> f64 {
+pub(crate) fn erf_ref(x: f64) -> f64 {
     let mut sum = 0.0;
     let mut term = x;
     let mut n = 0.0;
