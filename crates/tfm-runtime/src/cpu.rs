@@ -6,7 +6,7 @@
 use crate::backend::{check_ids, check_targets, generic, rope_tables, Backend, Cols, CoreCfg};
 use crate::gemm::{sgemm, sgemm_par, MatRef};
 use crate::mathf;
-use crate::value::{Ctx, Flat, Rng, BT, FT, IT};
+use crate::value::{Ctx, Flat, HostPtr, Rng, BT, FT, IT};
 use crate::{layout, run_err, Batch, HostTensor, ParamStore, Runtime, RuntimeError};
 use dfdx::prelude::*;
 use rayon::prelude::*;
@@ -19,15 +19,39 @@ type Grads = Gradients<f32, Cpu>;
 /// Elements per parallel task for elementwise work.
 const CHUNK: usize = 1 << 14;
 
-/// The data of `x` on the host: the cached copy when a kernel made `x`, else a copy.
-fn host(x: &FT<Cpu>) -> Arc<Vec<f32>> {
-    crate::gemm::single_threaded_kernels();
-    if let Some(h) = &x.host {
-        return h.clone();
+/// Read access to a value's elements on the host.
+#[derive(Clone)]
+enum HostData {
+    /// The tensor's own storage, kept alive by the clone held here.
+    View { _keep: Flat<Cpu>, at: HostPtr },
+    /// A copy, for tensors dfdx made.
+    Owned(Arc<Vec<f32>>),
+}
+
+impl std::ops::Deref for HostData {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        match self {
+            // SAFETY: see `HostPtr`: the pointer and length describe the storage of the tensor
+            // held alongside, which stays allocated and unwritten while that clone exists.
+            #[allow(unsafe_code)]
+            HostData::View { at, .. } => unsafe { std::slice::from_raw_parts(at.ptr, at.len) },
+            HostData::Owned(v) => v,
+        }
     }
-    let mut v = vec![0.0; x.numel()];
-    x.t.copy_into(&mut v);
-    Arc::new(v)
+}
+
+/// The data of `x` on the host: its own storage when a kernel made `x`, else a copy.
+fn host(x: &FT<Cpu>) -> HostData {
+    crate::gemm::single_threaded_kernels();
+    match x.host {
+        Some(at) if at.len == x.numel() => HostData::View { _keep: x.t.clone(), at },
+        _ => {
+            let mut v = vec![0.0; x.numel()];
+            x.t.copy_into(&mut v);
+            HostData::Owned(Arc::new(v))
+        }
+    }
 }
 
 /// Takes the output's accumulated gradient out of the store (nobody reads it afterwards).
@@ -499,7 +523,7 @@ impl Backend for Cpu {
         }
         let keep = cx.rng.keep_mask(x.numel(), p);
         let s = 1.0 / (1.0 - p);
-        let mut y = Arc::unwrap_or_clone(host(x));
+        let mut y = host(x).to_vec();
         for (v, &k) in y.iter_mut().zip(&keep) {
             *v = if k { *v * s } else { 0.0 };
         }
@@ -695,7 +719,7 @@ fn attention<T: Tape<f32, Cpu>>(
     } else {
         host(v.x)
     };
-    let bh: Option<Arc<Vec<f32>>> = bias.map(host);
+    let bh: Option<HostData> = bias.map(host);
     let mk: Option<Arc<Vec<bool>>> = mask.map(|m| m.data.clone());
     let seed = cx.rng.next_u64();
     let width = h * hd;

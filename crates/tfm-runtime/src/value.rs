@@ -16,9 +16,27 @@ pub struct FT<D: Device<f32>> {
     pub t: Flat<D>,
     pub shape: Vec<usize>,
     pub uid: u64,
-    /// A host copy of the data, when a CPU kernel produced it (saves copying it back out).
-    pub host: Option<Arc<Vec<f32>>>,
+    /// Where `t`'s elements lie in host memory, when a CPU kernel made `t` from its own buffer
+    /// (lets the next kernel read them without copying them out).
+    pub host: Option<HostPtr>,
 }
+
+/// The address and length of a CPU tensor's contiguous storage, recorded when the tensor was
+/// made from a `Vec` (dfdx moves the vector into the tensor without reallocating). Valid while
+/// the tensor it was taken from is alive: a tensor shared by more than one holder is never
+/// written in place (dfdx copies on write), and whoever reads through the pointer holds a clone.
+#[derive(Clone, Copy, Debug)]
+pub struct HostPtr {
+    pub ptr: *const f32,
+    pub len: usize,
+}
+
+// SAFETY: a `HostPtr` is only dereferenced for reading, by a holder of the tensor that owns the
+// memory; the storage is immutable while shared, so reads from any thread are race-free.
+#[allow(unsafe_code)]
+unsafe impl Send for HostPtr {}
+#[allow(unsafe_code)]
+unsafe impl Sync for HostPtr {}
 
 static NEXT_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -39,7 +57,7 @@ impl<D: Device<f32>> FT<D> {
     /// The same data with another shape of equal size (free).
     pub fn reshaped(&self, shape: Vec<usize>) -> FT<D> {
         debug_assert_eq!(shape.iter().product::<usize>(), self.numel());
-        FT { t: self.t.clone(), shape, uid: self.uid, host: self.host.clone() }
+        FT { t: self.t.clone(), shape, uid: self.uid, host: self.host }
     }
     pub fn last(&self) -> usize {
         self.shape.last().copied().unwrap_or(1)
@@ -154,6 +172,17 @@ pub struct Ctx<D: Device<f32>, T> {
     pub fused: bool,
 }
 
+impl<T: Tape<f32, Cpu>> Ctx<Cpu, T> {
+    /// Like [`Ctx::constant`], recording where the data lies so that the CPU kernels reading
+    /// it next need not copy it out of the tensor.
+    pub fn constant_cached(&self, data: Vec<f32>, shape: Vec<usize>) -> Result<FT<Cpu>, RuntimeError> {
+        let host = HostPtr { ptr: data.as_ptr(), len: data.len() };
+        let mut x = self.constant(data, shape)?;
+        x.host = Some(host);
+        Ok(x)
+    }
+}
+
 impl<D: Device<f32>, T: Tape<f32, D>> Ctx<D, T> {
     pub fn new(dev: D, train: bool, seed: u64) -> Self {
         Ctx { dev, tape: T::default(), train, rng: Rng::new(seed), fused: true }
@@ -181,14 +210,6 @@ impl<D: Device<f32>, T: Tape<f32, D>> Ctx<D, T> {
         let n = data.len();
         let t = self.dev.try_tensor_from_vec(data, (n,)).map_err(dev_err)?;
         Ok(FT { t, shape, uid: fresh_uid(), host: None })
-    }
-
-    /// Like [`Ctx::constant`], keeping a host copy for the CPU kernels that read it next.
-    pub fn constant_cached(&self, data: Vec<f32>, shape: Vec<usize>) -> Result<FT<D>, RuntimeError> {
-        let copy = Arc::new(data.clone());
-        let mut x = self.constant(data, shape)?;
-        x.host = Some(copy);
-        Ok(x)
     }
 
     pub fn index(&self, idx: Vec<usize>) -> Result<Tensor<(usize,), usize, D>, RuntimeError> {
