@@ -3,8 +3,7 @@ use tfm_runtime::gemm::{sgemm_g, sgemm_par, MatRef};
 
 fn main() {
     let shapes: &[(usize, usize, usize, &str)] = &[
-        (768, 128, 384, "a qkv"), (768, 128, 512, "a ff1"), (768, 512, 128, "a ff2"), (128, 768, 384, "a gw qkv(T)"),
-        (2048, 384, 1152, "b qkv"), (2048, 384, 1536, "b ff1"), (2048, 1536, 384, "b ff2"), (384, 2048, 1152, "b gw(T)"),
+        (1024, 256, 8000, "fwd"), (1024, 8000, 256, "gx"), (8000, 1024, 256, "gw(T)"), (1024, 256, 1024, "ff1"), (1024, 1024, 256, "ff2"), (256, 1024, 1024, "gw ff(T)"),
     ];
     for &(m, k, n, name) in shapes {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();

@@ -126,25 +126,37 @@ fn relu(x: f32) -> (f32, f32) {
 fn act_op<T: Tape<f32, Cpu>, F: Fn(f32) -> (f32, f32) + Sync + Send + Copy + 'static>(cx: &mut Ctx<Cpu, T>, x: &FT<Cpu>, f: F) -> R<FT<Cpu>> {
     let xh = host(x);
     let mut y = vec![0.0; xh.len()];
-    y.par_chunks_mut(CHUNK).zip(xh.par_chunks(CHUNK)).for_each(|(y, x)| {
-        for (o, &v) in y.iter_mut().zip(x) {
-            *o = f(v).0;
-        }
-    });
-    let out = cx.constant_cached(y, x.shape.clone())?;
-    if T::OWNS_TAPE {
+    let out = if T::OWNS_TAPE {
+        // keep the derivative (computed alongside the value) instead of the input: the backward
+        // pass is then one multiply per element, and the input's buffer can be freed
+        let mut dy = vec![0.0; xh.len()];
+        y.par_chunks_mut(CHUNK).zip(dy.par_chunks_mut(CHUNK)).zip(xh.par_chunks(CHUNK)).for_each(|((y, dy), x)| {
+            for ((o, d), &v) in y.iter_mut().zip(dy.iter_mut()).zip(x) {
+                (*o, *d) = f(v);
+            }
+        });
+        drop(xh);
+        let out = cx.constant_cached(y, x.shape.clone())?;
         let (xt, ot) = (x.t.clone(), out.t.clone());
         cx.tape.add_backward_op(move |grads| {
             let gy = take_grad(grads, &ot)?;
             with_grad(grads, &xt, |gx| {
-                gx.par_chunks_mut(CHUNK).zip(gy.par_chunks(CHUNK)).zip(xh.par_chunks(CHUNK)).for_each(|((gx, gy), x)| {
-                    for ((d, g), &v) in gx.iter_mut().zip(gy).zip(x) {
-                        *d += g * f(v).1;
+                gx.par_chunks_mut(CHUNK).zip(gy.par_chunks(CHUNK)).zip(dy.par_chunks(CHUNK)).for_each(|((gx, gy), dy)| {
+                    for ((a, g), d) in gx.iter_mut().zip(gy).zip(dy) {
+                        *a += g * d;
                     }
                 });
             })
         });
-    }
+        out
+    } else {
+        y.par_chunks_mut(CHUNK).zip(xh.par_chunks(CHUNK)).for_each(|(y, x)| {
+            for (o, &v) in y.iter_mut().zip(x) {
+                *o = f(v).0;
+            }
+        });
+        cx.constant_cached(y, x.shape.clone())?
+    };
     Ok(out)
 }
 
