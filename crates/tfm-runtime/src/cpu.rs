@@ -4,7 +4,7 @@
 //! ops. `Ctx::fused == false` falls back to the generic dfdx versions.
 
 use crate::backend::{check_ids, check_targets, generic, rope_tables, Backend, Cols, CoreCfg};
-use crate::gemm::{sgemm, sgemm_par, MatRef};
+use crate::gemm::{sgemm, sgemm_par, sgemm_small, MatRef};
 use crate::mathf;
 use crate::value::{Ctx, Flat, HostPtr, Rng, BT, FT, IT};
 use crate::{layout, run_err, Batch, HostTensor, ParamStore, Runtime, RuntimeError};
@@ -666,6 +666,9 @@ fn norm<T: Tape<f32, Cpu>>(cx: &mut Ctx<Cpu, T>, x: &FT<Cpu>, w: &FT<Cpu>, b: Op
     Ok(out)
 }
 
+/// Queries and keys per head up to which the attention products use the unpacked kernel.
+const SMALL_CORE: usize = 64;
+
 /// Query rows per block when skipping the causal mask's upper triangle.
 const CAUSAL_BLOCK: usize = 64;
 
@@ -735,6 +738,8 @@ fn attention<T: Tape<f32, Cpu>>(
     let mk: Option<Arc<Vec<bool>>> = mask.map(|m| m.data.clone());
     let seed = cx.rng.next_u64();
     let width = h * hd;
+    // short sequences: the unpacked kernel; long ones: blocked products (and causal skipping)
+    let mm = if c.t <= SMALL_CORE && c.s <= SMALL_CORE { sgemm_small } else { sgemm };
     let heads: Vec<(HeadFwd, Vec<f32>)> = (0..b * h)
         .into_par_iter()
         .map(|bh_i| {
@@ -744,7 +749,7 @@ fn attention<T: Tape<f32, Cpu>>(
             let (qb, kb, vb) = (bi * t * wq + qo + hi * hd, bi * s * wk + ko + g * hd, bi * s * wv + vo + g * hd);
             // causal: query rows r0..r1 only see keys 0..r1 (the rest stays 0 and is masked below)
             for (r0, r1, cols) in row_blocks(&c) {
-                sgemm(r1 - r0, hd, cols, c.scale, MatRef::rows(&qh, qb + r0 * wq, wq), MatRef::trans(&kh, kb, wk), 0.0, &mut p, r0 * s, s);
+                mm(r1 - r0, hd, cols, c.scale, MatRef::rows(&qh, qb + r0 * wq, wq), MatRef::trans(&kh, kb, wk), 0.0, &mut p, r0 * s, s);
             }
             for i in 0..t {
                 let row = &mut p[i * s..(i + 1) * s];
@@ -783,7 +788,7 @@ fn attention<T: Tape<f32, Cpu>>(
                 None => &p,
             };
             for (r0, r1, cols) in row_blocks(&c) {
-                sgemm(r1 - r0, cols, hd, 1.0, MatRef::rows(pv, r0 * s, s), MatRef::rows(&vh, vb, wv), 0.0, &mut o, r0 * hd, hd);
+                mm(r1 - r0, cols, hd, 1.0, MatRef::rows(pv, r0 * s, s), MatRef::rows(&vh, vb, wv), 0.0, &mut o, r0 * hd, hd);
             }
             (HeadFwd { p, drop }, o)
         })
@@ -814,7 +819,7 @@ fn attention<T: Tape<f32, Cpu>>(
                     // dP' = dO V^T (causal: only the blocks the forward computed; the rest is 0)
                     let mut dp = vec![0.0f32; t * s];
                     for (r0, r1, cols) in row_blocks(&c) {
-                        sgemm(r1 - r0, hd, cols, 1.0, MatRef::rows(&gy, gob + r0 * width, width), MatRef::trans(&vh, vb, wv), 0.0, &mut dp, r0 * s, s);
+                        mm(r1 - r0, hd, cols, 1.0, MatRef::rows(&gy, gob + r0 * width, width), MatRef::trans(&vh, vb, wv), 0.0, &mut dp, r0 * s, s);
                     }
                     // dV = P'^T dO
                     let pd: Vec<f32>;
@@ -828,7 +833,7 @@ fn attention<T: Tape<f32, Cpu>>(
                     // dV[c0..c1] = P'[r.., c0..c1]^T dO[r..] over the query rows that see those keys
                     let mut dv = vec![0.0f32; s * hd];
                     for (c0, c1, r) in col_blocks(&c) {
-                        sgemm(c1 - c0, t - r, hd, 1.0, MatRef::trans(pv, r * s + c0, s), MatRef::rows(&gy, gob + r * width, width), 0.0, &mut dv, c0 * hd, hd);
+                        mm(c1 - c0, t - r, hd, 1.0, MatRef::trans(pv, r * s + c0, s), MatRef::rows(&gy, gob + r * width, width), 0.0, &mut dv, c0 * hd, hd);
                     }
                     // dS = P * (dP - rowsum(P * dP))
                     if let Some(d) = &f.drop {
@@ -844,11 +849,11 @@ fn attention<T: Tape<f32, Cpu>>(
                     }
                     let mut dq = vec![0.0f32; t * hd];
                     for (r0, r1, cols) in row_blocks(&c) {
-                        sgemm(r1 - r0, cols, hd, c.scale, MatRef::rows(&dp, r0 * s, s), MatRef::rows(&kh, kb, wk), 0.0, &mut dq, r0 * hd, hd);
+                        mm(r1 - r0, cols, hd, c.scale, MatRef::rows(&dp, r0 * s, s), MatRef::rows(&kh, kb, wk), 0.0, &mut dq, r0 * hd, hd);
                     }
                     let mut dk = vec![0.0f32; s * hd];
                     for (c0, c1, r) in col_blocks(&c) {
-                        sgemm(c1 - c0, t - r, hd, c.scale, MatRef::trans(&dp, r * s + c0, s), MatRef::rows(&qh, qb + r * wq, wq), 0.0, &mut dk, c0 * hd, hd);
+                        mm(c1 - c0, t - r, hd, c.scale, MatRef::trans(&dp, r * s + c0, s), MatRef::rows(&qh, qb + r * wq, wq), 0.0, &mut dk, c0 * hd, hd);
                     }
                     (dq, dk, dv, dp)
                 })

@@ -92,7 +92,24 @@ pub fn sgemm(
 
 /// Like [`sgemm`], computed by the `gemm` crate (rayon-parallel when the product is large).
 #[allow(clippy::too_many_arguments)]
-pub fn sgemm_g(
+pub fn sgemm_g(m: usize, k: usize, n: usize, alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], c_off: usize, rsc: usize) {
+    let par = if m * k * n >= (1 << 18) {
+        gemm::Parallelism::Rayon(rayon::current_num_threads())
+    } else {
+        gemm::Parallelism::None
+    };
+    gemm_crate(m, k, n, alpha, a, b, beta, c, c_off, rsc, par);
+}
+
+/// Like [`sgemm`], by the `gemm` crate on the calling thread: faster than `matrixmultiply` for
+/// the small per-head products of attention over short sequences, which it does not pack.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_small(m: usize, k: usize, n: usize, alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], c_off: usize, rsc: usize) {
+    gemm_crate(m, k, n, alpha, a, b, beta, c, c_off, rsc, gemm::Parallelism::None);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_crate(
     m: usize,
     k: usize,
     n: usize,
@@ -103,15 +120,11 @@ pub fn sgemm_g(
     c: &mut [f32],
     c_off: usize,
     rsc: usize,
+    par: gemm::Parallelism,
 ) {
     if !checked_nonempty(m, k, n, &a, &b, beta, c, c_off, rsc) {
         return;
     }
-    let par = if m * k * n >= (1 << 18) {
-        gemm::Parallelism::Rayon(rayon::current_num_threads())
-    } else {
-        gemm::Parallelism::None
-    };
     let a_ptr = a.data[a.off..].as_ptr();
     let b_ptr = b.data[b.off..].as_ptr();
     let c_ptr = c[c_off..].as_mut_ptr();
@@ -230,8 +243,11 @@ mod tests {
         sgemm_g(m, k, n, 0.5, MatRef::rows(&a, 0, k), MatRef::trans(&b, 0, k), 1.0, &mut c3, 3, n);
         let mut c4 = vec![1.0; m * n + 3];
         sgemm(m, k, n, 0.5, MatRef::rows(&a, 0, k), MatRef::trans(&b, 0, k), 1.0, &mut c4, 3, n);
-        for (x, y) in c3.iter().zip(&c4) {
+        let mut c5 = vec![1.0; m * n + 3];
+        sgemm_small(m, k, n, 0.5, MatRef::rows(&a, 0, k), MatRef::trans(&b, 0, k), 1.0, &mut c5, 3, n);
+        for ((x, y), z) in c3.iter().zip(&c4).zip(&c5) {
             assert!((x - y).abs() <= 1e-4 * y.abs().max(1.0), "{x} vs {y}");
+            assert!((z - y).abs() <= 1e-4 * y.abs().max(1.0), "{z} vs {y}");
         }
     }
 }

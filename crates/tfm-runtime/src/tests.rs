@@ -345,7 +345,13 @@ fn attn_cfg(heads: u64, kv: u64, hd: u64) -> AttentionCfg {
 
 /// An attention model over `x [2, 4, 6]` (memory `[2, 5, 6]` when cross).
 fn attn_model(c: AttentionCfg) -> Model {
-    let (t, s, d) = (4u64, if c.cross { 5u64 } else { 4 }, 6u64);
+    let s = if c.cross { 5 } else { 4 };
+    attn_model_len(c, 4, s)
+}
+
+/// An attention model over `x [2, t, 6]` (memory `[2, s, 6]` when cross).
+fn attn_model_len(c: AttentionCfg, t: u64, s: u64) -> Model {
+    let d = 6u64;
     single(|b| {
         let x = wv(b, "x", &[2, t, d]);
         let mut ins = vec![x];
@@ -422,6 +428,15 @@ pub fn check_attention<D: Backend>(dev: D) -> Result<(), String> {
         p.name = format!("w{i}");
     }
     gradcheck(&dev, &Case::new(m)).map_err(|e| format!("attention without a key bias, by position: {e}"))?;
+    // sequences longer than the small-core limit (64): the blocked products, with and without
+    // the causal mask, self- and cross-attention
+    for (name, c, t, s) in [
+        ("long", base.clone(), 70, 70),
+        ("long causal", AttentionCfg { causal: true, ..base.clone() }, 70, 70),
+        ("long cross", AttentionCfg { cross: true, ..base.clone() }, 67, 72),
+    ] {
+        gradcheck(&dev, &Case::new(attn_model_len(c, t, s))).map_err(|e| format!("attention {name}: {e}"))?;
+    }
     // attention dropout in training mode: the mask is fixed by the seed
     let mut case = Case::new(attn_model(AttentionCfg { dropout: 0.3, causal: true, ..base }));
     case.train = true;
