@@ -590,46 +590,55 @@ fn norm<T: Tape<f32, Cpu>>(cx: &mut Ctx<Cpu, T>, x: &FT<Cpu>, w: &FT<Cpu>, b: Op
     let wh = host(w);
     let bh = b.map(host);
     let mut y = vec![0.0; xh.len()];
-    // (mean, rstd) per row
+    // (mean, rstd) per row; rows in blocks of about CHUNK elements per parallel task
     let mut stats = vec![(0.0f32, 0.0f32); rows];
-    y.par_chunks_mut(n).zip(xh.par_chunks(n)).zip(stats.par_iter_mut()).for_each(|((yr, xr), st)| {
-        let mean = if rms { 0.0 } else { mathf::sum(xr) / n as f32 };
-        let var = mathf::sum_sq_dev(xr, mean) / n as f32;
-        let rstd = 1.0 / (var + eps).sqrt();
-        *st = (mean, rstd);
-        for j in 0..n {
-            yr[j] = (xr[j] - mean) * rstd * wh[j] + bh.as_ref().map_or(0.0, |b| b[j]);
-        }
-    });
+    let rows_per = (CHUNK / n).max(1);
+    {
+        let (w, bias): (&[f32], Option<&[f32]>) = (&wh, bh.as_deref());
+        y.par_chunks_mut(rows_per * n).zip(xh.par_chunks(rows_per * n)).zip(stats.par_chunks_mut(rows_per)).for_each(|((yc, xc), sc)| {
+            for ((yr, xr), st) in yc.chunks_exact_mut(n).zip(xc.chunks_exact(n)).zip(sc.iter_mut()) {
+                let mean = if rms { 0.0 } else { mathf::sum(xr) / n as f32 };
+                let var = mathf::sum_sq_dev(xr, mean) / n as f32;
+                let rstd = 1.0 / (var + eps).sqrt();
+                *st = (mean, rstd);
+                match bias {
+                    Some(bias) => {
+                        for (((o, &v), &g), &c) in yr.iter_mut().zip(xr).zip(w).zip(bias) {
+                            *o = mathf::madd((v - mean) * rstd, g, c);
+                        }
+                    }
+                    None => {
+                        for ((o, &v), &g) in yr.iter_mut().zip(xr).zip(w) {
+                            *o = (v - mean) * rstd * g;
+                        }
+                    }
+                }
+            }
+        });
+    }
     let out = cx.constant_cached(y, x.shape.clone())?;
     if T::OWNS_TAPE {
         let (xt, wt, bt, ot) = (x.t.clone(), w.t.clone(), b.map(|b| b.t.clone()), out.t.clone());
         cx.tape.add_backward_op(move |grads| {
             let gy = take_grad(grads, &ot)?;
+            let w: &[f32] = &wh;
             with_grad(grads, &xt, |gx| {
-                gx.par_chunks_mut(n).zip(gy.par_chunks(n)).zip(xh.par_chunks(n)).zip(stats.par_iter()).for_each(
-                    |(((gxr, gyr), xr), &(mean, rstd))| {
-                        let mut s1 = 0.0f32; // mean of g
-                        let mut s2 = 0.0f32; // mean of g * xhat
-                        for j in 0..n {
-                            let g = gyr[j] * wh[j];
-                            s1 += g;
-                            s2 += g * (xr[j] - mean) * rstd;
-                        }
-                        s1 /= n as f32;
-                        s2 /= n as f32;
-                        if rms {
-                            s1 = 0.0;
-                        }
-                        for j in 0..n {
-                            let g = gyr[j] * wh[j];
-                            let xhat = (xr[j] - mean) * rstd;
-                            gxr[j] += rstd * (g - s1 - xhat * s2);
+                gx.par_chunks_mut(rows_per * n).zip(gy.par_chunks(rows_per * n)).zip(xh.par_chunks(rows_per * n)).zip(stats.par_chunks(rows_per)).for_each(
+                    |(((gxc, gyc), xc), sc)| {
+                        for (((gxr, gyr), xr), &(mean, rstd)) in gxc.chunks_exact_mut(n).zip(gyc.chunks_exact(n)).zip(xc.chunks_exact(n)).zip(sc) {
+                            // with g = gy * w and xhat = (x - mean) * rstd:
+                            // s1 = mean(g), s2 = mean(g * xhat) = (sum(g x) - mean sum(g)) rstd / n
+                            let gw = mathf::dot(gyr, w);
+                            let s1 = if rms { 0.0 } else { gw / n as f32 };
+                            let s2 = (mathf::dot3(gyr, w, xr) - mean * gw) * rstd / n as f32;
+                            for (((d, &g), &wj), &v) in gxr.iter_mut().zip(gyr).zip(w).zip(xr) {
+                                let xhat = (v - mean) * rstd;
+                                *d += rstd * (g * wj - s1 - xhat * s2);
+                            }
                         }
                     },
                 );
             })?;
-            let rows_per = (CHUNK / n).max(1);
             let (dw, db) = gy
                 .par_chunks(rows_per * n)
                 .zip(xh.par_chunks(rows_per * n))
@@ -639,9 +648,9 @@ fn norm<T: Tape<f32, Cpu>>(cx: &mut Ctx<Cpu, T>, x: &FT<Cpu>, w: &FT<Cpu>, b: Op
                     let mut db = vec![0.0f32; n];
                     for (r, (gyr, xr)) in gyc.chunks(n).zip(xc.chunks(n)).enumerate() {
                         let (mean, rstd) = stats[c * rows_per + r];
-                        for j in 0..n {
-                            dw[j] += gyr[j] * (xr[j] - mean) * rstd;
-                            db[j] += gyr[j];
+                        for (((a, d), &g), &v) in dw.iter_mut().zip(db.iter_mut()).zip(gyr).zip(xr) {
+                            *a += g * (v - mean) * rstd;
+                            *d += g;
                         }
                     }
                     (dw, db)

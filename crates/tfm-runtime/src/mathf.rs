@@ -16,7 +16,7 @@ const ROUND: f32 = 12_582_912.0;
 /// `a * b + c`, fused where the target has FMA (one instruction), else two operations (never a
 /// call into libm's software `fmaf`).
 #[inline(always)]
-fn madd(a: f32, b: f32, c: f32) -> f32 {
+pub fn madd(a: f32, b: f32, c: f32) -> f32 {
     if cfg!(any(target_feature = "fma", target_arch = "aarch64")) {
         a.mul_add(b, c)
     } else {
@@ -123,6 +123,21 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + ca.remainder().iter().zip(cb.remainder()).map(|(p, q)| p * q).sum::<f32>()
+}
+
+/// `sum(a * b * c)` over three equally long slices with [`LANES`] independent accumulators.
+#[inline]
+pub fn dot3(a: &[f32], b: &[f32], c: &[f32]) -> f32 {
+    debug_assert!(a.len() == b.len() && b.len() == c.len());
+    let mut acc = [0.0f32; LANES];
+    let (mut ca, mut cb, mut cc) = (a.chunks_exact(LANES), b.chunks_exact(LANES), c.chunks_exact(LANES));
+    for ((x, y), z) in (&mut ca).zip(&mut cb).zip(&mut cc) {
+        for (((s, &p), &q), &r) in acc.iter_mut().zip(x).zip(y).zip(z) {
+            *s += p * q * r;
+        }
+    }
+    let rest: f32 = ca.remainder().iter().zip(cb.remainder()).zip(cc.remainder()).map(|((p, q), r)| p * q * r).sum();
+    acc.iter().sum::<f32>() + rest
 }
 
 /// Largest element (negative infinity for an empty slice; NaNs are skipped).
@@ -257,6 +272,8 @@ mod tests {
             assert!((sum(&a) as f64 - s).abs() < 1e-4);
             let d: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
             assert!((dot(&a, &b) as f64 - d).abs() < 1e-4);
+            let d3: f64 = a.iter().zip(&b).zip(&a).map(|((&x, &y), &z)| x as f64 * y as f64 * z as f64).sum();
+            assert!((dot3(&a, &b, &a) as f64 - d3).abs() < 1e-3);
             let mean = if n > 0 { s / n as f64 } else { 0.0 };
             let v: f64 = a.iter().map(|&x| (x as f64 - mean).powi(2)).sum();
             assert!((sum_sq_dev(&a, mean as f32) as f64 - v).abs() < 1e-3);

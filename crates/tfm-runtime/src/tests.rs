@@ -213,24 +213,28 @@ pub fn check_matmul<D: Backend>(dev: D) -> Result<(), String> {
 }
 
 pub fn check_norms<D: Backend>(dev: D) -> Result<(), String> {
-    for bias in [true, false] {
+    // 6 wide, and 37 wide (the kernels' 16-lane blocks plus a remainder)
+    for n in [6u64, 37] {
+        for bias in [true, false] {
+            let m = single(|b| {
+                let x = wv(b, "x", &[2, 3, n]);
+                let w = b.param("w", vec![n], normal(1.0));
+                let mut ps = vec![w];
+                if bias {
+                    ps.push(b.param("b", vec![n], normal(1.0)));
+                }
+                b.prim(Prim::LayerNorm { eps: 1e-5, bias }, ps, vec![x], f32s(&[2, 3, n]))
+            });
+            gradcheck(&dev, &Case::new(m)).map_err(|e| format!("layer norm {n} wide, bias {bias}: {e}"))?;
+        }
         let m = single(|b| {
-            let x = wv(b, "x", &[2, 3, 6]);
-            let w = b.param("w", vec![6], normal(1.0));
-            let mut ps = vec![w];
-            if bias {
-                ps.push(b.param("b", vec![6], normal(1.0)));
-            }
-            b.prim(Prim::LayerNorm { eps: 1e-5, bias }, ps, vec![x], f32s(&[2, 3, 6]))
+            let x = wv(b, "x", &[2, 3, n]);
+            let w = b.param("w", vec![n], normal(1.0));
+            b.prim(Prim::RmsNorm { eps: 1e-6 }, vec![w], vec![x], f32s(&[2, 3, n]))
         });
-        gradcheck(&dev, &Case::new(m))?;
+        gradcheck(&dev, &Case::new(m)).map_err(|e| format!("RMS norm {n} wide: {e}"))?;
     }
-    let m = single(|b| {
-        let x = wv(b, "x", &[2, 3, 6]);
-        let w = b.param("w", vec![6], normal(1.0));
-        b.prim(Prim::RmsNorm { eps: 1e-6 }, vec![w], vec![x], f32s(&[2, 3, 6]))
-    });
-    gradcheck(&dev, &Case::new(m))
+    Ok(())
 }
 
 pub fn check_elementwise<D: Backend>(dev: D) -> Result<(), String> {
