@@ -124,7 +124,7 @@ pub fn corpus_bleu(hypotheses: &[Vec<String>], references: &[Vec<Vec<String>>]) 
     } else {
         1.0
     };
-    let score = if precisions.iter().any(|&p| p == 0.0) {
+    let score = if precisions.contains(&0.0) {
         0.0
     } else {
         let mean_log = precisions.iter().map(|p| p.ln()).sum::<f64>() / MAX_ORDER as f64;
