@@ -711,6 +711,32 @@ fn col_blocks(c: &CoreCfg) -> Vec<(usize, usize, usize)> {
 /// Per (batch, head) gradients: dq [T, hd], dk [S, hd], dv [S, hd], d scores [T, S].
 type HeadGrads = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
 
+/// Adds per-head gradients `[rows, hd]` into a `[batch, rows, stride]` buffer at column
+/// `off + col(head) * hd`, one batch element per parallel task (`per_batch` yields each batch
+/// element's heads in order).
+#[allow(clippy::too_many_arguments)]
+fn add_heads<'a>(
+    dst: &mut [f32],
+    rows: usize,
+    stride: usize,
+    off: usize,
+    hd: usize,
+    heads: usize,
+    col: impl Fn(usize) -> usize + Sync,
+    per_batch: std::slice::Chunks<'a, HeadGrads>,
+    pick: impl Fn(&HeadGrads) -> &Vec<f32> + Sync,
+) {
+    let batches: Vec<&[HeadGrads]> = per_batch.collect();
+    dst.par_chunks_mut(rows * stride).zip(batches.par_iter()).for_each(|(chunk, hs)| {
+        for (hi, hg) in hs.iter().enumerate().take(heads) {
+            let c0 = off + col(hi) * hd;
+            for (r, src) in pick(hg).chunks_exact(hd).enumerate().take(rows) {
+                mathf::axpy(&mut chunk[r * stride + c0..][..hd], 1.0, src);
+            }
+        }
+    });
+}
+
 /// Saved per (batch, head) for the backward pass.
 struct HeadFwd {
     /// Softmax probabilities `[T, S]` (before dropout).
@@ -803,12 +829,13 @@ fn attention<T: Tape<f32, Cpu>>(
         })
         .collect();
     let mut y = vec![0.0f32; b * t * width];
-    for (bh_i, (_, o)) in heads.iter().enumerate() {
-        let (bi, hi) = (bh_i / h, bh_i % h);
-        for i in 0..t {
-            y[(bi * t + i) * width + hi * hd..][..hd].copy_from_slice(&o[i * hd..(i + 1) * hd]);
+    y.par_chunks_mut(t * width).enumerate().for_each(|(bi, yb)| {
+        for (hi, (_, o)) in heads[bi * h..(bi + 1) * h].iter().enumerate() {
+            for (i, row) in o.chunks_exact(hd).enumerate() {
+                yb[i * width + hi * hd..][..hd].copy_from_slice(row);
+            }
         }
-    }
+    });
     let out = cx.constant_cached(y, vec![b, t, width])?;
     if T::OWNS_TAPE {
         let saved: Vec<HeadFwd> = heads.into_iter().map(|(f, _)| f).collect();
@@ -867,33 +894,10 @@ fn attention<T: Tape<f32, Cpu>>(
                     (dq, dk, dv, dp)
                 })
                 .collect();
-            with_grad(grads, &qt, |gq| {
-                for (bh_i, (dq, _, _, _)) in parts.iter().enumerate() {
-                    let (bi, hi) = (bh_i / h, bh_i % h);
-                    for i in 0..t {
-                        let dst = &mut gq[(bi * t + i) * wq + qo + hi * hd..][..hd];
-                        dst.iter_mut().zip(&dq[i * hd..(i + 1) * hd]).for_each(|(a, b)| *a += b);
-                    }
-                }
-            })?;
-            with_grad(grads, &kt, |gk| {
-                for (bh_i, (_, dk, _, _)) in parts.iter().enumerate() {
-                    let (bi, g) = (bh_i / h, (bh_i % h) / group);
-                    for j in 0..s {
-                        let dst = &mut gk[(bi * s + j) * wk + ko + g * hd..][..hd];
-                        dst.iter_mut().zip(&dk[j * hd..(j + 1) * hd]).for_each(|(a, b)| *a += b);
-                    }
-                }
-            })?;
-            with_grad(grads, &vt, |gv| {
-                for (bh_i, (_, _, dv, _)) in parts.iter().enumerate() {
-                    let (bi, g) = (bh_i / h, (bh_i % h) / group);
-                    for j in 0..s {
-                        let dst = &mut gv[(bi * s + j) * wv + vo + g * hd..][..hd];
-                        dst.iter_mut().zip(&dv[j * hd..(j + 1) * hd]).for_each(|(a, b)| *a += b);
-                    }
-                }
-            })?;
+            // per batch element in parallel: its rows of each gradient, every head's columns
+            with_grad(grads, &qt, |gq| add_heads(gq, t, wq, qo, hd, h, |hi| hi, parts.chunks(h), |p| &p.0))?;
+            with_grad(grads, &kt, |gk| add_heads(gk, s, wk, ko, hd, h, |hi| hi / group, parts.chunks(h), |p| &p.1))?;
+            with_grad(grads, &vt, |gv| add_heads(gv, s, wv, vo, hd, h, |hi| hi / group, parts.chunks(h), |p| &p.2))?;
             if let Some(bt) = &bias_t {
                 with_grad(grads, bt, |gb| {
                     for (bh_i, (_, _, _, ds)) in parts.iter().enumerate() {

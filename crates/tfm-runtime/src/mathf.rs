@@ -84,6 +84,15 @@ pub fn silu(x: f32) -> (f32, f32) {
     (x * s, s * (1.0 + x * (1.0 - s)))
 }
 
+/// `y += a * x` over two equally long slices.
+#[inline]
+pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    debug_assert_eq!(y.len(), x.len());
+    for (u, &v) in y.iter_mut().zip(x) {
+        *u = madd(a, v, *u);
+    }
+}
+
 /// Sum of a slice with [`LANES`] independent accumulators.
 #[inline]
 pub fn sum(xs: &[f32]) -> f32 {
@@ -261,6 +270,13 @@ mod tests {
             assert!((y as f64 - x * s).abs() < 1e-6 * x.abs().max(1.0));
             assert!((d as f64 - s * (1.0 + x * (1.0 - s))).abs() < 1e-6);
         }
+    }
+
+    #[test]
+    fn axpy_adds_a_scaled_slice() {
+        let mut y = vec![1.0, 2.0, 3.0];
+        axpy(&mut y, 0.5, &[2.0, -4.0, 6.0]);
+        assert_eq!(y, [2.0, 0.0, 6.0]);
     }
 
     #[test]
