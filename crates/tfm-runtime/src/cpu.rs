@@ -726,6 +726,9 @@ fn add_heads<'a>(
     per_batch: std::slice::Chunks<'a, HeadGrads>,
     pick: impl Fn(&HeadGrads) -> &Vec<f32> + Sync,
 ) {
+    if rows * stride == 0 {
+        return;
+    }
     let batches: Vec<&[HeadGrads]> = per_batch.collect();
     dst.par_chunks_mut(rows * stride).zip(batches.par_iter()).for_each(|(chunk, hs)| {
         for (hi, hg) in hs.iter().enumerate().take(heads) {
@@ -829,7 +832,7 @@ fn attention<T: Tape<f32, Cpu>>(
         })
         .collect();
     let mut y = vec![0.0f32; b * t * width];
-    y.par_chunks_mut(t * width).enumerate().for_each(|(bi, yb)| {
+    y.par_chunks_mut((t * width).max(1)).enumerate().for_each(|(bi, yb)| {
         for (hi, (_, o)) in heads[bi * h..(bi + 1) * h].iter().enumerate() {
             for (i, row) in o.chunks_exact(hd).enumerate() {
                 yb[i * width + hi * hd..][..hd].copy_from_slice(row);
