@@ -712,10 +712,10 @@ fn col_blocks(c: &CoreCfg) -> Vec<(usize, usize, usize)> {
 type HeadGrads = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
 
 /// Adds per-head gradients `[rows, hd]` into a `[batch, rows, stride]` buffer at column
-/// `off + col(head) * hd`, one batch element per parallel task (`per_batch` yields each batch
-/// element's heads in order).
+/// `off + col(head) * hd`, one batch element per parallel task (`parts` holds `heads` entries per
+/// batch element, in order).
 #[allow(clippy::too_many_arguments)]
-fn add_heads<'a>(
+fn add_heads(
     dst: &mut [f32],
     rows: usize,
     stride: usize,
@@ -723,17 +723,16 @@ fn add_heads<'a>(
     hd: usize,
     heads: usize,
     col: impl Fn(usize) -> usize + Sync,
-    per_batch: std::slice::Chunks<'a, HeadGrads>,
+    parts: &[HeadGrads],
     pick: impl Fn(&HeadGrads) -> &Vec<f32> + Sync,
 ) {
-    if rows * stride == 0 {
+    if rows * stride == 0 || heads == 0 {
         return;
     }
-    let batches: Vec<&[HeadGrads]> = per_batch.collect();
-    dst.par_chunks_mut(rows * stride).zip(batches.par_iter()).for_each(|(chunk, hs)| {
-        for (hi, hg) in hs.iter().enumerate().take(heads) {
+    dst.par_chunks_mut(rows * stride).zip(parts.par_chunks(heads)).for_each(|(chunk, hs)| {
+        for (hi, hg) in hs.iter().enumerate() {
             let c0 = off + col(hi) * hd;
-            for (r, src) in pick(hg).chunks_exact(hd).enumerate().take(rows) {
+            for (r, src) in pick(hg).chunks_exact(hd).enumerate() {
                 mathf::axpy(&mut chunk[r * stride + c0..][..hd], 1.0, src);
             }
         }
@@ -898,9 +897,9 @@ fn attention<T: Tape<f32, Cpu>>(
                 })
                 .collect();
             // per batch element in parallel: its rows of each gradient, every head's columns
-            with_grad(grads, &qt, |gq| add_heads(gq, t, wq, qo, hd, h, |hi| hi, parts.chunks(h), |p| &p.0))?;
-            with_grad(grads, &kt, |gk| add_heads(gk, s, wk, ko, hd, h, |hi| hi / group, parts.chunks(h), |p| &p.1))?;
-            with_grad(grads, &vt, |gv| add_heads(gv, s, wv, vo, hd, h, |hi| hi / group, parts.chunks(h), |p| &p.2))?;
+            with_grad(grads, &qt, |gq| add_heads(gq, t, wq, qo, hd, h, |hi| hi, &parts, |p| &p.0))?;
+            with_grad(grads, &kt, |gk| add_heads(gk, s, wk, ko, hd, h, |hi| hi / group, &parts, |p| &p.1))?;
+            with_grad(grads, &vt, |gv| add_heads(gv, s, wv, vo, hd, h, |hi| hi / group, &parts, |p| &p.2))?;
             if let Some(bt) = &bias_t {
                 with_grad(grads, bt, |gb| {
                     for (bh_i, (_, _, _, ds)) in parts.iter().enumerate() {

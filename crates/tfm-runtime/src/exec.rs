@@ -17,6 +17,9 @@ pub(crate) type Vals<D> = Vec<Option<Val<D>>>;
 pub(crate) struct Inst {
     pub params: Vec<usize>,
     pub children: Vec<Vec<Inst>>,
+    /// Per value of the graph: a transpose the product consuming it reads in place
+    /// ([`transposes_read_in_place`], worked out once here rather than on every pass).
+    pub untransposed: Vec<bool>,
 }
 
 impl Inst {
@@ -36,7 +39,7 @@ impl Inst {
                 ChildKind::Repeat { count, shared: false } => (0..count).map(|_| Inst::build(&c.graph, counter)).collect(),
             })
             .collect();
-        Inst { params, children }
+        Inst { params, children, untransposed: transposes_read_in_place(g) }
     }
 }
 
@@ -146,7 +149,7 @@ fn run_graph<D: Backend, T: Tape<f32, D>>(
         bind(&mut env, &g.values[vid].ty.shape, v.shape(), true).map_err(run_err)?;
         vals[vid] = Some(v);
     }
-    let untransposed = transposes_read_in_place(g);
+    let untransposed = &inst.untransposed;
     for node in &g.nodes {
         let mut ins = Vec::with_capacity(node.inputs.len());
         for &v in &node.inputs {

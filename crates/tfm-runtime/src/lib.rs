@@ -28,7 +28,7 @@ pub mod fixtures;
 pub mod gemm;
 pub mod init;
 mod layout;
-pub mod mathf;
+mod mathf;
 mod objective;
 pub mod optim_cpu;
 pub mod params;
