@@ -708,47 +708,67 @@ fn col_blocks(c: &CoreCfg) -> Vec<(usize, usize, usize)> {
     (0..c.s).step_by(CAUSAL_BLOCK).map(|c0| (c0, (c0 + CAUSAL_BLOCK).min(c.s), c0)).collect()
 }
 
-/// Per (batch, head) gradients: dq [T, hd], dk [S, hd], dv [S, hd], d scores [T, S].
-type HeadGrads = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
-
-/// Adds per-head gradients `[rows, hd]` into a `[batch, rows, stride]` buffer at column
-/// `off + col(head) * hd`, one batch element per parallel task (`parts` holds `heads` entries per
-/// batch element, in order).
-#[allow(clippy::too_many_arguments)]
-fn add_heads(
-    dst: &mut [f32],
-    rows: usize,
-    stride: usize,
-    off: usize,
-    hd: usize,
-    heads: usize,
-    col: impl Fn(usize) -> usize + Sync,
-    parts: &[HeadGrads],
-    pick: impl Fn(&HeadGrads) -> &Vec<f32> + Sync,
-) {
-    if rows * stride == 0 || heads == 0 {
-        return;
+/// Takes the gradient buffer of `t` out of the store (zeros if it has none yet), to be put back
+/// with [`put_grad`]: lets one kernel write several inputs' gradients at once.
+fn take_buf(grads: &mut Grads, t: &Flat<Cpu>, len: usize) -> Result<Vec<f32>, CpuError> {
+    let buf = take_grad(grads, t)?;
+    if buf.len() != len {
+        // the buffer was already taken: two inputs share one tensor under different ids
+        return Err(CpuError::WrongNumElements);
     }
-    dst.par_chunks_mut(rows * stride).zip(parts.par_chunks(heads)).for_each(|(chunk, hs)| {
-        for (hi, hg) in hs.iter().enumerate() {
-            let c0 = off + col(hi) * hd;
-            for (r, src) in pick(hg).chunks_exact(hd).enumerate() {
-                mathf::axpy(&mut chunk[r * stride + c0..][..hd], 1.0, src);
+    Ok(buf)
+}
+
+fn put_grad(grads: &mut Grads, t: &Flat<Cpu>, buf: Vec<f32>) -> Result<(), CpuError> {
+    **grads.get_or_alloc_mut(t)? = buf;
+    Ok(())
+}
+
+/// Scores, masks and softmax of one head: `p [T, S]` holds the probabilities on return (entries
+/// a causal block skipped stay as they were, 0).
+#[allow(clippy::too_many_arguments)]
+fn head_probs(
+    c: &CoreCfg,
+    mm: MatMul,
+    p: &mut [f32],
+    q: MatRef,
+    k: MatRef,
+    bias: Option<&[f32]>,
+    key_ok: Option<&[bool]>,
+) {
+    let (t, s) = (c.t, c.s);
+    for (r0, r1, cols) in row_blocks(c) {
+        mm(r1 - r0, c.hd, cols, c.scale, MatRef { off: q.off + r0 * q.rs, ..q }, k, 0.0, p, r0 * s, s);
+    }
+    for i in 0..t {
+        let row = &mut p[i * s..(i + 1) * s];
+        if let Some(bb) = bias {
+            for (x, bv) in row.iter_mut().zip(&bb[i * s..(i + 1) * s]) {
+                *x += bv;
             }
         }
-    });
+        // causal: keys past `i` are masked for this row, so they are simply 0
+        let lim = if c.causal { (i + 1).min(s) } else { s };
+        row[lim..].iter_mut().for_each(|x| *x = 0.0);
+        let row = &mut row[..lim];
+        if c.window > 0 || key_ok.is_some() {
+            for (j, x) in row.iter_mut().enumerate() {
+                if !(c.allowed(i, j) && key_ok.map(|ok| ok[j]).unwrap_or(true)) {
+                    *x = f32::NEG_INFINITY;
+                }
+            }
+        }
+        mathf::softmax_in_place(row);
+    }
 }
 
-/// Saved per (batch, head) for the backward pass.
-struct HeadFwd {
-    /// Softmax probabilities `[T, S]` (before dropout).
-    p: Vec<f32>,
-    /// Dropout scale per entry (0 or 1/(1-p)), when dropout is on.
-    drop: Option<Vec<f32>>,
-}
+/// A matrix product kernel (`sgemm` or `sgemm_small`).
+type MatMul = fn(usize, usize, usize, f32, MatRef, MatRef, f32, &mut [f32], usize, usize);
 
-/// The whole attention core, parallel over (batch, head): scores by `sgemm`, bias, causal /
-/// window / padding masks and softmax fused per row, dropout, then `P @ V`.
+/// The whole attention core, one batch element per parallel task (every head in turn, with
+/// buffers reused across heads): scores by `sgemm`, bias, causal / window / padding masks and
+/// softmax fused per row, dropout, then `P @ V` written straight into the output's columns. The
+/// backward pass likewise accumulates `dq`, `dk` and `dv` straight into the inputs' gradients.
 fn attention<T: Tape<f32, Cpu>>(
     cx: &mut Ctx<Cpu, T>,
     q: Cols<Cpu>,
@@ -762,11 +782,12 @@ fn attention<T: Tape<f32, Cpu>>(
     let group = h / c.kv_heads.max(1);
     let (wq, wk, wv) = (q.row_stride(), k.row_stride(), v.row_stride());
     let (qo, ko, vo) = (q.off, k.off, v.off);
+    let (same_qk, same_qv, same_kv) = (k.x.uid == q.x.uid, v.x.uid == q.x.uid, v.x.uid == k.x.uid);
     let qh = host(q.x);
-    let kh = if k.x.uid == q.x.uid { qh.clone() } else { host(k.x) };
-    let vh = if v.x.uid == q.x.uid {
+    let kh = if same_qk { qh.clone() } else { host(k.x) };
+    let vh = if same_qv {
         qh.clone()
-    } else if v.x.uid == k.x.uid {
+    } else if same_kv {
         kh.clone()
     } else {
         host(v.x)
@@ -775,138 +796,154 @@ fn attention<T: Tape<f32, Cpu>>(
     let mk: Option<Arc<Vec<bool>>> = mask.map(|m| m.data.clone());
     let seed = cx.rng.next_u64();
     let width = h * hd;
+    let ts = t * s;
+    // nothing to attend to (or from): the output is zeros
+    let empty = b * t * s * h * hd == 0;
     // short sequences: the unpacked kernel; long ones: blocked products (and causal skipping)
-    let mm = if c.t <= SMALL_CORE && c.s <= SMALL_CORE { sgemm_small } else { sgemm };
-    let heads: Vec<(HeadFwd, Vec<f32>)> = (0..b * h)
-        .into_par_iter()
-        .map(|bh_i| {
-            let (bi, hi) = (bh_i / h, bh_i % h);
-            let g = hi / group;
-            let mut p = vec![0.0f32; t * s];
-            let (qb, kb, vb) = (bi * t * wq + qo + hi * hd, bi * s * wk + ko + g * hd, bi * s * wv + vo + g * hd);
-            // causal: query rows r0..r1 only see keys 0..r1 (the rest stays 0 and is masked below)
-            for (r0, r1, cols) in row_blocks(&c) {
-                mm(r1 - r0, hd, cols, c.scale, MatRef::rows(&qh, qb + r0 * wq, wq), MatRef::trans(&kh, kb, wk), 0.0, &mut p, r0 * s, s);
-            }
-            for i in 0..t {
-                let row = &mut p[i * s..(i + 1) * s];
-                if let Some(bb) = &bh {
-                    for (x, bv) in row.iter_mut().zip(&bb[(hi * t + i) * s..(hi * t + i + 1) * s]) {
-                        *x += bv;
-                    }
-                }
-                // causal: keys past `i` are masked for this row, so they are simply 0
-                let lim = if c.causal { (i + 1).min(s) } else { s };
-                row[lim..].iter_mut().for_each(|x| *x = 0.0);
-                let row = &mut row[..lim];
-                if c.window > 0 || mk.is_some() {
-                    for (j, x) in row.iter_mut().enumerate() {
-                        if !(c.allowed(i, j) && mk.as_ref().map(|mm| mm[bi * s + j]).unwrap_or(true)) {
-                            *x = f32::NEG_INFINITY;
-                        }
-                    }
-                }
-                mathf::softmax_in_place(row);
-            }
-            let drop = if c.dropout > 0.0 {
-                let mut rng = Rng::new(seed ^ (bh_i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-                let sc = 1.0 / (1.0 - c.dropout);
-                Some((0..t * s).map(|_| if rng.uniform() >= c.dropout { sc } else { 0.0 }).collect::<Vec<f32>>())
-            } else {
-                None
-            };
-            let mut o = vec![0.0f32; t * hd];
-            let pd: Vec<f32>;
-            let pv: &[f32] = match &drop {
-                Some(d) => {
-                    pd = p.iter().zip(d).map(|(a, b)| a * b).collect();
-                    &pd
-                }
-                None => &p,
-            };
-            for (r0, r1, cols) in row_blocks(&c) {
-                mm(r1 - r0, cols, hd, 1.0, MatRef::rows(pv, r0 * s, s), MatRef::rows(&vh, vb, wv), 0.0, &mut o, r0 * hd, hd);
-            }
-            (HeadFwd { p, drop }, o)
-        })
-        .collect();
+    let mm: MatMul = if c.t <= SMALL_CORE && c.s <= SMALL_CORE { sgemm_small } else { sgemm };
+    let mut probs = vec![0.0f32; b * h * ts];
+    // dropout scale per score (0 or 1/(1-p)), when dropout is on
+    let mut drops: Option<Vec<f32>> = (c.dropout > 0.0).then(|| vec![0.0f32; b * h * ts]);
     let mut y = vec![0.0f32; b * t * width];
-    y.par_chunks_mut((t * width).max(1)).enumerate().for_each(|(bi, yb)| {
-        for (hi, (_, o)) in heads[bi * h..(bi + 1) * h].iter().enumerate() {
-            for (i, row) in o.chunks_exact(hd).enumerate() {
-                yb[i * width + hi * hd..][..hd].copy_from_slice(row);
+    if !empty {
+        let dchunks: Vec<Option<&mut [f32]>> = match &mut drops {
+            Some(d) => d.chunks_mut(h * ts).map(Some).collect(),
+            None => (0..b).map(|_| None).collect(),
+        };
+        y.par_chunks_mut(t * width).zip(probs.par_chunks_mut(h * ts)).zip(dchunks).enumerate().for_each(|(bi, ((yb, pb), mut db))| {
+            let mut pd = vec![0.0f32; if db.is_some() { ts } else { 0 }];
+            let key_ok = mk.as_ref().map(|m| &m[bi * s..(bi + 1) * s]);
+            for hi in 0..h {
+                let g = hi / group;
+                let p = &mut pb[hi * ts..(hi + 1) * ts];
+                let (qb, kb, vb) = (bi * t * wq + qo + hi * hd, bi * s * wk + ko + g * hd, bi * s * wv + vo + g * hd);
+                let hb = bh.as_ref().map(|x| &x[hi * ts..(hi + 1) * ts]);
+                head_probs(&c, mm, p, MatRef::rows(&qh, qb, wq), MatRef::trans(&kh, kb, wk), hb, key_ok);
+                let pv: &[f32] = match db.as_deref_mut() {
+                    Some(db) => {
+                        let d = &mut db[hi * ts..(hi + 1) * ts];
+                        let mut rng = Rng::new(seed ^ ((bi * h + hi) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                        let sc = 1.0 / (1.0 - c.dropout);
+                        for ((dm, x), &pp) in d.iter_mut().zip(pd.iter_mut()).zip(p.iter()) {
+                            *dm = if rng.uniform() >= c.dropout { sc } else { 0.0 };
+                            *x = pp * *dm;
+                        }
+                        &pd
+                    }
+                    None => p,
+                };
+                for (r0, r1, cols) in row_blocks(&c) {
+                    mm(r1 - r0, cols, hd, 1.0, MatRef::rows(pv, r0 * s, s), MatRef::rows(&vh, vb, wv), 0.0, yb, r0 * width + hi * hd, width);
+                }
             }
-        }
-    });
+        });
+    }
     let out = cx.constant_cached(y, vec![b, t, width])?;
-    if T::OWNS_TAPE {
-        let saved: Vec<HeadFwd> = heads.into_iter().map(|(f, _)| f).collect();
+    if T::OWNS_TAPE && !empty {
         let (qt, kt, vt, ot) = (q.x.t.clone(), k.x.t.clone(), v.x.t.clone(), out.t.clone());
         let bias_t = bias.map(|x| x.t.clone());
+        let (lq, lk, lv) = (q.x.numel(), k.x.numel(), v.x.numel());
         cx.tape.add_backward_op(move |grads| {
             let gy = take_grad(grads, &ot)?;
-            // per head: (dq [T, hd], dk [S, hd], dv [S, hd], ds [T, S])
-            let parts: Vec<HeadGrads> = (0..b * h)
+            // the distinct gradient buffers (a fused projection gives q, k and v one tensor)
+            let mut gq = take_buf(grads, &qt, lq)?;
+            let mut gk = if same_qk { None } else { Some(take_buf(grads, &kt, lk)?) };
+            let mut gv = if same_qv || same_kv { None } else { Some(take_buf(grads, &vt, lv)?) };
+            let ki = if same_qk { 0 } else { 1 };
+            let vi = if same_qv {
+                0
+            } else if same_kv {
+                ki
+            } else {
+                ki + 1
+            };
+            // per batch element: its rows of each buffer
+            let mut slots: Vec<Vec<&mut [f32]>> = (0..b).map(|_| Vec::with_capacity(3)).collect();
+            for (slot, ch) in slots.iter_mut().zip(gq.chunks_mut(t * wq)) {
+                slot.push(ch);
+            }
+            for (buf, rows) in [(gk.as_mut(), s * wk), (gv.as_mut(), s * wv)] {
+                if let Some(buf) = buf {
+                    for (slot, ch) in slots.iter_mut().zip(buf.chunks_mut(rows)) {
+                        slot.push(ch);
+                    }
+                }
+            }
+            let with_bias = bias_t.is_some();
+            let dbias: Vec<f32> = slots
                 .into_par_iter()
-                .map(|bh_i| {
-                    let (bi, hi) = (bh_i / h, bh_i % h);
-                    let g = hi / group;
-                    let f = &saved[bh_i];
-                    let gob = bi * t * width + hi * hd;
-                    let (qb, kb, vb) = (bi * t * wq + qo + hi * hd, bi * s * wk + ko + g * hd, bi * s * wv + vo + g * hd);
-                    // dP' = dO V^T (causal: only the blocks the forward computed; the rest is 0)
-                    let mut dp = vec![0.0f32; t * s];
-                    for (r0, r1, cols) in row_blocks(&c) {
-                        mm(r1 - r0, hd, cols, 1.0, MatRef::rows(&gy, gob + r0 * width, width), MatRef::trans(&vh, vb, wv), 0.0, &mut dp, r0 * s, s);
-                    }
-                    // dV = P'^T dO
-                    let pd: Vec<f32>;
-                    let pv: &[f32] = match &f.drop {
-                        Some(d) => {
-                            pd = f.p.iter().zip(d).map(|(a, b)| a * b).collect();
-                            &pd
+                .enumerate()
+                .map(|(bi, mut bufs)| {
+                    let mut dp = vec![0.0f32; ts];
+                    let mut pd = vec![0.0f32; if drops.is_some() { ts } else { 0 }];
+                    let mut dbias = vec![0.0f32; if with_bias { h * ts } else { 0 }];
+                    for hi in 0..h {
+                        let g = hi / group;
+                        let at = (bi * h + hi) * ts;
+                        let p = &probs[at..at + ts];
+                        let drop = drops.as_ref().map(|d| &d[at..at + ts]);
+                        let gob = bi * t * width + hi * hd;
+                        let (qb, kb, vb) = (bi * t * wq + qo + hi * hd, bi * s * wk + ko + g * hd, bi * s * wv + vo + g * hd);
+                        // dP' = dO V^T (causal: only the blocks the forward computed; the rest is 0)
+                        dp.iter_mut().for_each(|x| *x = 0.0);
+                        for (r0, r1, cols) in row_blocks(&c) {
+                            mm(r1 - r0, hd, cols, 1.0, MatRef::rows(&gy, gob + r0 * width, width), MatRef::trans(&vh, vb, wv), 0.0, &mut dp, r0 * s, s);
                         }
-                        None => &f.p,
-                    };
-                    // dV[c0..c1] = P'[r.., c0..c1]^T dO[r..] over the query rows that see those keys
-                    let mut dv = vec![0.0f32; s * hd];
-                    for (c0, c1, r) in col_blocks(&c) {
-                        mm(c1 - c0, t - r, hd, 1.0, MatRef::trans(pv, r * s + c0, s), MatRef::rows(&gy, gob + r * width, width), 0.0, &mut dv, c0 * hd, hd);
-                    }
-                    // dS = P * (dP - rowsum(P * dP))
-                    if let Some(d) = &f.drop {
-                        dp.iter_mut().zip(d).for_each(|(x, m)| *x *= m);
-                    }
-                    for i in 0..t {
-                        let pr = &f.p[i * s..(i + 1) * s];
-                        let dr = &mut dp[i * s..(i + 1) * s];
-                        let dot = mathf::dot(pr, dr);
-                        for (x, &pp) in dr.iter_mut().zip(pr) {
-                            *x = pp * (*x - dot);
+                        let pv: &[f32] = match drop {
+                            Some(d) => {
+                                pd.iter_mut().zip(p.iter().zip(d)).for_each(|(x, (a, m))| *x = a * m);
+                                &pd
+                            }
+                            None => p,
+                        };
+                        // dV += P'^T dO over the query rows that see each key block
+                        for (c0, c1, r) in col_blocks(&c) {
+                            let dst = &mut *bufs[vi];
+                            mm(c1 - c0, t - r, hd, 1.0, MatRef::trans(pv, r * s + c0, s), MatRef::rows(&gy, gob + r * width, width), 1.0, dst, c0 * wv + vo + g * hd, wv);
+                        }
+                        // dS = P * (dP - rowsum(P * dP))
+                        if let Some(d) = drop {
+                            dp.iter_mut().zip(d).for_each(|(x, m)| *x *= m);
+                        }
+                        for i in 0..t {
+                            let pr = &p[i * s..(i + 1) * s];
+                            let dr = &mut dp[i * s..(i + 1) * s];
+                            let dot = mathf::dot(pr, dr);
+                            for (x, &pp) in dr.iter_mut().zip(pr) {
+                                *x = pp * (*x - dot);
+                            }
+                        }
+                        // dQ += scale dS K, dK += scale dS^T Q
+                        for (r0, r1, cols) in row_blocks(&c) {
+                            let dst = &mut *bufs[0];
+                            mm(r1 - r0, cols, hd, c.scale, MatRef::rows(&dp, r0 * s, s), MatRef::rows(&kh, kb, wk), 1.0, dst, r0 * wq + qo + hi * hd, wq);
+                        }
+                        for (c0, c1, r) in col_blocks(&c) {
+                            let dst = &mut *bufs[ki];
+                            mm(c1 - c0, t - r, hd, c.scale, MatRef::trans(&dp, r * s + c0, s), MatRef::rows(&qh, qb + r * wq, wq), 1.0, dst, c0 * wk + ko + g * hd, wk);
+                        }
+                        if with_bias {
+                            mathf::axpy(&mut dbias[hi * ts..(hi + 1) * ts], 1.0, &dp);
                         }
                     }
-                    let mut dq = vec![0.0f32; t * hd];
-                    for (r0, r1, cols) in row_blocks(&c) {
-                        mm(r1 - r0, cols, hd, c.scale, MatRef::rows(&dp, r0 * s, s), MatRef::rows(&kh, kb, wk), 0.0, &mut dq, r0 * hd, hd);
-                    }
-                    let mut dk = vec![0.0f32; s * hd];
-                    for (c0, c1, r) in col_blocks(&c) {
-                        mm(c1 - c0, t - r, hd, c.scale, MatRef::trans(&dp, r * s + c0, s), MatRef::rows(&qh, qb + r * wq, wq), 0.0, &mut dk, c0 * hd, hd);
-                    }
-                    (dq, dk, dv, dp)
+                    dbias
                 })
-                .collect();
-            // per batch element in parallel: its rows of each gradient, every head's columns
-            with_grad(grads, &qt, |gq| add_heads(gq, t, wq, qo, hd, h, |hi| hi, &parts, |p| &p.0))?;
-            with_grad(grads, &kt, |gk| add_heads(gk, s, wk, ko, hd, h, |hi| hi / group, &parts, |p| &p.1))?;
-            with_grad(grads, &vt, |gv| add_heads(gv, s, wv, vo, hd, h, |hi| hi / group, &parts, |p| &p.2))?;
-            if let Some(bt) = &bias_t {
-                with_grad(grads, bt, |gb| {
-                    for (bh_i, (_, _, _, ds)) in parts.iter().enumerate() {
-                        let hi = bh_i % h;
-                        gb[hi * t * s..(hi + 1) * t * s].iter_mut().zip(ds).for_each(|(a, b)| *a += b);
+                .reduce(Vec::new, |mut a, b| {
+                    if a.is_empty() {
+                        return b;
                     }
-                })?;
+                    mathf::axpy(&mut a, 1.0, &b);
+                    a
+                });
+            put_grad(grads, &qt, gq)?;
+            if let Some(gk) = gk {
+                put_grad(grads, &kt, gk)?;
+            }
+            if let Some(gv) = gv {
+                put_grad(grads, &vt, gv)?;
+            }
+            if let Some(bt) = &bias_t {
+                with_grad(grads, bt, |gb| add_into(gb, &dbias))?;
             }
             Ok(())
         });
