@@ -61,27 +61,33 @@ pub fn adamw_slices(c: &AdamwConsts, p: &mut [f32], g: &[f32], m: &mut [f32], v:
         });
 }
 
-/// AdamW for one CPU weight: returns the new (weight, m, v) tensors; `None` moments are zeros.
-pub fn adamw_cpu(
-    c: &AdamwConsts,
-    p: &Flat<Cpu>,
-    g: &Flat<Cpu>,
-    m: Option<&Flat<Cpu>>,
-    v: Option<&Flat<Cpu>>,
-) -> (Flat<Cpu>, Flat<Cpu>, Flat<Cpu>) {
+/// Host buffers an optimiser keeps between steps for [`adamw_cpu`]: the weight and gradient are
+/// copied into them (dfdx gives no mutable access to a tensor's storage), so no step allocates.
+#[derive(Clone, Debug, Default)]
+pub struct AdamwScratch {
+    p: Vec<f32>,
+    g: Vec<f32>,
+}
+
+/// AdamW for one CPU weight: updates `p` (written back in place when no other clone of it is
+/// alive) and the moments `m`, `v` (host vectors, empty = zeros).
+pub fn adamw_cpu(c: &AdamwConsts, p: &mut Flat<Cpu>, g: &Flat<Cpu>, m: &mut Vec<f32>, v: &mut Vec<f32>, scratch: &mut AdamwScratch) {
     let n = p.shape().0;
-    let dev = p.device().clone();
-    let read = |t: &Flat<Cpu>| {
-        let mut buf = vec![0.0f32; n];
-        t.copy_into(&mut buf);
-        buf
-    };
-    let mut ph = read(p);
-    let gh = read(g);
-    let mut mh = m.map(read).unwrap_or_else(|| vec![0.0; n]);
-    let mut vh = v.map(read).unwrap_or_else(|| vec![0.0; n]);
-    adamw_slices(c, &mut ph, &gh, &mut mh, &mut vh);
-    (dev.tensor_from_vec(ph, (n,)), dev.tensor_from_vec(mh, (n,)), dev.tensor_from_vec(vh, (n,)))
+    for buf in [&mut scratch.p, &mut scratch.g] {
+        if buf.len() < n {
+            buf.resize(n, 0.0);
+        }
+    }
+    for mom in [&mut *m, &mut *v] {
+        if mom.len() != n {
+            *mom = vec![0.0; n];
+        }
+    }
+    let (ph, gh) = (&mut scratch.p[..n], &mut scratch.g[..n]);
+    p.copy_into(ph);
+    g.copy_into(gh);
+    adamw_slices(c, ph, gh, m, v);
+    p.copy_from(ph);
 }
 
 #[cfg(test)]
@@ -118,10 +124,23 @@ mod tests {
         let denom = v.clone().sqrt() * c.inv_sqrt_bc2 + c.eps;
         let upd = (m.clone() / denom) * c.step;
         let w = pt.clone() * (1.0 - lr * wd) as f32 - upd;
-        let (w2, m2, v2) = adamw_cpu(&c, &pt, &gt, Some(&mt), Some(&vt));
+        let (mut w2, mut m2, mut v2) = (pt.clone(), m0.clone(), v0.clone());
+        let mut scratch = AdamwScratch::default();
+        adamw_cpu(&c, &mut w2, &gt, &mut m2, &mut v2, &mut scratch);
         assert_eq!(w.as_vec(), w2.as_vec());
-        assert_eq!(m.as_vec(), m2.as_vec());
-        assert_eq!(v.as_vec(), v2.as_vec());
+        assert_eq!(m.as_vec(), m2);
+        assert_eq!(v.as_vec(), v2);
+        // the weight's other clone keeps its old value (written in place only when unshared)
+        assert_eq!(pt.as_vec(), p);
+        // moments that start empty are zeros: the first step from zero moments
+        let (mut w3, mut m3, mut v3) = (pt.clone(), Vec::new(), Vec::new());
+        adamw_cpu(&c, &mut w3, &gt, &mut m3, &mut v3, &mut scratch);
+        let mz = gt.clone() * c.one_minus_b1;
+        let vz = gt.clone().square() * c.one_minus_b2;
+        let wz = pt.clone() * (1.0 - lr * wd) as f32 - (mz.clone() / (vz.clone().sqrt() * c.inv_sqrt_bc2 + c.eps)) * c.step;
+        assert_eq!(wz.as_vec(), w3.as_vec());
+        assert_eq!(mz.as_vec(), m3);
+        assert_eq!(vz.as_vec(), v3);
         // and against one element written out by hand
         let mm = m0[5] * 0.9 + g[5] * (1.0 - 0.9f64) as f32;
         let vv = v0[5] * 0.99 + g[5] * g[5] * (1.0 - 0.99f64) as f32;

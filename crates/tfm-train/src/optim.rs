@@ -7,39 +7,64 @@
 use dfdx::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::any::Any;
-use tfm_runtime::optim_cpu::{adamw_cpu, AdamwConsts};
+use tfm_runtime::optim_cpu::{adamw_cpu, AdamwConsts, AdamwScratch};
 use tfm_runtime::ParamStore;
 
 use crate::error::TrainError;
 
 type Flat<D> = Tensor<(usize,), f32, D>;
 
-/// AdamW in one fused, parallel pass when the weights live on the CPU (same arithmetic as the
-/// generic chain of tensor ops below); `None` on other devices.
+/// A moment buffer: a device tensor, or a host vector that AdamW on the CPU updates in place.
+#[derive(Clone, Debug)]
+enum Moment<D: Device<f32>> {
+    Dev(Flat<D>),
+    Host(Vec<f32>),
+}
+
+impl<D: Device<f32>> Moment<D> {
+    fn to_vec(&self) -> Vec<f32> {
+        match self {
+            Moment::Dev(t) => t.as_vec(),
+            Moment::Host(v) => v.clone(),
+        }
+    }
+
+    /// As a device tensor of `n` elements.
+    fn into_dev(self, dev: &D, n: usize) -> Result<Flat<D>, D::Err> {
+        match self {
+            Moment::Dev(t) => Ok(t),
+            Moment::Host(v) => dev.try_tensor_from_vec(v, (n,)),
+        }
+    }
+
+    /// As a host vector (leaves a device tensor's copy).
+    fn into_host(self) -> Vec<f32> {
+        match self {
+            Moment::Dev(t) => t.as_vec(),
+            Moment::Host(v) => v,
+        }
+    }
+}
+
+/// AdamW in one fused, parallel pass, in place, when the weights live on the CPU (same
+/// arithmetic as the generic chain of tensor ops below); `false` on other devices.
 fn adamw_fused<D: Device<f32>>(
     c: &AdamwConsts,
-    p: &Flat<D>,
+    p: &mut Flat<D>,
     g: &Flat<D>,
-    m: Option<&Flat<D>>,
-    v: Option<&Flat<D>>,
-) -> Option<(Flat<D>, Flat<D>, Flat<D>)> {
-    fn cpu<D: Device<f32>>(t: &Flat<D>) -> Option<&Flat<Cpu>> {
-        (t as &dyn Any).downcast_ref::<Flat<Cpu>>()
-    }
-    fn back<D: Device<f32>>(t: Flat<Cpu>) -> Option<Flat<D>> {
-        (Box::new(t) as Box<dyn Any>).downcast::<Flat<D>>().ok().map(|b| *b)
-    }
-    let (pc, gc) = (cpu(p)?, cpu(g)?);
-    let mc = match m {
-        Some(m) => Some(cpu(m)?),
-        None => None,
+    m: &mut Option<Moment<D>>,
+    v: &mut Option<Moment<D>>,
+    scratch: &mut AdamwScratch,
+) -> bool {
+    let (Some(pc), Some(gc)) = ((p as &mut dyn Any).downcast_mut::<Flat<Cpu>>(), (g as &dyn Any).downcast_ref::<Flat<Cpu>>()) else {
+        return false;
     };
-    let vc = match v {
-        Some(v) => Some(cpu(v)?),
-        None => None,
-    };
-    let (w, m2, v2) = adamw_cpu(c, pc, gc, mc, vc);
-    Some((back(w)?, back(m2)?, back(v2)?))
+    let mut mh = m.take().map(Moment::into_host).unwrap_or_default();
+    let mut vh = v.take().map(Moment::into_host).unwrap_or_default();
+    adamw_cpu(c, pc, gc, &mut mh, &mut vh, scratch);
+    *m = Some(Moment::Host(mh));
+    *v = Some(Moment::Host(vh));
+    true
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,9 +199,11 @@ pub struct Optimizer<D: Device<f32>> {
     /// Updates applied so far (Adam's `t`).
     pub step: u64,
     /// First moment (AdamW) or momentum buffer (SGD), by parameter index; `None` = zeros.
-    m: Vec<Option<Flat<D>>>,
+    m: Vec<Option<Moment<D>>>,
     /// Second moment (AdamW only).
-    v: Vec<Option<Flat<D>>>,
+    v: Vec<Option<Moment<D>>>,
+    /// Host buffers reused by every CPU AdamW step.
+    scratch: AdamwScratch,
 }
 
 impl<D: Device<f32>> Optimizer<D> {
@@ -187,6 +214,7 @@ impl<D: Device<f32>> Optimizer<D> {
             step: 0,
             m: vec![None; n],
             v: vec![None; n],
+            scratch: AdamwScratch::default(),
         }
     }
 
@@ -242,20 +270,15 @@ impl<D: Device<f32>> Optimizer<D> {
                         step: (lr / bc1) as f32,
                         decay: decays.then_some((1.0 - lr * s.weight_decay) as f32),
                     };
-                    if let Some((w, m, v)) =
-                        adamw_fused(&consts, &p.value, g, self.m[i].as_ref(), self.v[i].as_ref())
-                    {
-                        p.value = w;
-                        self.m[i] = Some(m);
-                        self.v[i] = Some(v);
+                    if adamw_fused(&consts, &mut p.value, g, &mut self.m[i], &mut self.v[i], &mut self.scratch) {
                         continue;
                     }
                     let m_prev = match self.m[i].take() {
-                        Some(m) => m,
+                        Some(m) => m.into_dev(&dev, n).map_err(TrainError::device)?,
                         None => zeros()?,
                     };
                     let v_prev = match self.v[i].take() {
-                        Some(v) => v,
+                        Some(v) => v.into_dev(&dev, n).map_err(TrainError::device)?,
                         None => zeros()?,
                     };
                     let r = (|| {
@@ -279,8 +302,8 @@ impl<D: Device<f32>> Optimizer<D> {
                     })();
                     let (w, m, v) = r.map_err(TrainError::device)?;
                     p.value = w;
-                    self.m[i] = Some(m);
-                    self.v[i] = Some(v);
+                    self.m[i] = Some(Moment::Dev(m));
+                    self.v[i] = Some(Moment::Dev(v));
                 }
                 OptimKind::Sgd => {
                     let r = (|| {
@@ -290,10 +313,10 @@ impl<D: Device<f32>> Optimizer<D> {
                         }
                         let step_dir = if s.momentum != 0.0 {
                             let buf = match self.m[i].take() {
-                                Some(b) => b.try_mul(s.momentum as f32)?.try_add(g)?,
+                                Some(b) => b.into_dev(&dev, n)?.try_mul(s.momentum as f32)?.try_add(g)?,
                                 None => g,
                             };
-                            self.m[i] = Some(buf.clone());
+                            self.m[i] = Some(Moment::Dev(buf.clone()));
                             buf
                         } else {
                             g
@@ -313,10 +336,10 @@ impl<D: Device<f32>> Optimizer<D> {
         let mut out = Vec::new();
         for (i, p) in store.params.iter().enumerate() {
             if let Some(m) = &self.m[i] {
-                out.push((format!("optim.m.{}", p.name), p.shape.clone(), m.as_vec()));
+                out.push((format!("optim.m.{}", p.name), p.shape.clone(), m.to_vec()));
             }
             if let Some(v) = &self.v[i] {
-                out.push((format!("optim.v.{}", p.name), p.shape.clone(), v.as_vec()));
+                out.push((format!("optim.v.{}", p.name), p.shape.clone(), v.to_vec()));
             }
         }
         out
@@ -342,9 +365,9 @@ impl<D: Device<f32>> Optimizer<D> {
             let n = p.numel();
             let mut fetch = |key: String,
                              missing: &mut Vec<String>|
-             -> Result<Option<Flat<D>>, String> {
+             -> Result<Option<Moment<D>>, String> {
                 match get(&key) {
-                    Some(data) if data.len() == n => Ok(Some(dev.tensor_from_vec(data, (n,)))),
+                    Some(data) if data.len() == n => Ok(Some(Moment::Dev(dev.tensor_from_vec(data, (n,))))),
                     Some(data) => Err(format!("`{key}` has {} values, expected {n}", data.len())),
                     None => {
                         missing.push(key);
