@@ -20,12 +20,13 @@ fn main() {
     for (name, m, k, cols, a, b) in products {
         let mut c = vec![0.0f32; m * cols];
         let flops = 2.0 * (m * k * cols) as f64;
-        for (label, kernel) in [("matrixmultiply", 0), ("gemm", 1)] {
+        for (label, kernel) in [("matrixmultiply", 0), ("gemm", 1), ("mm in pool", 2), ("gemm in pool", 3)] {
             let run = |c: &mut Vec<f32>| {
-                if kernel == 0 {
-                    sgemm_par(m, k, cols, 1.0, a, b, 0.0, c, 0, cols)
-                } else {
-                    sgemm_g(m, k, cols, 1.0, a, b, 0.0, c, 0, cols)
+                match kernel {
+                    0 => sgemm_par(m, k, cols, 1.0, a, b, 0.0, c, 0, cols),
+                    1 => sgemm_g(m, k, cols, 1.0, a, b, 0.0, c, 0, cols),
+                    2 => rayon::join(|| sgemm_par(m, k, cols, 1.0, a, b, 0.0, c, 0, cols), || ()).0,
+                    _ => rayon::join(|| sgemm_g(m, k, cols, 1.0, a, b, 0.0, c, 0, cols), || ()).0,
                 }
             };
             run(&mut c);
