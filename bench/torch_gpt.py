@@ -50,16 +50,17 @@ CONFIGS = {
 
 
 class Block(nn.Module):
-    def __init__(self, d: int, heads: int, attn: str):
+    def __init__(self, d: int, heads: int, attn: str, bias: bool = True, gelu: str = "tanh"):
         super().__init__()
         self.heads = heads
         self.attn_impl = attn
-        self.ln1 = nn.LayerNorm(d)
-        self.qkv = nn.Linear(d, 3 * d)
-        self.proj = nn.Linear(d, d)
-        self.ln2 = nn.LayerNorm(d)
-        self.fc = nn.Linear(d, 4 * d)
-        self.fc_proj = nn.Linear(4 * d, d)
+        self.gelu = gelu
+        self.ln1 = nn.LayerNorm(d, bias=bias)
+        self.qkv = nn.Linear(d, 3 * d, bias=bias)
+        self.proj = nn.Linear(d, d, bias=bias)
+        self.ln2 = nn.LayerNorm(d, bias=bias)
+        self.fc = nn.Linear(d, 4 * d, bias=bias)
+        self.fc_proj = nn.Linear(4 * d, d, bias=bias)
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         b, t, c = x.shape
@@ -80,17 +81,20 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attention(self.ln1(x))
-        x = x + self.fc_proj(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
+        x = x + self.fc_proj(F.gelu(self.fc(self.ln2(x)), approximate=self.gelu))
         return x
 
 
 class GPT(nn.Module):
-    def __init__(self, vocab: int, layers: int, heads: int, d_model: int, context: int, attn: str):
+    def __init__(
+        self, vocab: int, layers: int, heads: int, d_model: int, context: int, attn: str,
+        bias: bool = True, gelu: str = "tanh",
+    ):
         super().__init__()
         self.wte = nn.Embedding(vocab, d_model)
         self.wpe = nn.Embedding(context, d_model)
-        self.blocks = nn.ModuleList(Block(d_model, heads, attn) for _ in range(layers))
-        self.ln_f = nn.LayerNorm(d_model)
+        self.blocks = nn.ModuleList(Block(d_model, heads, attn, bias, gelu) for _ in range(layers))
+        self.ln_f = nn.LayerNorm(d_model, bias=bias)
         self.apply(self._init)
         for name, p in self.named_parameters():
             if name.endswith("proj.weight"):
@@ -100,7 +104,8 @@ class GPT(nn.Module):
     def _init(m: nn.Module) -> None:
         if isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
-            nn.init.zeros_(m.bias)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
 

@@ -9,6 +9,9 @@ training and of the best evaluation during training, next to tfm's `examples/sha
 figure for the same setup.
 
     .venv-bench/bin/python bench/torch_shakespeare.py --data ../shared/data/tinyshakespeare.txt
+
+`--no-bias --gelu none` trains nanoGPT's model exactly instead (its `bias = False` default: no
+biases in the linear layers and norms; the exact GELU of `nn.GELU()`).
 """
 
 import argparse
@@ -44,6 +47,8 @@ def main() -> None:
     p.add_argument("--eval-batches", type=int, default=200)
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-bias", action="store_true", help="no biases in the linear layers and norms")
+    p.add_argument("--gelu", choices=["tanh", "none"], default="tanh", help="GELU form ('none': exact)")
     args = p.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -61,7 +66,7 @@ def main() -> None:
         y = torch.stack([split[i + 1 : i + 1 + args.context] for i in ix])
         return x, y
 
-    model = GPT(len(chars), 4, 4, 128, args.context, "manual")
+    model = GPT(len(chars), 4, 4, 128, args.context, "manual", bias=not args.no_bias, gelu=args.gelu)
     decay = [q for q in model.parameters() if q.dim() >= 2]
     no_decay = [q for q in model.parameters() if q.dim() < 2]
     opt = torch.optim.AdamW(
