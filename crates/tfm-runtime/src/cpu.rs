@@ -725,10 +725,11 @@ fn put_grad(grads: &mut Grads, t: &Flat<Cpu>, buf: Vec<f32>) -> Result<(), CpuEr
 }
 
 /// Scores, masks and softmax of one head: `p [T, S]` holds the probabilities on return (entries
-/// a causal block skipped stay as they were, 0).
+/// a causal block skipped stay as they were, 0). `rows` is [`row_blocks`] of `c`.
 #[allow(clippy::too_many_arguments)]
 fn head_probs(
     c: &CoreCfg,
+    rows: &[(usize, usize, usize)],
     mm: MatMul,
     p: &mut [f32],
     q: MatRef,
@@ -737,7 +738,7 @@ fn head_probs(
     key_ok: Option<&[bool]>,
 ) {
     let (t, s) = (c.t, c.s);
-    for (r0, r1, cols) in row_blocks(c) {
+    for &(r0, r1, cols) in rows {
         mm(r1 - r0, c.hd, cols, c.scale, MatRef { off: q.off + r0 * q.rs, ..q }, k, 0.0, p, r0 * s, s);
     }
     for i in 0..t {
@@ -801,6 +802,7 @@ fn attention<T: Tape<f32, Cpu>>(
     let empty = b * t * s * h * hd == 0;
     // short sequences: the unpacked kernel; long ones: blocked products (and causal skipping)
     let mm: MatMul = if c.t <= SMALL_CORE && c.s <= SMALL_CORE { sgemm_small } else { sgemm };
+    let (rows, cols) = (row_blocks(&c), col_blocks(&c));
     let mut probs = vec![0.0f32; b * h * ts];
     // dropout scale per score (0 or 1/(1-p)), when dropout is on
     let mut drops: Option<Vec<f32>> = (c.dropout > 0.0).then(|| vec![0.0f32; b * h * ts]);
@@ -818,7 +820,7 @@ fn attention<T: Tape<f32, Cpu>>(
                 let p = &mut pb[hi * ts..(hi + 1) * ts];
                 let (qb, kb, vb) = (bi * t * wq + qo + hi * hd, bi * s * wk + ko + g * hd, bi * s * wv + vo + g * hd);
                 let hb = bh.as_ref().map(|x| &x[hi * ts..(hi + 1) * ts]);
-                head_probs(&c, mm, p, MatRef::rows(&qh, qb, wq), MatRef::trans(&kh, kb, wk), hb, key_ok);
+                head_probs(&c, &rows, mm, p, MatRef::rows(&qh, qb, wq), MatRef::trans(&kh, kb, wk), hb, key_ok);
                 let pv: &[f32] = match db.as_deref_mut() {
                     Some(db) => {
                         let d = &mut db[hi * ts..(hi + 1) * ts];
@@ -832,8 +834,8 @@ fn attention<T: Tape<f32, Cpu>>(
                     }
                     None => p,
                 };
-                for (r0, r1, cols) in row_blocks(&c) {
-                    mm(r1 - r0, cols, hd, 1.0, MatRef::rows(pv, r0 * s, s), MatRef::rows(&vh, vb, wv), 0.0, yb, r0 * width + hi * hd, width);
+                for &(r0, r1, keys) in &rows {
+                    mm(r1 - r0, keys, hd, 1.0, MatRef::rows(pv, r0 * s, s), MatRef::rows(&vh, vb, wv), 0.0, yb, r0 * width + hi * hd, width);
                 }
             }
         });
@@ -884,10 +886,13 @@ fn attention<T: Tape<f32, Cpu>>(
                         let drop = drops.as_ref().map(|d| &d[at..at + ts]);
                         let gob = bi * t * width + hi * hd;
                         let (qb, kb, vb) = (bi * t * wq + qo + hi * hd, bi * s * wk + ko + g * hd, bi * s * wv + vo + g * hd);
-                        // dP' = dO V^T (causal: only the blocks the forward computed; the rest is 0)
-                        dp.iter_mut().for_each(|x| *x = 0.0);
-                        for (r0, r1, cols) in row_blocks(&c) {
-                            mm(r1 - r0, hd, cols, 1.0, MatRef::rows(&gy, gob + r0 * width, width), MatRef::trans(&vh, vb, wv), 0.0, &mut dp, r0 * s, s);
+                        // dP' = dO V^T (causal: only the blocks the forward computed; the rest is 0,
+                        // reset here since `dp` is reused across heads)
+                        if causal_blocks(&c) {
+                            dp.fill(0.0);
+                        }
+                        for &(r0, r1, keys) in &rows {
+                            mm(r1 - r0, hd, keys, 1.0, MatRef::rows(&gy, gob + r0 * width, width), MatRef::trans(&vh, vb, wv), 0.0, &mut dp, r0 * s, s);
                         }
                         let pv: &[f32] = match drop {
                             Some(d) => {
@@ -897,7 +902,7 @@ fn attention<T: Tape<f32, Cpu>>(
                             None => p,
                         };
                         // dV += P'^T dO over the query rows that see each key block
-                        for (c0, c1, r) in col_blocks(&c) {
+                        for &(c0, c1, r) in &cols {
                             let dst = &mut *bufs[vi];
                             mm(c1 - c0, t - r, hd, 1.0, MatRef::trans(pv, r * s + c0, s), MatRef::rows(&gy, gob + r * width, width), 1.0, dst, c0 * wv + vo + g * hd, wv);
                         }
@@ -914,11 +919,11 @@ fn attention<T: Tape<f32, Cpu>>(
                             }
                         }
                         // dQ += scale dS K, dK += scale dS^T Q
-                        for (r0, r1, cols) in row_blocks(&c) {
+                        for &(r0, r1, keys) in &rows {
                             let dst = &mut *bufs[0];
-                            mm(r1 - r0, cols, hd, c.scale, MatRef::rows(&dp, r0 * s, s), MatRef::rows(&kh, kb, wk), 1.0, dst, r0 * wq + qo + hi * hd, wq);
+                            mm(r1 - r0, keys, hd, c.scale, MatRef::rows(&dp, r0 * s, s), MatRef::rows(&kh, kb, wk), 1.0, dst, r0 * wq + qo + hi * hd, wq);
                         }
-                        for (c0, c1, r) in col_blocks(&c) {
+                        for &(c0, c1, r) in &cols {
                             let dst = &mut *bufs[ki];
                             mm(c1 - c0, t - r, hd, c.scale, MatRef::trans(&dp, r * s + c0, s), MatRef::rows(&qh, qb + r * wq, wq), 1.0, dst, c0 * wk + ko + g * hd, wk);
                         }
