@@ -51,6 +51,10 @@ struct Args {
     /// The machine's peak GFLOP/s, for the share-of-peak field.
     #[arg(long)]
     peak_gflops: Option<f64>,
+    /// Run the device-generic dfdx path instead of the device's fused kernels (the path a device
+    /// without its own kernels takes).
+    #[arg(long)]
+    generic: bool,
 }
 
 fn main() -> ExitCode {
@@ -78,7 +82,10 @@ fn run(args: &Args) -> Result<String, String> {
     if let Some(b) = args.batch {
         cfg.set_batch(b);
     }
-    let spec = args.spec.clone().unwrap_or_else(|| PathBuf::from(cfg.default_spec()));
+    let spec = args
+        .spec
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(cfg.default_spec()));
     if args.steps == 0 {
         return Err("expected at least one timed step, found `--steps 0`".into());
     }
@@ -91,7 +98,10 @@ fn run(args: &Args) -> Result<String, String> {
             spec.display()
         ));
     }
-    let opts = CheckOptions { overrides: cfg.overrides(), model: args.model.clone() };
+    let opts = CheckOptions {
+        overrides: cfg.overrides(),
+        model: args.model.clone(),
+    };
     let mut sources = SourceMap::new();
     let t_check = Instant::now();
     let checked = check_file(&spec, &opts, &mut sources);
@@ -103,7 +113,10 @@ fn run(args: &Args) -> Result<String, String> {
         .map(|d| format!("{}: {}", d.code, d.message))
         .collect();
     if !errors.is_empty() {
-        return Err(format!("the spec did not check:\n  {}", errors.join("\n  ")));
+        return Err(format!(
+            "the spec did not check:\n  {}",
+            errors.join("\n  ")
+        ));
     }
     let Some(checked_model) = checked.models.into_iter().next() else {
         return Err(format!(
@@ -121,7 +134,12 @@ fn run(args: &Args) -> Result<String, String> {
         }
     });
 
-    let hp = step::Hyper { lr: args.lr, weight_decay: args.weight_decay, seed: args.seed };
+    let hp = step::Hyper {
+        lr: args.lr,
+        weight_decay: args.weight_decay,
+        seed: args.seed,
+        fused: !args.generic,
+    };
     let mut trainer = step::Trainer::new(&model, &cfg, hp)?;
     if trainer.num_params() as u64 != expected.total {
         return Err(format!(
@@ -164,6 +182,7 @@ fn run(args: &Args) -> Result<String, String> {
         "device": "cpu",
         "dtype": "fp32",
         "threads": args.threads,
+        "kernels": if args.generic { "generic" } else { "fused" },
         "params": trainer.num_params(),
         "spec_params": spec_params,
         "check_ms": check_s * 1e3,
@@ -190,7 +209,11 @@ fn run(args: &Args) -> Result<String, String> {
         }
         // The throughput under its own name as well: tokens_per_s (GPT, target tokens of the
         // encoder-decoder) or images_per_s (ViT).
-        let named = if cfg.unit() == "images" { "images_per_s" } else { "tokens_per_s" };
+        let named = if cfg.unit() == "images" {
+            "images_per_s"
+        } else {
+            "tokens_per_s"
+        };
         obj.insert(named.into(), json!(items_per_s));
         if let Some(peak) = args.peak_gflops {
             obj.insert("peak_gflops".into(), json!(peak));
@@ -202,5 +225,10 @@ fn run(args: &Args) -> Result<String, String> {
 
 /// The one-minute load average, where the platform reports it (to judge a shared machine).
 fn loadavg_1m() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }

@@ -73,7 +73,10 @@ pub fn parse_driver_version(text: &str) -> Option<(u32, String)> {
     let line = text.lines().find(|l| l.contains("NVRM version"))?;
     line.split_whitespace().find_map(|w| {
         let (major, rest) = w.split_once('.')?;
-        if major.is_empty() || !major.bytes().all(|b| b.is_ascii_digit()) || !rest.starts_with(|c: char| c.is_ascii_digit()) {
+        if major.is_empty()
+            || !major.bytes().all(|b| b.is_ascii_digit())
+            || !rest.starts_with(|c: char| c.is_ascii_digit())
+        {
             return None;
         }
         Some((major.parse().ok()?, w.to_string()))
@@ -125,9 +128,16 @@ mod tests {
     #[test]
     fn driver_version_is_read_from_the_nvrm_line() {
         let text = "NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.65.06  Sun Jul 27 07:09:39 UTC 2025\nGCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n";
-        assert_eq!(parse_driver_version(text), Some((580, "580.65.06".to_string())));
-        let old = "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  535.104.05  Release Build\n";
-        assert_eq!(parse_driver_version(old), Some((535, "535.104.05".to_string())));
+        assert_eq!(
+            parse_driver_version(text),
+            Some((580, "580.65.06".to_string()))
+        );
+        let old =
+            "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  535.104.05  Release Build\n";
+        assert_eq!(
+            parse_driver_version(old),
+            Some((535, "535.104.05".to_string()))
+        );
         assert_eq!(parse_driver_version("GCC version: 12.2.0\n"), None);
     }
 }
