@@ -15,6 +15,11 @@ Models (`--models`, comma-separated; a configuration name works too):
 Modes:
     python3 bench/compare.py train [--models gpt-a,gpt-b,vit,seq2seq] [--reps 2] [--no-build]
     python3 bench/compare.py check [--runs 10]      # times `tfm check` on specs/ and each 7B spec
+    python3 bench/compare.py gpu [--config gpt2] [--reps 2] [--tfm-cmd ".stage/cuda/run.sh tfm-bench"]
+                                  [--python python3] [--peak-tflops N]
+        # on a GPU machine: GPT-2 small (124M, context 1024) training steps, tfm (CUDA, fp32)
+        # against PyTorch eager and torch.compile (fp32, and bf16 autocast for reference):
+        # tokens/s, MFU, peak GPU memory. tfm-bench comes staged by scripts/stage-cuda.sh.
 
 Run from anywhere; paths are relative to the repository root. PyTorch comes from .venv-bench
 (made by bench/setup.sh). Prints results only; nothing is written to the repository.
@@ -256,6 +261,67 @@ def check_mode(args: argparse.Namespace) -> None:
         print(f"| `{label}`{note} | {r['mean_ms']:.1f} | {r['min_ms']:.1f} | {r['runs']} ({r['via']}) |")
 
 
+# Dense peak TFLOP/s by GPU name (fp32 without tensor cores; bf16 tensor cores), for MFU.
+GPU_PEAKS = {"H100": {"fp32": 67.0, "bf16": 989.0}, "H200": {"fp32": 67.0, "bf16": 989.0},
+             "A100": {"fp32": 19.5, "bf16": 312.0}}
+
+
+def gpu_peak(name: str, dtype: str) -> float | None:
+    for key, peaks in GPU_PEAKS.items():
+        if key in name:
+            return peaks.get(dtype)
+    return None
+
+
+def gpu_mode(args: argparse.Namespace) -> None:
+    """tfm on CUDA against PyTorch eager and torch.compile on the same GPU, alternating per rep."""
+    python = args.python or (str(VENV_PY) if VENV_PY.exists() else sys.executable)
+    tfm_cmd = args.tfm_cmd.split()
+    warmup, steps = 3, args.steps
+    common = ["--config", args.config, "--warmup", str(warmup), "--steps", str(steps)]
+    sides = [("tfm (CUDA, fp32)", [*tfm_cmd, *common, "--device", "cuda"]),
+             ("PyTorch eager (fp32)", [python, str(TORCH_SCRIPT), *common, "--device", "cuda", "--attn", "manual"]),
+             ("PyTorch eager (fp32, sdpa)", [python, str(TORCH_SCRIPT), *common, "--device", "cuda", "--attn", "sdpa"]),
+             ("torch.compile (fp32)", [python, str(TORCH_SCRIPT), *common, "--device", "cuda", "--attn", "sdpa",
+                                       "--compile"]),
+             ("torch.compile (bf16 autocast)", [python, str(TORCH_SCRIPT), *common, "--device", "cuda",
+                                                "--attn", "sdpa", "--compile", "--dtype", "bf16"])]
+    best: dict[str, dict] = {}
+    for rep in range(args.reps):
+        order = sides if rep % 2 == 0 else list(reversed(sides))
+        for label, cmd in order:
+            try:
+                res = run_json(cmd)
+            except RuntimeError as e:
+                log(str(e))
+                continue
+            log(json.dumps(res))
+            if label not in best or res["ms_per_step"] < best[label]["ms_per_step"]:
+                best[label] = res
+    gpu = next((r["gpu"] for r in best.values() if r.get("gpu")), "unknown GPU")
+    print(f"GPU: {gpu}; configuration {args.config}; best of {args.reps} alternating repetitions, "
+          f"{steps} timed steps each.")
+    print("FLOPs per step: " + FLOPS_NOTES["gpt"] + " MFU = achieved FLOP/s over the dense peak of the "
+          "dtype (fp32 without tensor cores, bf16 with them).")
+    print()
+    print("| side | params | ms/step | tokens/s | TFLOP/s | MFU | peak GPU MiB (allocator) | GPU MiB in use (driver) | tfm / side |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    tfm = best.get(sides[0][0])
+    for label, _ in sides:
+        r = best.get(label)
+        if r is None:
+            print(f"| {label} | | failed | | | | | | |")
+            continue
+        dtype = "bf16" if r.get("dtype") == "bf16" else "fp32"
+        peak = args.peak_tflops or gpu_peak(gpu, dtype)
+        tflops = r["flops_per_step"] / (r["ms_per_step"] / 1e3) / 1e12
+        mfu = f"{tflops / peak * 100:.1f}%" if peak else "-"
+        ratio = f"{throughput(tfm) / throughput(r):.3f}x" if tfm and r is not tfm else ""
+        print(f"| {label} | {r['params']:,} | {fmt(r['ms_per_step'])} | {fmt(throughput(r), 0)} | "
+              f"{tflops:.1f} | {mfu} | {fmt(r.get('peak_gpu_mem_mib'), 0)} | "
+              f"{fmt(r.get('gpu_mem_used_mib'), 0)} | {ratio} |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="mode", required=True)
@@ -275,9 +341,19 @@ def main() -> None:
     c.add_argument("--runs", type=int, default=10)
     c.add_argument("--no-build", action="store_true")
     c.add_argument("--tfm-bin", default=None, help="a prebuilt tfm binary (skips the build)")
+    g = sub.add_parser("gpu", help="tfm on CUDA vs PyTorch eager and torch.compile (GPU machine)")
+    g.add_argument("--config", default="gpt2", help="a GPT configuration (default gpt2: GPT-2 small)")
+    g.add_argument("--reps", type=int, default=2)
+    g.add_argument("--steps", type=int, default=10)
+    g.add_argument("--tfm-cmd", default=".stage/cuda/run.sh tfm-bench",
+                   help="how to run a CUDA build of tfm-bench (default: the staged one)")
+    g.add_argument("--python", default=None, help="a python with a CUDA torch (default .venv-bench, else this one)")
+    g.add_argument("--peak-tflops", type=float, default=None, help="the GPU's peak for MFU (default by GPU name)")
     args = p.parse_args()
     if args.mode == "train":
         train_mode(args)
+    elif args.mode == "gpu":
+        gpu_mode(args)
     else:
         check_mode(args)
 

@@ -276,6 +276,8 @@ def run(args: argparse.Namespace) -> dict:
         out["mfu"] = flops / med / (args.peak_tflops * 1e12)
     if device.startswith("cuda"):
         out["peak_gpu_mem_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        free, total = torch.cuda.mem_get_info()
+        out["gpu_mem_used_mib"] = (total - free) / 2**20
         out["gpu"] = torch.cuda.get_device_name()
     return out
 

@@ -37,7 +37,7 @@ fi
 
 for bin in "$STAGE"/bin/*; do
   name=$(basename "$bin")
-  case "$name" in cuda_smoke|tfm) continue ;; esac
+  case "$name" in cuda_smoke|tfm|tfm-bench) continue ;; esac
   if ! grep -q "^needs $name:.*libcuda" "$STAGE/manifest"; then
     echo; echo "== skip $name: it holds no CUDA code (it does not link libcuda)"; continue
   fi

@@ -3,7 +3,8 @@
 # libraries but no Rust toolchain.
 #
 #   scripts/stage-cuda.sh [-o DIR] --build          # build the smoke example, the cuda test
-#                                                   # binaries and the tfm CLI, then stage them
+#                                                   # binaries, the tfm CLI and tfm-bench, then
+#                                                   # stage them
 #   scripts/stage-cuda.sh [-o DIR] BINARY...        # stage binaries you built with --features cuda
 #
 # DIR defaults to .stage/cuda (ignored by git). It receives:
@@ -26,7 +27,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     -o) OUT=$2; shift 2 ;;
     --build) BUILD=1; shift ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) BINS+=("$1"); shift ;;
   esac
 done
@@ -57,6 +58,10 @@ for line in sys.stdin:
     if grep -q '^cuda *=' crates/tfm-cli/Cargo.toml 2>/dev/null; then
       log "building the tfm CLI (release, --features cuda)"
       mapfile -t found < <(cargo build --release -p tfm-cli --features cuda \
+          --message-format=json-render-diagnostics | list_exes)
+      BINS+=("${found[@]}")
+      log "building the benchmark harness (release, --features cuda)"
+      mapfile -t found < <(cargo build --release -p tfm-bench --features cuda \
           --message-format=json-render-diagnostics | list_exes)
       BINS+=("${found[@]}")
     else

@@ -1,17 +1,19 @@
 //! The `tfm-bench` binary: builds a model (a GPT, a ViT or an encoder-decoder) from a `.tfm`
-//! spec, times training steps on the CPU runtime and prints one JSON line of results (the same
+//! spec, times training steps on the CPU (or, built with `--features cuda`, on a GPU) and prints one JSON line of results (the same
 //! fields as `bench/torch_gpt.py` and `bench/torch_models.py`).
 
 mod step;
 
 use clap::Parser;
+use dfdx::prelude::Cpu;
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
-use tfm_bench::{all_names, bench, peak_rss_mib, stats};
+use tfm_bench::{all_names, bench, peak_rss_mib, stats, Bench, ParamCount};
 use tfm_diag::SourceMap;
 use tfm_elab::{check_file, CheckOptions};
+use tfm_runtime::Backend;
 
 /// Failed `expect` statements: expected when `--set` resizes the model, so not fatal here.
 const EXPECTATION_FAILED: &str = "E0302";
@@ -51,10 +53,20 @@ struct Args {
     /// The machine's peak GFLOP/s, for the share-of-peak field.
     #[arg(long)]
     peak_gflops: Option<f64>,
+    /// Where the steps run.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    device: DeviceArg,
     /// Run the device-generic dfdx path instead of the device's fused kernels (the path a device
     /// without its own kernels takes).
     #[arg(long)]
     generic: bool,
+}
+
+/// `--device`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum DeviceArg {
+    Cpu,
+    Cuda,
 }
 
 fn main() -> ExitCode {
@@ -134,13 +146,52 @@ fn run(args: &Args) -> Result<String, String> {
         }
     });
 
+    let built = Built {
+        cfg,
+        spec,
+        model,
+        spec_params,
+        expected,
+        check_s,
+    };
+    match args.device {
+        DeviceArg::Cpu => time_steps(args, &built, Cpu::seed_from_u64(args.seed)),
+        #[cfg(feature = "cuda")]
+        DeviceArg::Cuda => time_steps(args, &built, tfm_runtime::device::cuda_device(args.seed)?),
+        #[cfg(not(feature = "cuda"))]
+        DeviceArg::Cuda => Err(
+            "this tfm-bench was built without CUDA support; rebuild with `--features cuda`".into(),
+        ),
+    }
+}
+
+/// The checked model and what the report says about it.
+struct Built {
+    cfg: Bench,
+    spec: PathBuf,
+    model: tfm_ir::Model,
+    spec_params: u64,
+    expected: ParamCount,
+    check_s: f64,
+}
+
+/// Times the warm-up and the timed steps on `dev` and returns the JSON report.
+fn time_steps<D: Backend>(args: &Args, built: &Built, dev: D) -> Result<String, String> {
+    let Built {
+        cfg,
+        spec,
+        model,
+        spec_params,
+        expected,
+        check_s,
+    } = built;
     let hp = step::Hyper {
         lr: args.lr,
         weight_decay: args.weight_decay,
         seed: args.seed,
         fused: !args.generic,
     };
-    let mut trainer = step::Trainer::new(&model, &cfg, hp)?;
+    let mut trainer = step::Trainer::new(model, cfg, hp, dev)?;
     if trainer.num_params() as u64 != expected.total {
         return Err(format!(
             "expected {} parameters for configuration `{}`, found {} in the built model; the \
@@ -179,7 +230,7 @@ fn run(args: &Args) -> Result<String, String> {
         "family": cfg.kind(),
         "config": args.config,
         "spec": spec.display().to_string(),
-        "device": "cpu",
+        "device": match args.device { DeviceArg::Cpu => "cpu", DeviceArg::Cuda => "cuda" },
         "dtype": "fp32",
         "threads": args.threads,
         "kernels": if args.generic { "generic" } else { "fused" },
@@ -199,6 +250,7 @@ fn run(args: &Args) -> Result<String, String> {
         "first_loss": first_loss,
         "last_loss": last_loss,
         "peak_rss_mib": peak_rss_mib(),
+        "gpu_mem_used_mib": gpu_memory_used_mib(args.device),
         "loadavg_1m": loadavg_1m(),
     });
     if let Some(obj) = out.as_object_mut() {
@@ -231,4 +283,16 @@ fn loadavg_1m() -> Option<f64> {
         .next()?
         .parse()
         .ok()
+}
+
+/// The GPU memory in use after the timed steps (dfdx keeps freed buffers for reuse, so this is
+/// the run's high-water mark plus the CUDA context), as the driver counts it.
+fn gpu_memory_used_mib(device: DeviceArg) -> Option<f64> {
+    match device {
+        DeviceArg::Cpu => None,
+        #[cfg(feature = "cuda")]
+        DeviceArg::Cuda => tfm_runtime::device::gpu_memory_used_mib(),
+        #[cfg(not(feature = "cuda"))]
+        DeviceArg::Cuda => None,
+    }
 }

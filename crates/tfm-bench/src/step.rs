@@ -1,9 +1,8 @@
 //! One training step on the tfm runtime: loss and gradients for a batch, then AdamW.
 
-use dfdx::prelude::Cpu;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use tfm_bench::Bench;
-use tfm_runtime::{Batch, HostTensor, ParamStore, Runtime};
+use tfm_runtime::{Backend, Batch, HostTensor, ParamStore, Runtime};
 use tfm_train::optim::{GradSet, OptimKind, OptimSettings};
 use tfm_train::Optimizer;
 
@@ -21,18 +20,17 @@ pub struct Hyper {
 const BATCHES: usize = 4;
 
 /// Holds the runtime, the parameters, the optimiser state and a few random batches.
-pub struct Trainer {
-    rt: Runtime<Cpu>,
-    store: ParamStore<Cpu>,
-    opt: Optimizer<Cpu>,
+pub struct Trainer<D: Backend> {
+    rt: Runtime<D>,
+    store: ParamStore<D>,
+    opt: Optimizer<D>,
     batches: Vec<Batch>,
     hp: Hyper,
 }
 
-impl Trainer {
-    pub fn new(model: &tfm_ir::Model, bench: &Bench, hp: Hyper) -> Result<Self, String> {
-        let mut rt =
-            Runtime::new(model.clone(), Cpu::seed_from_u64(hp.seed)).map_err(|e| e.to_string())?;
+impl<D: Backend> Trainer<D> {
+    pub fn new(model: &tfm_ir::Model, bench: &Bench, hp: Hyper, dev: D) -> Result<Self, String> {
+        let mut rt = Runtime::new(model.clone(), dev).map_err(|e| e.to_string())?;
         rt.set_fused(hp.fused);
         let store = rt.init_params(hp.seed);
         let settings = OptimSettings {

@@ -54,90 +54,12 @@ fn run_cuda(_seed: u64, _job: impl DeviceJob) -> u8 {
 
 #[cfg(feature = "cuda")]
 fn run_cuda(seed: u64, job: impl DeviceJob) -> u8 {
-    match cuda_device(seed) {
+    match tfm_runtime::device::cuda_device(seed) {
         Ok(dev) => job.run(dev),
         Err(message) => {
             eprintln!("error: {message}");
             eprintln!("  = help: run on the CPU with `--device cpu`");
             FAILED
         }
-    }
-}
-
-/// The oldest NVIDIA driver the CUDA build supports (CUDA 13).
-pub const MIN_DRIVER: u32 = 580;
-
-/// The driver's major version from the text of `/proc/driver/nvidia/version`
-/// (`NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.65.06  ...`).
-pub fn parse_driver_version(text: &str) -> Option<(u32, String)> {
-    let line = text.lines().find(|l| l.contains("NVRM version"))?;
-    line.split_whitespace().find_map(|w| {
-        let (major, rest) = w.split_once('.')?;
-        if major.is_empty()
-            || !major.bytes().all(|b| b.is_ascii_digit())
-            || !rest.starts_with(|c: char| c.is_ascii_digit())
-        {
-            return None;
-        }
-        Some((major.parse().ok()?, w.to_string()))
-    })
-}
-
-/// Checks the driver version before cudarc is touched.
-pub fn check_driver() -> Result<(), String> {
-    let path = "/proc/driver/nvidia/version";
-    let text = std::fs::read_to_string(path).map_err(|_| {
-        format!("no CUDA device found: no NVIDIA driver is loaded (`{path}` cannot be read)")
-    })?;
-    match parse_driver_version(&text) {
-        Some((major, _)) if major >= MIN_DRIVER => Ok(()),
-        Some((_, full)) => Err(format!(
-            "expected NVIDIA driver {MIN_DRIVER} or newer (CUDA 13), found {full}; update the driver"
-        )),
-        None => Err(format!("cannot read the NVIDIA driver version from `{path}`")),
-    }
-}
-
-/// Builds the CUDA device. cudarc 0.9 panics (`CUDA_ERROR_NO_DEVICE`) when no GPU is present, so
-/// the build runs inside `catch_unwind` with a silent panic hook.
-#[cfg(feature = "cuda")]
-fn cuda_device(seed: u64) -> Result<dfdx::prelude::Cuda, String> {
-    check_driver()?;
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let built = std::panic::catch_unwind(|| dfdx::prelude::Cuda::try_build(0, seed));
-    std::panic::set_hook(previous);
-    match built {
-        Ok(Ok(dev)) => Ok(dev),
-        Ok(Err(e)) => Err(format!("no CUDA device found: {e:?}")),
-        Err(payload) => {
-            let what = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "the CUDA driver could not be initialised".to_string());
-            Err(format!("no CUDA device found: {what}"))
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn driver_version_is_read_from_the_nvrm_line() {
-        let text = "NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.65.06  Sun Jul 27 07:09:39 UTC 2025\nGCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n";
-        assert_eq!(
-            parse_driver_version(text),
-            Some((580, "580.65.06".to_string()))
-        );
-        let old =
-            "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  535.104.05  Release Build\n";
-        assert_eq!(
-            parse_driver_version(old),
-            Some((535, "535.104.05".to_string()))
-        );
-        assert_eq!(parse_driver_version("GCC version: 12.2.0\n"), None);
     }
 }

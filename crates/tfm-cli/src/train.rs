@@ -454,6 +454,20 @@ impl DeviceJob for TrainJob {
             sources,
         } = self;
         let name = model.name.clone();
+        let context = data.fixed_context().unwrap_or(cfg.context);
+        if let Some((free, total)) = dev.memory_info() {
+            // a run that cannot fit stops here with what to change, not at its first allocation
+            let opts = tfm_summary::SummaryOptions {
+                batch: cfg.batch_size as u64,
+                seq: context as u64,
+            };
+            let need = tfm_summary::summarize(&model, &opts).totals.training_bytes;
+            if let Err(msg) =
+                tfm_runtime::device::check_fits(need, free, total, cfg.batch_size, context)
+            {
+                return emit_error(&TrainError::Model(msg), &sources, None);
+            }
+        }
         let rt = match Runtime::new(model, dev) {
             Ok(rt) => rt,
             Err(e) => return emit_error(&TrainError::Model(e.to_string()), &sources, None),
@@ -492,7 +506,6 @@ impl DeviceJob for TrainJob {
                 "\ninterrupted: writing a checkpoint and stopping (Ctrl-C again to quit at once)"
             );
         });
-        let context = data.fixed_context().unwrap_or(cfg.context);
         let params: usize = store
             .params
             .iter()

@@ -63,6 +63,17 @@ pub trait Backend: Device<f32> + Sized {
     #[doc(hidden)]
     fn prepare_host() {}
 
+    /// Waits until the work queued on the device is done (timing; the CPU's work is done when an
+    /// op returns).
+    fn sync(&self) -> R<()> {
+        Ok(())
+    }
+
+    /// `(free, total)` bytes of device memory, where the device has its own (a GPU).
+    fn memory_info(&self) -> Option<(u64, u64)> {
+        None
+    }
+
     // Whole passes: the CPU moves each onto a rayon worker, so its parallel kernels join inside
     // the pool instead of waking the pool from outside for every op.
     #[doc(hidden)]
@@ -185,7 +196,14 @@ pub trait Backend: Device<f32> + Sized {
 }
 
 #[cfg(feature = "cuda")]
-impl Backend for Cuda {}
+impl Backend for Cuda {
+    fn sync(&self) -> R<()> {
+        self.try_synchronize().map_err(dev_err)
+    }
+    fn memory_info(&self) -> Option<(u64, u64)> {
+        crate::device::gpu_memory_info()
+    }
+}
 
 pub(crate) fn check_targets(targets: &[i64], v: usize) -> R<usize> {
     let mut count = 0;

@@ -23,6 +23,7 @@
 
 pub mod backend;
 mod cpu;
+pub mod device;
 mod exec;
 pub mod fixtures;
 pub mod gemm;
@@ -136,9 +137,13 @@ pub(crate) fn run_err(message: impl Into<String>) -> RuntimeError {
 }
 
 pub(crate) fn dev_err(e: impl fmt::Debug) -> RuntimeError {
-    RuntimeError::Device {
-        message: format!("{e:?}"),
-    }
+    let raw = format!("{e:?}");
+    let message = if raw.contains("OUT_OF_MEMORY") {
+        format!("the GPU ran out of memory ({raw}); hint: lower the batch (`--batch`) or the context, or train a smaller model")
+    } else {
+        raw
+    };
+    RuntimeError::Device { message }
 }
 
 /// A checked model bound to a device.

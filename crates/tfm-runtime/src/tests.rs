@@ -1031,6 +1031,41 @@ macro_rules! on_cpu {
     };
 }
 
+/// The same checks on the GPU, through the device-generic path (the CUDA test binary carried to
+/// a GPU machine; `scripts/stage-cuda.sh` builds it).
+#[cfg(feature = "cuda")]
+macro_rules! on_cuda {
+    ($($name:ident),* $(,)?) => {
+        mod cuda {
+            $(
+                #[test]
+                fn $name() {
+                    let dev = match crate::device::cuda_device(0) {
+                        Ok(dev) => dev,
+                        Err(e) => panic!("expected a usable CUDA device, found: {e}"),
+                    };
+                    if let Err(e) = super::$name(dev) {
+                        panic!("{e}");
+                    }
+                }
+            )*
+        }
+    };
+}
+
+#[cfg(feature = "cuda")]
+on_cuda!(
+    check_linear,
+    check_matmul,
+    check_norms,
+    check_elementwise,
+    check_mlp,
+    check_attention,
+    check_layers,
+    check_layout,
+    check_objectives
+);
+
 on_cpu!(
     check_linear,
     check_matmul,

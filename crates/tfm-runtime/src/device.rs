@@ -1,0 +1,138 @@
+//! Setting up a device: the NVIDIA driver check and building dfdx's `Cuda` without its panic when
+//! no GPU is present, and the GPU memory in use (what the command line and the benchmark report).
+
+/// The oldest NVIDIA driver the CUDA build supports (CUDA 13).
+pub const MIN_DRIVER: u32 = 580;
+
+/// The driver's major version from the text of `/proc/driver/nvidia/version`
+/// (`NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.65.06  ...`).
+pub fn parse_driver_version(text: &str) -> Option<(u32, String)> {
+    let line = text.lines().find(|l| l.contains("NVRM version"))?;
+    line.split_whitespace().find_map(|w| {
+        let (major, rest) = w.split_once('.')?;
+        if major.is_empty()
+            || !major.bytes().all(|b| b.is_ascii_digit())
+            || !rest.starts_with(|c: char| c.is_ascii_digit())
+        {
+            return None;
+        }
+        Some((major.parse().ok()?, w.to_string()))
+    })
+}
+
+/// Checks the driver version before cudarc is touched.
+pub fn check_driver() -> Result<(), String> {
+    let path = "/proc/driver/nvidia/version";
+    let text = std::fs::read_to_string(path).map_err(|_| {
+        format!("no CUDA device found: no NVIDIA driver is loaded (`{path}` cannot be read)")
+    })?;
+    match parse_driver_version(&text) {
+        Some((major, _)) if major >= MIN_DRIVER => Ok(()),
+        Some((_, full)) => Err(format!(
+            "expected NVIDIA driver {MIN_DRIVER} or newer (CUDA 13), found {full}; update the driver"
+        )),
+        None => Err(format!("cannot read the NVIDIA driver version from `{path}`")),
+    }
+}
+
+/// Builds the CUDA device. cudarc 0.9 panics (`CUDA_ERROR_NO_DEVICE`) when no GPU is present, so
+/// the build runs inside `catch_unwind` with a silent panic hook.
+#[cfg(feature = "cuda")]
+pub fn cuda_device(seed: u64) -> Result<dfdx::prelude::Cuda, String> {
+    check_driver()?;
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let built = std::panic::catch_unwind(|| dfdx::prelude::Cuda::try_build(0, seed));
+    std::panic::set_hook(previous);
+    match built {
+        Ok(Ok(dev)) => Ok(dev),
+        Ok(Err(e)) => Err(format!("no CUDA device found: {e:?}")),
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "the CUDA driver could not be initialised".to_string());
+            Err(format!("no CUDA device found: {what}"))
+        }
+    }
+}
+
+/// `(free, total)` bytes of the current GPU, as the driver counts them.
+#[cfg(feature = "cuda")]
+pub fn gpu_memory_info() -> Option<(u64, u64)> {
+    let (free, total) = cudarc::driver::result::mem_get_info().ok()?;
+    Some((free as u64, total as u64))
+}
+
+/// GPU memory in use on the current device, in MiB, as the driver counts it (every process's
+/// allocations and contexts on that GPU).
+#[cfg(feature = "cuda")]
+pub fn gpu_memory_used_mib() -> Option<f64> {
+    let (free, total) = gpu_memory_info()?;
+    Some((total - free) as f64 / (1024.0 * 1024.0))
+}
+
+/// Whether a training run whose estimate (`tfm summary`'s weights, gradients, AdamW moments and
+/// activations) is `need` bytes can start with `free` of `total` bytes of device memory; the
+/// error says what to change. The estimate is a floor (the run also keeps temporaries), so only
+/// a run certain not to fit is refused.
+pub fn check_fits(
+    need: u128,
+    free: u64,
+    total: u64,
+    batch: usize,
+    context: usize,
+) -> Result<(), String> {
+    if need <= u128::from(free) {
+        return Ok(());
+    }
+    let gib = |b: u128| b as f64 / (1u64 << 30) as f64;
+    let per_row = need / batch.max(1) as u128;
+    let fits_rows = u128::from(free) / per_row.max(1);
+    let hint = if fits_rows >= 1 {
+        format!("lower the batch (`--batch {fits_rows}` or less) or the context ({context} now)")
+    } else {
+        "the weights, gradients and optimizer state alone do not fit: train a smaller model (`--set d_model=...`, `--set layers=...`) or on a larger GPU".to_string()
+    };
+    Err(format!(
+        "the model does not fit in GPU memory: training at batch {batch}, context {context} needs about {:.2} GiB (weights, gradients, AdamW moments and activations), and the GPU has {:.2} GiB free of {:.2} GiB; hint: {hint}",
+        gib(need),
+        gib(u128::from(free)),
+        gib(u128::from(total)),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_that_cannot_fit_is_refused_with_what_to_change() {
+        let gib = 1u64 << 30;
+        assert!(check_fits(3 * u128::from(gib), 4 * gib, 80 * gib, 8, 1024).is_ok());
+        let e = check_fits(40 * u128::from(gib), 10 * gib, 80 * gib, 8, 1024).unwrap_err();
+        assert!(e.contains("needs about 40.00 GiB"), "{e}");
+        assert!(e.contains("10.00 GiB free of 80.00 GiB"), "{e}");
+        // 5 GiB per row, 10 GiB free: two rows fit
+        assert!(e.contains("`--batch 2` or less"), "{e}");
+        let e = check_fits(40 * u128::from(gib), 2 * gib, 80 * gib, 1, 1024).unwrap_err();
+        assert!(e.contains("train a smaller model"), "{e}");
+    }
+
+    #[test]
+    fn driver_version_is_read_from_the_nvrm_line() {
+        let text = "NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.65.06  Sun Jul 27 07:09:39 UTC 2025\nGCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n";
+        assert_eq!(
+            parse_driver_version(text),
+            Some((580, "580.65.06".to_string()))
+        );
+        let old =
+            "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  535.104.05  Release Build\n";
+        assert_eq!(
+            parse_driver_version(old),
+            Some((535, "535.104.05".to_string()))
+        );
+        assert_eq!(parse_driver_version("GCC version: 12.2.0\n"), None);
+    }
+}
