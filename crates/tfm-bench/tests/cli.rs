@@ -154,3 +154,57 @@ fn bench_specs_meet_their_own_expectations() {
         assert_eq!(checked.models.len(), 1, "{spec}");
     }
 }
+
+#[test]
+fn the_generic_path_gives_the_fused_paths_first_loss() {
+    let run = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "--config",
+            "nanogpt-cpu",
+            "--batch",
+            "2",
+            "--warmup",
+            "1",
+            "--steps",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        let out = Command::new(env!("CARGO_BIN_EXE_tfm-bench"))
+            .current_dir(repo_root())
+            .args(&args)
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "tfm-bench {extra:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).expect("one JSON line")
+    };
+    let fused = run(&[]);
+    let generic = run(&["--generic"]);
+    assert_eq!(fused["kernels"], "fused");
+    assert_eq!(generic["kernels"], "generic");
+    // same weights and batch: the two implementations agree on the loss to float rounding
+    let (a, b) = (
+        fused["first_loss"].as_f64().expect("a number"),
+        generic["first_loss"].as_f64().expect("a number"),
+    );
+    assert!((a - b).abs() < 1e-4, "fused {a} vs generic {b}");
+}
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_without_the_feature_says_how_to_rebuild() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tfm-bench"))
+        .current_dir(repo_root())
+        .args(["--config", "nanogpt-cpu", "--device", "cuda"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("built without CUDA support; rebuild with `--features cuda`"),
+        "{stderr}"
+    );
+}
