@@ -36,36 +36,15 @@ pub struct GptConfig {
 pub const CONFIGS: &[(&str, GptConfig)] = &[
     (
         "nanogpt-cpu",
-        GptConfig {
-            vocab: 65,
-            layers: 4,
-            heads: 4,
-            d_model: 128,
-            context: 64,
-            batch: 12,
-        },
+        GptConfig { vocab: 65, layers: 4, heads: 4, d_model: 128, context: 64, batch: 12 },
     ),
     (
         "medium-cpu",
-        GptConfig {
-            vocab: 65,
-            layers: 6,
-            heads: 6,
-            d_model: 384,
-            context: 256,
-            batch: 8,
-        },
+        GptConfig { vocab: 65, layers: 6, heads: 6, d_model: 384, context: 256, batch: 8 },
     ),
     (
         "gpt2",
-        GptConfig {
-            vocab: 50257,
-            layers: 12,
-            heads: 12,
-            d_model: 768,
-            context: 1024,
-            batch: 8,
-        },
+        GptConfig { vocab: 50257, layers: 12, heads: 12, d_model: 768, context: 1024, batch: 8 },
     ),
 ];
 
@@ -100,10 +79,7 @@ impl GptConfig {
         let wte = self.vocab as u64 * d;
         let wpe = self.context as u64 * d;
         let total = wte + wpe + self.layers as u64 * self.per_layer() + 2 * d;
-        ParamCount {
-            total,
-            matmul: total - wpe,
-        }
+        ParamCount { total, matmul: total - wpe }
     }
 
     /// Tokens in one training step.
@@ -135,17 +111,9 @@ pub fn stats(times: &[f64]) -> Option<Stats> {
     let mut sorted = times.to_vec();
     sorted.sort_by(|a, b| a.total_cmp(b));
     let n = sorted.len();
-    let median = if n % 2 == 1 {
-        sorted[n / 2]
-    } else {
-        0.5 * (sorted[n / 2 - 1] + sorted[n / 2])
-    };
+    let median = if n % 2 == 1 { sorted[n / 2] } else { 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]) };
     let mean = sorted.iter().sum::<f64>() / n as f64;
-    Some(Stats {
-        median,
-        mean,
-        min: sorted[0],
-    })
+    Some(Stats { median, mean, min: sorted[0] })
 }
 
 /// Reads `VmHWM` (peak resident set size) in KiB from the text of `/proc/self/status`.
@@ -238,14 +206,8 @@ impl VitConfig {
     pub fn params(&self) -> ParamCount {
         let d = self.d_model as u64;
         let extra = d + self.seq_len() as u64 * d;
-        let matmul = self.patch_params()
-            + self.layers as u64 * self.per_layer()
-            + 2 * d
-            + self.head_params();
-        ParamCount {
-            total: matmul + extra,
-            matmul,
-        }
+        let matmul = self.patch_params() + self.layers as u64 * self.per_layer() + 2 * d + self.head_params();
+        ParamCount { total: matmul + extra, matmul }
     }
 
     /// Images in one training step.
@@ -304,16 +266,7 @@ pub struct Seq2seqConfig {
 /// The named encoder-decoder configurations; the same names as `bench/torch_models.py --config`.
 pub const SEQ2SEQ_CONFIGS: &[(&str, Seq2seqConfig)] = &[(
     "seq2seq-small",
-    Seq2seqConfig {
-        vocab: 8000,
-        layers: 3,
-        heads: 4,
-        d_model: 256,
-        ffn: 1024,
-        src_len: 16,
-        tgt_len: 16,
-        batch: 64,
-    },
+    Seq2seqConfig { vocab: 8000, layers: 3, heads: 4, d_model: 256, ffn: 1024, src_len: 16, tgt_len: 16, batch: 64 },
 )];
 
 impl Seq2seqConfig {
@@ -342,10 +295,7 @@ impl Seq2seqConfig {
     pub fn params(&self) -> ParamCount {
         let emb = (self.vocab * self.d_model) as u64;
         let total = emb + self.layers as u64 * (self.enc_layer() + self.dec_layer());
-        ParamCount {
-            total,
-            matmul: total,
-        }
+        ParamCount { total, matmul: total }
     }
 
     /// Target tokens in one training step.
@@ -365,18 +315,12 @@ impl Seq2seqConfig {
     ///
     /// The embedding lookups are not matrix products and are not counted.
     pub fn flops_per_step(&self) -> f64 {
-        let (s, t, d, l) = (
-            self.src_len as f64,
-            self.tgt_len as f64,
-            self.d_model as f64,
-            self.layers as f64,
-        );
+        let (s, t, d, l) = (self.src_len as f64, self.tgt_len as f64, self.d_model as f64, self.layers as f64);
         let dm = self.d_model as u64;
         let cross_kv = (l as u64 * 2 * (dm * dm + dm)) as f64;
         let enc = (self.layers as u64 * self.enc_layer()) as f64;
         let dec = (self.layers as u64 * self.dec_layer()) as f64;
-        let lin =
-            enc * s + (dec - cross_kv) * t + cross_kv * s + (self.vocab * self.d_model) as f64 * t;
+        let lin = enc * s + (dec - cross_kv) * t + cross_kv * s + (self.vocab * self.d_model) as f64 * t;
         let attn = 12.0 * l * (s * s + t * t + t * s) * d;
         (6.0 * lin + attn) * self.batch as f64
     }
@@ -405,9 +349,7 @@ pub enum Bench {
 pub fn all_names() -> Vec<&'static str> {
     let gpt = CONFIGS.iter().map(|(n, _)| *n);
     let vit = VIT_CONFIGS.iter().map(|(n, _)| *n);
-    gpt.chain(vit)
-        .chain(SEQ2SEQ_CONFIGS.iter().map(|(n, _)| *n))
-        .collect()
+    gpt.chain(vit).chain(SEQ2SEQ_CONFIGS.iter().map(|(n, _)| *n)).collect()
 }
 
 /// Looks up a named configuration of any kind.
@@ -418,10 +360,7 @@ pub fn bench(name: &str) -> Option<Bench> {
     if let Some((_, c)) = VIT_CONFIGS.iter().find(|(n, _)| *n == name) {
         return Some(Bench::Vit(*c));
     }
-    SEQ2SEQ_CONFIGS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, c)| Bench::Seq2seq(*c))
+    SEQ2SEQ_CONFIGS.iter().find(|(n, _)| *n == name).map(|(_, c)| Bench::Seq2seq(*c))
 }
 
 impl Bench {
@@ -574,9 +513,7 @@ mod tests {
         // per layer 2 x 256 + 4 x (128 x 128 + 128) + (128 x 512 + 512) + (512 x 128 + 128)
         // = 512 + 66,048 + 66,048 + 65,664 = 198,272, six of them 1,189,632; final norm 256;
         // head 128 x 10 + 10 = 1,290.
-        let Some(Bench::Vit(cfg)) = bench("vit-mnist") else {
-            panic!("vit-mnist is a ViT")
-        };
+        let Some(Bench::Vit(cfg)) = bench("vit-mnist") else { panic!("vit-mnist is a ViT") };
         let p = cfg.params();
         assert_eq!(p.total, 2_176 + 128 + 6_400 + 1_189_632 + 256 + 1_290);
         assert_eq!(p.matmul, p.total - 128 - 6_400);
@@ -585,9 +522,7 @@ mod tests {
 
     #[test]
     fn vit_flops_by_hand() {
-        let Some(Bench::Vit(cfg)) = bench("vit-mnist") else {
-            panic!("vit-mnist is a ViT")
-        };
+        let Some(Bench::Vit(cfg)) = bench("vit-mnist") else { panic!("vit-mnist is a ViT") };
         let lin = 2_176.0 * 49.0 + (1_189_632.0 + 256.0) * 50.0 + 1_290.0;
         let attn = 12.0 * 6.0 * 50.0 * 50.0 * 128.0;
         let expected = (6.0 * lin + attn) * 128.0;
@@ -599,18 +534,14 @@ mod tests {
         // embedding 8,000 x 256 = 2,048,000; attention 4 x (256 x 256 + 256) = 263,168;
         // feed-forward 256 x 1,024 + 1,024 + 1,024 x 256 + 256 = 525,568; encoder layer
         // 263,168 + 525,568 + 1,024 = 789,760; decoder layer 789,760 + 263,168 + 512 = 1,053,440.
-        let Some(Bench::Seq2seq(cfg)) = bench("seq2seq-small") else {
-            panic!("a seq2seq config")
-        };
+        let Some(Bench::Seq2seq(cfg)) = bench("seq2seq-small") else { panic!("a seq2seq config") };
         assert_eq!(cfg.params().total, 2_048_000 + 3 * 789_760 + 3 * 1_053_440);
         assert_eq!(cfg.params().total, 7_577_600);
     }
 
     #[test]
     fn seq2seq_flops_by_hand() {
-        let Some(Bench::Seq2seq(cfg)) = bench("seq2seq-small") else {
-            panic!("a seq2seq config")
-        };
+        let Some(Bench::Seq2seq(cfg)) = bench("seq2seq-small") else { panic!("a seq2seq config") };
         // S = T = 16: every parameter sees 16 positions per example.
         let lin = 7_577_600.0 * 16.0;
         let attn = 12.0 * 3.0 * (3.0 * 256.0) * 256.0;
@@ -622,16 +553,7 @@ mod tests {
     #[test]
     fn every_name_resolves_once() {
         let names = all_names();
-        assert_eq!(
-            names,
-            [
-                "nanogpt-cpu",
-                "medium-cpu",
-                "gpt2",
-                "vit-mnist",
-                "seq2seq-small"
-            ]
-        );
+        assert_eq!(names, ["nanogpt-cpu", "medium-cpu", "gpt2", "vit-mnist", "seq2seq-small"]);
         for n in names {
             assert!(bench(n).is_some(), "{n}");
         }

@@ -5,15 +5,15 @@
 mod step;
 
 use clap::Parser;
-use dfdx::prelude::Cpu;
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
+use dfdx::prelude::Cpu;
 use tfm_bench::{all_names, bench, peak_rss_mib, stats, Bench, ParamCount};
+use tfm_runtime::Backend;
 use tfm_diag::SourceMap;
 use tfm_elab::{check_file, CheckOptions};
-use tfm_runtime::Backend;
 
 /// Failed `expect` statements: expected when `--set` resizes the model, so not fatal here.
 const EXPECTATION_FAILED: &str = "E0302";
@@ -94,10 +94,7 @@ fn run(args: &Args) -> Result<String, String> {
     if let Some(b) = args.batch {
         cfg.set_batch(b);
     }
-    let spec = args
-        .spec
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(cfg.default_spec()));
+    let spec = args.spec.clone().unwrap_or_else(|| PathBuf::from(cfg.default_spec()));
     if args.steps == 0 {
         return Err("expected at least one timed step, found `--steps 0`".into());
     }
@@ -110,10 +107,7 @@ fn run(args: &Args) -> Result<String, String> {
             spec.display()
         ));
     }
-    let opts = CheckOptions {
-        overrides: cfg.overrides(),
-        model: args.model.clone(),
-    };
+    let opts = CheckOptions { overrides: cfg.overrides(), model: args.model.clone() };
     let mut sources = SourceMap::new();
     let t_check = Instant::now();
     let checked = check_file(&spec, &opts, &mut sources);
@@ -125,10 +119,7 @@ fn run(args: &Args) -> Result<String, String> {
         .map(|d| format!("{}: {}", d.code, d.message))
         .collect();
     if !errors.is_empty() {
-        return Err(format!(
-            "the spec did not check:\n  {}",
-            errors.join("\n  ")
-        ));
+        return Err(format!("the spec did not check:\n  {}", errors.join("\n  ")));
     }
     let Some(checked_model) = checked.models.into_iter().next() else {
         return Err(format!(
@@ -146,22 +137,13 @@ fn run(args: &Args) -> Result<String, String> {
         }
     });
 
-    let built = Built {
-        cfg,
-        spec,
-        model,
-        spec_params,
-        expected,
-        check_s,
-    };
+    let built = Built { cfg, spec, model, spec_params, expected, check_s };
     match args.device {
         DeviceArg::Cpu => time_steps(args, &built, Cpu::seed_from_u64(args.seed)),
         #[cfg(feature = "cuda")]
         DeviceArg::Cuda => time_steps(args, &built, tfm_runtime::device::cuda_device(args.seed)?),
         #[cfg(not(feature = "cuda"))]
-        DeviceArg::Cuda => Err(
-            "this tfm-bench was built without CUDA support; rebuild with `--features cuda`".into(),
-        ),
+        DeviceArg::Cuda => Err("this tfm-bench was built without CUDA support; rebuild with `--features cuda`".into()),
     }
 }
 
@@ -177,20 +159,8 @@ struct Built {
 
 /// Times the warm-up and the timed steps on `dev` and returns the JSON report.
 fn time_steps<D: Backend>(args: &Args, built: &Built, dev: D) -> Result<String, String> {
-    let Built {
-        cfg,
-        spec,
-        model,
-        spec_params,
-        expected,
-        check_s,
-    } = built;
-    let hp = step::Hyper {
-        lr: args.lr,
-        weight_decay: args.weight_decay,
-        seed: args.seed,
-        fused: !args.generic,
-    };
+    let Built { cfg, spec, model, spec_params, expected, check_s } = built;
+    let hp = step::Hyper { lr: args.lr, weight_decay: args.weight_decay, seed: args.seed, fused: !args.generic };
     let mut trainer = step::Trainer::new(model, cfg, hp, dev)?;
     if trainer.num_params() as u64 != expected.total {
         return Err(format!(
@@ -261,11 +231,7 @@ fn time_steps<D: Backend>(args: &Args, built: &Built, dev: D) -> Result<String, 
         }
         // The throughput under its own name as well: tokens_per_s (GPT, target tokens of the
         // encoder-decoder) or images_per_s (ViT).
-        let named = if cfg.unit() == "images" {
-            "images_per_s"
-        } else {
-            "tokens_per_s"
-        };
+        let named = if cfg.unit() == "images" { "images_per_s" } else { "tokens_per_s" };
         obj.insert(named.into(), json!(items_per_s));
         if let Some(peak) = args.peak_gflops {
             obj.insert("peak_gflops".into(), json!(peak));
@@ -277,12 +243,7 @@ fn time_steps<D: Backend>(args: &Args, built: &Built, dev: D) -> Result<String, 
 
 /// The one-minute load average, where the platform reports it (to judge a shared machine).
 fn loadavg_1m() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
 }
 
 /// The GPU memory in use after the timed steps (dfdx keeps freed buffers for reuse, so this is

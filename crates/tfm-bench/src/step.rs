@@ -45,16 +45,8 @@ impl<D: Backend> Trainer<D> {
         };
         let opt = Optimizer::new(settings, &store);
         let mut rng = StdRng::seed_from_u64(hp.seed);
-        let batches = (0..BATCHES)
-            .map(|_| random_batch(bench, &mut rng))
-            .collect();
-        Ok(Trainer {
-            rt,
-            store,
-            opt,
-            batches,
-            hp,
-        })
+        let batches = (0..BATCHES).map(|_| random_batch(bench, &mut rng)).collect();
+        Ok(Trainer { rt, store, opt, batches, hp })
     }
 
     /// Every trained weight of the built model, the tied head counted once (fixed tables such
@@ -71,9 +63,9 @@ impl<D: Backend> Trainer<D> {
             .loss_and_grads(&self.store, batch, self.hp.seed.wrapping_add(i as u64))
             .map_err(|e| e.to_string())?;
         let grads = GradSet::from_gradients(&self.store, grads).map_err(|e| e.to_string())?;
-        self.opt
-            .update(&mut self.store, &grads, self.hp.lr)
-            .map_err(|e| e.to_string())?;
+        self.opt.update(&mut self.store, &grads, self.hp.lr).map_err(|e| e.to_string())?;
+        // a GPU step is over when its queued update has run
+        self.rt.device().sync().map_err(|e| e.to_string())?;
         Ok(loss)
     }
 }
@@ -97,14 +89,8 @@ fn random_batch(bench: &Bench, rng: &mut StdRng) -> Batch {
             let (b, t) = (cfg.batch, cfg.context);
             let (x, y) = shifted_windows(rng, b, t, 0, cfg.vocab as i64);
             Batch {
-                inputs: vec![HostTensor::I64 {
-                    shape: vec![b, t],
-                    data: x,
-                }],
-                targets: Some(HostTensor::I64 {
-                    shape: vec![b, t],
-                    data: y,
-                }),
+                inputs: vec![HostTensor::I64 { shape: vec![b, t], data: x }],
+                targets: Some(HostTensor::I64 { shape: vec![b, t], data: y }),
             }
         }
         Bench::Vit(cfg) => {
@@ -112,19 +98,11 @@ fn random_batch(bench: &Bench, rng: &mut StdRng) -> Batch {
             let shape = vec![b, cfg.channels, cfg.image, cfg.image];
             let n: usize = shape.iter().product();
             let images: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
-            let labels: Vec<i64> = (0..b)
-                .map(|_| rng.gen_range(0..cfg.classes as i64))
-                .collect();
+            let labels: Vec<i64> = (0..b).map(|_| rng.gen_range(0..cfg.classes as i64)).collect();
             Batch {
                 inputs: vec![
-                    HostTensor::F32 {
-                        shape,
-                        data: images,
-                    },
-                    HostTensor::I64 {
-                        shape: vec![b],
-                        data: labels,
-                    },
+                    HostTensor::F32 { shape, data: images },
+                    HostTensor::I64 { shape: vec![b], data: labels },
                 ],
                 targets: None,
             }
@@ -132,25 +110,14 @@ fn random_batch(bench: &Bench, rng: &mut StdRng) -> Batch {
         Bench::Seq2seq(cfg) => {
             let (b, s, t) = (cfg.batch, cfg.src_len, cfg.tgt_len);
             // Ids from 1: id 0 is the padding id, and a full-length batch has no padding.
-            let src: Vec<i64> = (0..b * s)
-                .map(|_| rng.gen_range(1..cfg.vocab as i64))
-                .collect();
+            let src: Vec<i64> = (0..b * s).map(|_| rng.gen_range(1..cfg.vocab as i64)).collect();
             let (tgt_in, tgt_out) = shifted_windows(rng, b, t, 1, cfg.vocab as i64);
             Batch {
                 inputs: vec![
-                    HostTensor::I64 {
-                        shape: vec![b, s],
-                        data: src,
-                    },
-                    HostTensor::I64 {
-                        shape: vec![b, t],
-                        data: tgt_in,
-                    },
+                    HostTensor::I64 { shape: vec![b, s], data: src },
+                    HostTensor::I64 { shape: vec![b, t], data: tgt_in },
                 ],
-                targets: Some(HostTensor::I64 {
-                    shape: vec![b, t],
-                    data: tgt_out,
-                }),
+                targets: Some(HostTensor::I64 { shape: vec![b, t], data: tgt_out }),
             }
         }
     }

@@ -63,10 +63,7 @@ fn parse_snapshot(text: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let mut current: Option<(String, String)> = None;
     for line in text.split_inclusive('\n') {
-        if let Some(name) = line
-            .strip_prefix("== model ")
-            .and_then(|l| l.trim_end().strip_suffix(" =="))
-        {
+        if let Some(name) = line.strip_prefix("== model ").and_then(|l| l.trim_end().strip_suffix(" ==")) {
             if let Some((n, t)) = current.take() {
                 out.insert(n, t);
             }
@@ -97,10 +94,7 @@ fn collect_specs(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
         for e in entries {
             let p = e.path();
             if e.file_type()?.is_dir() {
-                let hidden = p
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with('.') || n == "target");
+                let hidden = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.') || n == "target");
                 if !hidden {
                     walk(&p, out)?;
                 }
@@ -131,24 +125,13 @@ pub fn run(args: CheckArgs) -> Outcome {
     };
     let files = match collect_specs(&args.paths) {
         Ok(f) => f,
-        Err(e) => {
-            return usage_error(
-                &e,
-                Some("pass spec files or folders that hold `.tfm` files"),
-            )
-        }
+        Err(e) => return usage_error(&e, Some("pass spec files or folders that hold `.tfm` files")),
     };
     if files.is_empty() {
-        return usage_error(
-            "no `.tfm` files found",
-            Some("pass a spec file or a folder that holds specs"),
-        );
+        return usage_error("no `.tfm` files found", Some("pass a spec file or a folder that holds specs"));
     }
     let compare_snapshots = overrides.is_empty();
-    let opts = CheckOptions {
-        overrides,
-        model: args.model.clone(),
-    };
+    let opts = CheckOptions { overrides, model: args.model.clone() };
     let mut sources = SourceMap::new();
     let mut diags: Vec<Diagnostic> = vec![];
     let mut n_models = 0;
@@ -165,20 +148,12 @@ pub fn run(args: CheckArgs) -> Outcome {
         let current: Vec<(String, String, tfm_diag::Span)> = checked
             .models
             .iter()
-            .map(|m| {
-                (
-                    m.model.name.clone(),
-                    tfm_summary::snapshot(&m.model),
-                    first_line(m.model.span, &sources),
-                )
-            })
+            .map(|m| (m.model.name.clone(), tfm_summary::snapshot(&m.model), first_line(m.model.span, &sources)))
             .collect();
         if args.update {
             let mut text = SNAP_HEADER.to_string();
             // Keep sections of models not checked this time (`--model`), so updating one keeps the rest.
-            let mut sections = std::fs::read_to_string(&snap_path)
-                .map(|t| parse_snapshot(&t))
-                .unwrap_or_default();
+            let mut sections = std::fs::read_to_string(&snap_path).map(|t| parse_snapshot(&t)).unwrap_or_default();
             if args.model.is_none() || !file_ok {
                 sections.retain(|k, _| current.iter().any(|(n, _, _)| n == k) || !file_ok);
             }
@@ -190,10 +165,7 @@ pub fn run(args: CheckArgs) -> Outcome {
                 text.push_str(snap);
             }
             if let Err(e) = write_atomic(&snap_path, &text) {
-                diags.push(Diagnostic::error(
-                    "E0502",
-                    format!("cannot write snapshot `{}`: {e}", snap_path.display()),
-                ));
+                diags.push(Diagnostic::error("E0502", format!("cannot write snapshot `{}`: {e}", snap_path.display())));
             } else {
                 notes.push(format!("updated {}", snap_path.display()));
             }
@@ -218,38 +190,20 @@ pub fn run(args: CheckArgs) -> Outcome {
             match stored.get(name) {
                 Some(old) if old == snap => {}
                 Some(old) => diags.push(
-                    Diagnostic::error(
-                        "E0501",
-                        format!(
-                            "model `{name}` differs from its snapshot `{}`",
-                            snap_path.display()
-                        ),
-                    )
-                    .at(*span, "this model changed")
-                    .hint(unified_diff(old, snap))
-                    .hint(format!(
-                        "if the change is intended, run `tfm check --update {}`",
-                        file.display()
-                    )),
+                    Diagnostic::error("E0501", format!("model `{name}` differs from its snapshot `{}`", snap_path.display()))
+                        .at(*span, "this model changed")
+                        .hint(unified_diff(old, snap))
+                        .hint(format!("if the change is intended, run `tfm check --update {}`", file.display())),
                 ),
                 None => diags.push(
-                    Diagnostic::error(
-                        "E0501",
-                        format!("model `{name}` has no section in `{}`", snap_path.display()),
-                    )
-                    .at(*span, "new model")
-                    .hint(format!(
-                        "run `tfm check --update {}` to record it",
-                        file.display()
-                    )),
+                    Diagnostic::error("E0501", format!("model `{name}` has no section in `{}`", snap_path.display()))
+                        .at(*span, "new model")
+                        .hint(format!("run `tfm check --update {}` to record it", file.display())),
                 ),
             }
         }
         if file_ok && args.model.is_none() {
-            for name in stored
-                .keys()
-                .filter(|k| !current.iter().any(|(n, _, _)| n == *k))
-            {
+            for name in stored.keys().filter(|k| !current.iter().any(|(n, _, _)| n == *k)) {
                 diags.push(
                     Diagnostic::error("E0501", format!("snapshot `{}` records model `{name}`, which the spec no longer defines", snap_path.display()))
                         .hint(format!("run `tfm check --update {}` to drop it", file.display())),
@@ -258,9 +212,7 @@ pub fn run(args: CheckArgs) -> Outcome {
         }
     }
     let format: Format = args.format.into();
-    let color = matches!(format, Format::Human)
-        && std::env::var_os("NO_COLOR").is_none()
-        && std::io::stdout().is_terminal();
+    let color = matches!(format, Format::Human) && std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal();
     let text = render(&diags, &sources, format, color);
     print!("{text}");
     if matches!(format, Format::Json) && diags.is_empty() {
@@ -287,33 +239,20 @@ pub fn run(args: CheckArgs) -> Outcome {
             plural(warnings)
         );
     }
-    if errors > 0 {
-        Outcome::Failed
-    } else {
-        Outcome::Ok
-    }
+    if errors > 0 { Outcome::Failed } else { Outcome::Ok }
 }
 
 /// The part of `span` on its first line (`model gpt2 {`), so a label does not quote a whole model.
 fn first_line(span: tfm_diag::Span, sources: &SourceMap) -> tfm_diag::Span {
-    let text = sources
-        .get(span.file)
-        .and_then(|f| f.text.get(span.start as usize..span.end as usize));
+    let text = sources.get(span.file).and_then(|f| f.text.get(span.start as usize..span.end as usize));
     match text.and_then(|t| t.find('\n')) {
-        Some(i) => tfm_diag::Span {
-            end: span.start + i as u32,
-            ..span
-        },
+        Some(i) => tfm_diag::Span { end: span.start + i as u32, ..span },
         None => span,
     }
 }
 
 fn plural(n: usize) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
-    }
+    if n == 1 { "" } else { "s" }
 }
 
 /// Writes through a temporary file in the same folder and renames it over the target.

@@ -35,9 +35,7 @@ pub fn usage_error(message: &str, hint: Option<&str>) -> Outcome {
 pub fn parse_overrides(sets: &[String]) -> Result<Vec<(String, String)>, String> {
     sets.iter()
         .map(|s| match s.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => {
-                Ok((k.trim().to_string(), v.trim().to_string()))
-            }
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
             _ => Err(format!("`--set {s}` is not of the form name=value")),
         })
         .collect()

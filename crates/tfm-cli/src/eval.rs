@@ -14,16 +14,13 @@ use tfm_train::{Checkpoint, DataSource, Dataset, RunConfig};
 use crate::common::parse_overrides;
 use crate::device::{dispatch, DeviceArg, DeviceJob};
 use crate::train::{
-    addition_report, batch_shape, check_vocab, checkpoint_config, duration, emit_error,
-    eval_options, load_checkpointed_model, print_addition, read_checkpoint, restored, set_data,
-    usage, TaskArg, OK,
+    addition_report, batch_shape, check_vocab, checkpoint_config, duration, emit_error, eval_options, load_checkpointed_model, print_addition, read_checkpoint, restored, set_data, usage,
+    TaskArg, OK,
 };
 
 #[derive(Args)]
-#[command(
-    after_help = "The data, the `set` overrides and the seed default to those the checkpoint was trained with.\n\
-Exit codes: 0 done, 1 error (wrong spec, damaged checkpoint, vocabulary mismatch, ...), 2 usage error."
-)]
+#[command(after_help = "The data, the `set` overrides and the seed default to those the checkpoint was trained with.\n\
+Exit codes: 0 done, 1 error (wrong spec, damaged checkpoint, vocabulary mismatch, ...), 2 usage error.")]
 pub struct EvalArgs {
     /// The model spec the checkpoint was trained with.
     spec: PathBuf,
@@ -67,15 +64,7 @@ struct EvalJob {
 
 impl DeviceJob for EvalJob {
     fn run<D: Backend>(self, dev: D) -> u8 {
-        let EvalJob {
-            model,
-            cfg,
-            data,
-            ck,
-            sources,
-            beam,
-            limit,
-        } = self;
+        let EvalJob { model, cfg, data, ck, sources, beam, limit } = self;
         let (rt, store) = match restored(model, dev, &ck, &sources) {
             Ok(x) => x,
             Err(code) => return code,
@@ -89,11 +78,7 @@ impl DeviceJob for EvalJob {
             Ok(l) => l,
             Err(e) => return emit_error(&e, &sources, None),
         };
-        println!(
-            "checkpoint      {} (step {})",
-            ck.path.display(),
-            ck.meta.step
-        );
+        println!("checkpoint      {} (step {})", ck.path.display(), ck.meta.step);
         println!(
             "val loss        {loss:.4} ({} batches of {})",
             cfg.eval.batches,
@@ -140,19 +125,15 @@ pub fn run(args: EvalArgs) -> u8 {
     }
     if let Some(b) = args.batches {
         if b == 0 {
-            return usage(
-                "`--batches` must be at least 1, found 0",
-                "pass `--batches 20`",
-            );
+            return usage("`--batches` must be at least 1, found 0", "pass `--batches 20`");
         }
         cfg.eval.batches = b;
     }
     cfg.eval.batches = cfg.eval.batches.max(1);
-    let loaded =
-        match load_checkpointed_model(&mut cfg, &extra, args.model.clone(), &ck, &mut sources) {
-            Ok(l) => l,
-            Err(code) => return code,
-        };
+    let loaded = match load_checkpointed_model(&mut cfg, &extra, args.model.clone(), &ck, &mut sources) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
     let mut data = match Dataset::load(&cfg) {
         Ok(d) => d,
         Err(e) => return emit_error(&e, &sources, None),
@@ -160,27 +141,10 @@ pub fn run(args: EvalArgs) -> u8 {
     if let Err(e) = data.bind(&loaded.model) {
         return emit_error(&e, &sources, None);
     }
-    if let Err(e) = ck
-        .meta
-        .tokenizer
-        .check_same(data.tokenizer())
-        .and_then(|_| check_vocab(&loaded.model, &data))
-    {
+    if let Err(e) = ck.meta.tokenizer.check_same(data.tokenizer()).and_then(|_| check_vocab(&loaded.model, &data)) {
         return emit_error(&e, &sources, None);
     }
     let device = cfg.device;
     let seed = cfg.seed;
-    dispatch(
-        device,
-        seed,
-        EvalJob {
-            model: loaded.model,
-            cfg,
-            data,
-            ck,
-            sources,
-            beam: args.beam,
-            limit: args.limit,
-        },
-    )
+    dispatch(device, seed, EvalJob { model: loaded.model, cfg, data, ck, sources, beam: args.beam, limit: args.limit })
 }

@@ -7,19 +7,14 @@ use std::path::PathBuf;
 use clap::Args;
 use tfm_diag::SourceMap;
 use tfm_runtime::{Backend, HostTensor};
-use tfm_train::{Rng, Tokenizer, TrainError};
+use tfm_train::{Rng, TrainError, Tokenizer};
 
 use crate::common::parse_overrides;
 use crate::device::{dispatch, DeviceArg, DeviceJob};
-use crate::train::{
-    checkpoint_config, emit_error, int_param, load_checkpointed_model, read_checkpoint, restored,
-    usage, FAILED, OK,
-};
+use crate::train::{checkpoint_config, emit_error, int_param, load_checkpointed_model, read_checkpoint, restored, usage, FAILED, OK};
 
 #[derive(Args)]
-#[command(
-    after_help = "Exit codes: 0 done, 1 error (wrong spec, damaged checkpoint, characters outside the vocabulary, ...), 2 usage error."
-)]
+#[command(after_help = "Exit codes: 0 done, 1 error (wrong spec, damaged checkpoint, characters outside the vocabulary, ...), 2 usage error.")]
 pub struct GenerateArgs {
     /// The model spec the checkpoint was trained with.
     spec: PathBuf,
@@ -74,10 +69,7 @@ pub fn sample(logits: &[f32], temperature: f64, top_k: usize, rng: &mut Rng) -> 
         order.truncate(top_k);
     }
     let top = f64::from(logits[order[0]]);
-    let weights: Vec<f64> = order
-        .iter()
-        .map(|&i| ((f64::from(logits[i]) - top) / temperature).exp())
-        .collect();
+    let weights: Vec<f64> = order.iter().map(|&i| ((f64::from(logits[i]) - top) / temperature).exp()).collect();
     let total: f64 = weights.iter().sum();
     let mut r = rng.next_f64() * total;
     for (&i, w) in order.iter().zip(&weights) {
@@ -123,15 +115,7 @@ struct GenerateJob {
 
 impl DeviceJob for GenerateJob {
     fn run<D: Backend>(self, dev: D) -> u8 {
-        let GenerateJob {
-            model,
-            tokenizer,
-            ck,
-            prompt,
-            context,
-            args,
-            sources,
-        } = self;
+        let GenerateJob { model, tokenizer, ck, prompt, context, args, sources } = self;
         let (rt, store) = match restored(model, dev, &ck, &sources) {
             Ok(x) => x,
             Err(code) => return code,
@@ -146,10 +130,7 @@ impl DeviceJob for GenerateJob {
             let start = ids.len().saturating_sub(context.max(1));
             let window: Vec<i64> = ids[start..].iter().map(|&t| i64::from(t)).collect();
             let t = window.len();
-            let input = HostTensor::I64 {
-                shape: vec![1, t],
-                data: window,
-            };
+            let input = HostTensor::I64 { shape: vec![1, t], data: window };
             let logits = match rt.forward(&store, &[input], false, 0) {
                 Ok(o) => o.into_iter().next(),
                 Err(e) => return emit_error(&TrainError::Model(e.to_string()), &sources, None),
@@ -165,12 +146,7 @@ impl DeviceJob for GenerateJob {
             }
             // Logits past the tokenizer's vocabulary (spare embedding rows) are never drawn.
             let usable = v.min(tokenizer.vocab_size()).max(1);
-            let next = sample(
-                &data[(t - 1) * v..(t - 1) * v + usable],
-                args.temperature,
-                args.top_k,
-                &mut rng,
-            );
+            let next = sample(&data[(t - 1) * v..(t - 1) * v + usable], args.temperature, args.top_k, &mut rng);
             ids.push(next as u32);
             if stream {
                 let _ = write!(out, "{}", tokenizer.decode(&[next as u32]));
@@ -192,19 +168,10 @@ pub fn run(args: GenerateArgs) -> u8 {
         Err(e) => return usage(&e, "write `--set layers=4`"),
     };
     if args.prompt.is_empty() {
-        return usage(
-            "expected a prompt, found an empty one",
-            "pass `--prompt \"ROMEO:\"`, or a newline",
-        );
+        return usage("expected a prompt, found an empty one", "pass `--prompt \"ROMEO:\"`, or a newline");
     }
     if !args.temperature.is_finite() || args.temperature < 0.0 {
-        return usage(
-            &format!(
-                "expected a temperature of 0 or more, found {}",
-                args.temperature
-            ),
-            "0 is greedy; 0.8 is usual",
-        );
+        return usage(&format!("expected a temperature of 0 or more, found {}", args.temperature), "0 is greedy; 0.8 is usual");
     }
     let ck = match read_checkpoint(&args.checkpoint, &["best", "last"], &sources) {
         Ok(c) => c,
@@ -216,17 +183,8 @@ pub fn run(args: GenerateArgs) -> u8 {
     };
     if cfg.data.task == Some(tfm_train::config::TaskKind::Translate) {
         // An encoder-decoder translates the prompt instead of continuing it.
-        return match crate::predict::load_inference(
-            &args.spec,
-            &args.checkpoint,
-            &args.set,
-            args.model.clone(),
-            args.device,
-            &[tfm_train::config::TaskKind::Translate],
-        ) {
-            Ok((inf, device)) => {
-                crate::predict::translate_prompt(inf, device, args.prompt.clone(), args.beam.max(1))
-            }
+        return match crate::predict::load_inference(&args.spec, &args.checkpoint, &args.set, args.model.clone(), args.device, &[tfm_train::config::TaskKind::Translate]) {
+            Ok((inf, device)) => crate::predict::translate_prompt(inf, device, args.prompt.clone(), args.beam.max(1)),
             Err(code) => code,
         };
     }
@@ -234,11 +192,10 @@ pub fn run(args: GenerateArgs) -> u8 {
     if let Some(d) = args.device {
         cfg.device = d.into();
     }
-    let loaded =
-        match load_checkpointed_model(&mut cfg, &extra, args.model.clone(), &ck, &mut sources) {
-            Ok(l) => l,
-            Err(code) => return code,
-        };
+    let loaded = match load_checkpointed_model(&mut cfg, &extra, args.model.clone(), &ck, &mut sources) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
     let tokenizer = ck.meta.tokenizer.clone();
     let prompt = match encode_prompt(&tokenizer, &args.prompt) {
         Ok(p) => p,
@@ -246,19 +203,7 @@ pub fn run(args: GenerateArgs) -> u8 {
     };
     let context = int_param(&loaded.model, "context").unwrap_or(cfg.context);
     let device = cfg.device;
-    dispatch(
-        device,
-        args.seed,
-        GenerateJob {
-            model: loaded.model,
-            tokenizer,
-            ck,
-            prompt,
-            context,
-            args,
-            sources,
-        },
-    )
+    dispatch(device, args.seed, GenerateJob { model: loaded.model, tokenizer, ck, prompt, context, args, sources })
 }
 
 #[cfg(test)]
@@ -294,9 +239,7 @@ mod tests {
 
     #[test]
     fn unknown_prompt_characters_are_all_named() {
-        let tok = Tokenizer::Char {
-            chars: "abc".into(),
-        };
+        let tok = Tokenizer::Char { chars: "abc".into() };
         let e = encode_prompt(&tok, "abxcyx").expect_err("x and y are unknown");
         assert!(e.to_string().contains("2 characters"), "{e}");
         assert!(e.to_string().contains("'x', 'y'"), "{e}");

@@ -13,15 +13,10 @@ use tfm_train::{Checkpoint, TrainError};
 
 use crate::common::parse_overrides;
 use crate::device::{dispatch, DeviceArg, DeviceJob};
-use crate::train::{
-    checkpoint_config, emit_error, int_param, load_checkpointed_model, read_checkpoint, restored,
-    usage, FAILED, OK,
-};
+use crate::train::{checkpoint_config, emit_error, int_param, load_checkpointed_model, read_checkpoint, restored, usage, FAILED, OK};
 
 #[derive(Args)]
-#[command(
-    after_help = "Exit codes: 0 done, 1 error (wrong spec, damaged checkpoint, not a classifier, ...), 2 usage error."
-)]
+#[command(after_help = "Exit codes: 0 done, 1 error (wrong spec, damaged checkpoint, not a classifier, ...), 2 usage error.")]
 pub struct PredictArgs {
     /// The classifier's spec.
     spec: PathBuf,
@@ -79,25 +74,11 @@ pub fn load_inference(
         emit_error(&e, &sources, None)
     })?;
     let loaded = load_checkpointed_model(&mut cfg, &extra, model, &ck, &mut sources)?;
-    let mut task =
-        TaskData::for_inference(kind, ck.meta.tokenizer.clone(), ck.meta.classes.clone())
-            .map_err(|e| emit_error(&e, &sources, None))?;
-    task.bind(&loaded.model)
-        .map_err(|e| emit_error(&e, &sources, None))?;
-    let context = int_param(&loaded.model, "context")
-        .unwrap_or(cfg.context)
-        .min(cfg.context.max(1));
+    let mut task = TaskData::for_inference(kind, ck.meta.tokenizer.clone(), ck.meta.classes.clone()).map_err(|e| emit_error(&e, &sources, None))?;
+    task.bind(&loaded.model).map_err(|e| emit_error(&e, &sources, None))?;
+    let context = int_param(&loaded.model, "context").unwrap_or(cfg.context).min(cfg.context.max(1));
     let device = cfg.device;
-    Ok((
-        Inference {
-            model: loaded.model,
-            ck,
-            task,
-            context,
-            sources,
-        },
-        device,
-    ))
+    Ok((Inference { model: loaded.model, ck, task, context, sources }, device))
 }
 
 struct PredictJob {
@@ -108,13 +89,7 @@ struct PredictJob {
 impl DeviceJob for PredictJob {
     fn run<D: Backend>(self, dev: D) -> u8 {
         let PredictJob { inf, text } = self;
-        let Inference {
-            model,
-            ck,
-            task,
-            context,
-            sources,
-        } = inf;
+        let Inference { model, ck, task, context, sources } = inf;
         let (rt, store) = match restored(model, dev, &ck, &sources) {
             Ok(x) => x,
             Err(code) => return code,
@@ -132,19 +107,9 @@ impl DeviceJob for PredictJob {
             return FAILED;
         };
         let n = task.classes.len().min(row.len()).max(1);
-        let probs: Vec<f32> = tfm_train::decode::log_softmax(&row[..n])
-            .iter()
-            .map(|l| l.exp())
-            .collect();
-        let best = (0..n)
-            .max_by(|&a, &b| probs[a].total_cmp(&probs[b]))
-            .unwrap_or(0);
-        let name = |i: usize| {
-            task.classes
-                .get(i)
-                .cloned()
-                .unwrap_or_else(|| i.to_string())
-        };
+        let probs: Vec<f32> = tfm_train::decode::log_softmax(&row[..n]).iter().map(|l| l.exp()).collect();
+        let best = (0..n).max_by(|&a, &b| probs[a].total_cmp(&probs[b])).unwrap_or(0);
+        let name = |i: usize| task.classes.get(i).cloned().unwrap_or_else(|| i.to_string());
         println!("{}", name(best));
         for (i, p) in probs.iter().enumerate() {
             eprintln!("  {:<12} {:.4}", name(i), p);
@@ -155,30 +120,13 @@ impl DeviceJob for PredictJob {
 
 pub fn run(args: PredictArgs) -> u8 {
     if args.text.trim().is_empty() {
-        return usage(
-            "expected a text to classify, found an empty one",
-            "pass the message in quotes",
-        );
+        return usage("expected a text to classify, found an empty one", "pass the message in quotes");
     }
-    let (inf, device) = match load_inference(
-        &args.spec,
-        &args.checkpoint,
-        &args.set,
-        args.model.clone(),
-        args.device,
-        &[TaskKind::Classify],
-    ) {
+    let (inf, device) = match load_inference(&args.spec, &args.checkpoint, &args.set, args.model.clone(), args.device, &[TaskKind::Classify]) {
         Ok(x) => x,
         Err(code) => return code,
     };
-    dispatch(
-        device,
-        0,
-        PredictJob {
-            inf,
-            text: args.text,
-        },
-    )
+    dispatch(device, 0, PredictJob { inf, text: args.text })
 }
 
 struct TranslateJob {
@@ -190,13 +138,7 @@ struct TranslateJob {
 impl DeviceJob for TranslateJob {
     fn run<D: Backend>(self, dev: D) -> u8 {
         let TranslateJob { inf, text, beam } = self;
-        let Inference {
-            model,
-            ck,
-            task,
-            context,
-            sources,
-        } = inf;
+        let Inference { model, ck, task, context, sources } = inf;
         let (rt, store) = match restored(model, dev, &ck, &sources) {
             Ok(x) => x,
             Err(code) => return code,
@@ -205,27 +147,12 @@ impl DeviceJob for TranslateJob {
             eprintln!("error: the checkpoint has no vocabulary");
             return FAILED;
         };
-        let ids: Vec<u32> = v
-            .encode(&text)
-            .into_iter()
-            .take(context.saturating_sub(1))
-            .collect();
+        let ids: Vec<u32> = v.encode(&text).into_iter().take(context.saturating_sub(1)).collect();
         let unknown = ids.iter().filter(|&&i| i == tfm_train::vocab::UNK).count();
         if unknown > 0 {
-            eprintln!(
-                "note: {unknown} word(s) of the input are not in the vocabulary and read as [UNK]"
-            );
+            eprintln!("note: {unknown} word(s) of the input are not in the vocabulary and read as [UNK]");
         }
-        match tfm_train::translate::translate(
-            &rt,
-            &store,
-            &task,
-            &[ids],
-            beam,
-            0.6,
-            context.saturating_sub(1).max(1),
-            1,
-        ) {
+        match tfm_train::translate::translate(&rt, &store, &task, &[ids], beam, 0.6, context.saturating_sub(1).max(1), 1) {
             Ok(out) => {
                 println!("{}", v.decode(&out[0]));
                 OK
@@ -236,11 +163,6 @@ impl DeviceJob for TranslateJob {
 }
 
 /// `tfm generate` on a translation checkpoint: translates `prompt` with beam search.
-pub fn translate_prompt(
-    inf: Inference,
-    device: tfm_train::config::DeviceKind,
-    text: String,
-    beam: usize,
-) -> u8 {
+pub fn translate_prompt(inf: Inference, device: tfm_train::config::DeviceKind, text: String, beam: usize) -> u8 {
     dispatch(device, 0, TranslateJob { inf, text, beam })
 }

@@ -40,28 +40,15 @@ pub fn run(args: SummaryArgs) -> Outcome {
         Err(e) => return usage_error(&e, Some("write `--set layers=4`")),
     };
     if !args.spec.is_file() {
-        return usage_error(
-            &format!("`{}` is not a spec file", args.spec.display()),
-            Some("pass the path of a `.tfm` file"),
-        );
+        return usage_error(&format!("`{}` is not a spec file", args.spec.display()), Some("pass the path of a `.tfm` file"));
     }
     let mut sources = SourceMap::new();
-    let checked = check_file(
-        &args.spec,
-        &CheckOptions {
-            overrides,
-            model: args.model.clone(),
-        },
-        &mut sources,
-    );
+    let checked = check_file(&args.spec, &CheckOptions { overrides, model: args.model.clone() }, &mut sources);
     if report(&checked.diagnostics, &sources) {
         return Outcome::Failed;
     }
     let Some(first) = checked.models.first() else {
-        return usage_error(
-            &format!("`{}` defines no model", args.spec.display()),
-            Some("a spec needs a `model name { ... }`"),
-        );
+        return usage_error(&format!("`{}` defines no model", args.spec.display()), Some("a spec needs a `model name { ... }`"));
     };
     let model = &first.model;
     let seq = args.seq.unwrap_or_else(|| {
@@ -75,13 +62,7 @@ pub fn run(args: SummaryArgs) -> Outcome {
             })
             .unwrap_or(128)
     });
-    let summary = summarize(
-        model,
-        &SummaryOptions {
-            batch: args.batch,
-            seq,
-        },
-    );
+    let summary = summarize(model, &SummaryOptions { batch: args.batch, seq });
     let text = match args.format {
         SummaryFormat::Table => render_table(&summary),
         SummaryFormat::Json => match serde_json::to_string_pretty(&summary) {

@@ -17,9 +17,7 @@ use tfm_train::addition::AdditionTask;
 use tfm_train::config::TaskKind;
 use tfm_train::logging::{self, EvalStats, Observer, StepStats};
 use tfm_train::runtime::greedy_generate;
-use tfm_train::{
-    checkpoint, train, Checkpoint, DataSource, Dataset, RunConfig, TrainError, TrainOptions,
-};
+use tfm_train::{checkpoint, train, Checkpoint, DataSource, Dataset, RunConfig, TrainError, TrainOptions};
 
 use crate::common::{parse_overrides, stderr_color};
 use crate::device::{dispatch, DeviceArg, DeviceJob};
@@ -61,11 +59,9 @@ impl From<TaskArg> for TaskKind {
 }
 
 #[derive(Args)]
-#[command(
-    after_help = "Flags override the run configuration (`--config`), which overrides the defaults.\n\
+#[command(after_help = "Flags override the run configuration (`--config`), which overrides the defaults.\n\
 Exit codes: 0 done, 1 error (diagnostics on stderr), 2 usage error, 130 interrupted by Ctrl-C\n\
-(a checkpoint was written to `<out>/checkpoints/last`; continue with `--resume`)."
-)]
+(a checkpoint was written to `<out>/checkpoints/last`; continue with `--resume`).")]
 pub struct TrainArgs {
     /// The model spec (`.tfm`).
     spec: PathBuf,
@@ -117,15 +113,7 @@ pub struct TrainArgs {
 /// Renders diagnostics to stderr.
 pub fn emit(diags: &[Diagnostic], sources: &SourceMap) {
     if !diags.is_empty() {
-        eprint!(
-            "{}",
-            tfm_diag::render::render(
-                diags,
-                sources,
-                tfm_diag::render::Format::Human,
-                stderr_color()
-            )
-        );
+        eprint!("{}", tfm_diag::render::render(diags, sources, tfm_diag::render::Format::Human, stderr_color()));
     }
 }
 
@@ -148,17 +136,9 @@ pub struct LoadedModel {
 }
 
 /// Checks `spec` with the overrides and picks the model; diagnostics are rendered on failure.
-pub fn load_model(
-    spec: &Path,
-    overrides: Vec<(String, String)>,
-    model: Option<String>,
-    sources: &mut SourceMap,
-) -> Result<LoadedModel, u8> {
+pub fn load_model(spec: &Path, overrides: Vec<(String, String)>, model: Option<String>, sources: &mut SourceMap) -> Result<LoadedModel, u8> {
     if !spec.is_file() {
-        return Err(usage(
-            &format!("`{}` is not a spec file", spec.display()),
-            "pass the path of a `.tfm` file",
-        ));
+        return Err(usage(&format!("`{}` is not a spec file", spec.display()), "pass the path of a `.tfm` file"));
     }
     let checked = check_file(spec, &CheckOptions { overrides, model }, sources);
     emit(&checked.diagnostics, sources);
@@ -166,16 +146,10 @@ pub fn load_model(
         return Err(FAILED);
     }
     let Some(first) = checked.models.into_iter().next() else {
-        return Err(usage(
-            &format!("`{}` defines no model", spec.display()),
-            "a spec needs a `model name { ... }`",
-        ));
+        return Err(usage(&format!("`{}` defines no model", spec.display()), "a spec needs a `model name { ... }`"));
     };
     let hash = checkpoint::spec_hash(&tfm_elab::dump_model(&first.model));
-    Ok(LoadedModel {
-        model: first.model,
-        hash,
-    })
+    Ok(LoadedModel { model: first.model, hash })
 }
 
 /// For `tfm eval` and `tfm generate`: applies `--set` overrides to the checkpoint's run
@@ -188,25 +162,19 @@ pub fn load_checkpointed_model(
     sources: &mut SourceMap,
 ) -> Result<LoadedModel, u8> {
     for (k, v) in extra {
-        cfg.set_key(&format!("set.{k}"), v)
-            .map_err(|e| emit_error(&TrainError::Config(e), sources, None))?;
+        cfg.set_key(&format!("set.{k}"), v).map_err(|e| emit_error(&TrainError::Config(e), sources, None))?;
     }
     let loaded = load_model(&cfg.spec, cfg.set_strings(), model, sources)?;
-    ck.check_spec_hash(&loaded.hash)
-        .map_err(|e| emit_error(&e, sources, None))?;
+    ck.check_spec_hash(&loaded.hash).map_err(|e| emit_error(&e, sources, None))?;
     Ok(loaded)
 }
 
 /// An integer parameter of the model (`vocab`, `context`), if it has one.
 pub fn int_param(model: &tfm_ir::Model, name: &str) -> Option<usize> {
-    model
-        .params
-        .iter()
-        .find(|(n, _)| n == name)
-        .and_then(|(_, v)| match v {
-            tfm_ir::ConstValue::Int(i) => usize::try_from(*i).ok(),
-            _ => None,
-        })
+    model.params.iter().find(|(n, _)| n == name).and_then(|(_, v)| match v {
+        tfm_ir::ConstValue::Int(i) => usize::try_from(*i).ok(),
+        _ => None,
+    })
 }
 
 /// Checks that the data's tokens fit the model's embedding (when it declares `vocab`).
@@ -273,10 +241,7 @@ pub fn tidy(path: &Path) -> PathBuf {
 /// Tidies the paths a configuration file's folder was joined to.
 fn tidy_paths(c: &mut RunConfig) {
     c.spec = tidy(&c.spec);
-    for p in [&mut c.data.path, &mut c.logging.dir, &mut c.checkpoints.dir]
-        .into_iter()
-        .flatten()
-    {
+    for p in [&mut c.data.path, &mut c.logging.dir, &mut c.checkpoints.dir].into_iter().flatten() {
         *p = tidy(p);
     }
 }
@@ -322,22 +287,12 @@ pub struct AdditionReport {
 }
 
 /// Greedy answers to the held-out problems, scored by exact match.
-pub fn addition_report<D: Backend>(
-    rt: &Runtime<D>,
-    store: &ParamStore<D>,
-    task: &AdditionTask,
-    samples: usize,
-) -> Result<AdditionReport, TrainError> {
+pub fn addition_report<D: Backend>(rt: &Runtime<D>, store: &ParamStore<D>, task: &AdditionTask, samples: usize) -> Result<AdditionReport, TrainError> {
     let context = task.example_len() - 1;
     let answer_len = task.digits + 1;
-    let em = task.evaluate(250, None, |prompts| {
-        greedy_generate(rt, store, prompts, answer_len, context)
-    })?;
+    let em = task.evaluate(250, None, |prompts| greedy_generate(rt, store, prompts, answer_len, context))?;
     let shown: Vec<(u64, u64)> = task.test.iter().take(samples).copied().collect();
-    let prompts: Vec<Vec<u32>> = shown
-        .iter()
-        .map(|&(a, b)| task.tokenizer.encode(&task.prompt(a, b)))
-        .collect::<Result<_, _>>()?;
+    let prompts: Vec<Vec<u32>> = shown.iter().map(|&(a, b)| task.tokenizer.encode(&task.prompt(a, b))).collect::<Result<_, _>>()?;
     let outs = greedy_generate(rt, store, &prompts, answer_len, context)?;
     let unreverse = |s: String| s.chars().rev().collect::<String>();
     let samples = shown
@@ -348,34 +303,18 @@ pub fn addition_report<D: Backend>(
             (task.prompt(a, b), said, unreverse(task.answer(a, b)))
         })
         .collect();
-    Ok(AdditionReport {
-        correct: em.correct,
-        total: em.total,
-        samples,
-    })
+    Ok(AdditionReport { correct: em.correct, total: em.total, samples })
 }
 
 /// Prints an addition report to stdout.
 pub fn print_addition(r: &AdditionReport) {
-    let pct = if r.total == 0 {
-        0.0
-    } else {
-        100.0 * r.correct as f64 / r.total as f64
-    };
-    println!(
-        "exact match     {pct:.1}% ({}/{} held-out problems)",
-        r.correct, r.total
-    );
+    let pct = if r.total == 0 { 0.0 } else { 100.0 * r.correct as f64 / r.total as f64 };
+    println!("exact match     {pct:.1}% ({}/{} held-out problems)", r.correct, r.total);
     if r.samples.is_empty() {
         return;
     }
     println!("sample answers (the model writes the sum least significant digit first; shown in normal order):");
-    let w = r
-        .samples
-        .iter()
-        .map(|s| s.0.chars().count())
-        .max()
-        .unwrap_or(0);
+    let w = r.samples.iter().map(|s| s.0.chars().count()).max().unwrap_or(0);
     println!("  {:w$}  {:>8}  {:>8}", "prompt", "model", "correct");
     for (prompt, said, want) in &r.samples {
         let mark = if said == want { "ok" } else { "WRONG" };
@@ -414,10 +353,7 @@ impl Observer for Lines {
     }
     fn on_eval(&mut self, e: &EvalStats) {
         let best = if e.best { "  (best)" } else { "" };
-        eprintln!(
-            "step {:>6}/{}  val loss {:.4}{best}",
-            e.step, self.total, e.val_loss
-        );
+        eprintln!("step {:>6}/{}  val loss {:.4}{best}", e.step, self.total, e.val_loss);
     }
     fn on_warning(&mut self, m: &str) {
         eprintln!("warning: {m}");
@@ -444,27 +380,14 @@ struct TrainJob {
 
 impl DeviceJob for TrainJob {
     fn run<D: Backend>(self, dev: D) -> u8 {
-        let TrainJob {
-            model,
-            hash,
-            cfg,
-            data,
-            resume,
-            progress,
-            sources,
-        } = self;
+        let TrainJob { model, hash, cfg, data, resume, progress, sources } = self;
         let name = model.name.clone();
         let context = data.fixed_context().unwrap_or(cfg.context);
         if let Some((free, total)) = dev.memory_info() {
             // a run that cannot fit stops here with what to change, not at its first allocation
-            let opts = tfm_summary::SummaryOptions {
-                batch: cfg.batch_size as u64,
-                seq: context as u64,
-            };
+            let opts = tfm_summary::SummaryOptions { batch: cfg.batch_size as u64, seq: context as u64 };
             let need = tfm_summary::summarize(&model, &opts).totals.training_bytes;
-            if let Err(msg) =
-                tfm_runtime::device::check_fits(need, free, total, cfg.batch_size, context)
-            {
+            if let Err(msg) = tfm_runtime::device::check_fits(need, free, total, cfg.batch_size, context) {
                 return emit_error(&TrainError::Model(msg), &sources, None);
             }
         }
@@ -489,11 +412,7 @@ impl DeviceJob for TrainJob {
                 "tokens" => "tok",
                 u => u,
             };
-            obs.0.push(Box::new(Lines {
-                total: 0,
-                every: 1,
-                unit,
-            }));
+            obs.0.push(Box::new(Lines { total: 0, every: 1, unit }));
         }
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -502,15 +421,9 @@ impl DeviceJob for TrainJob {
             if flag.swap(true, Ordering::SeqCst) {
                 std::process::exit(i32::from(INTERRUPTED));
             }
-            eprintln!(
-                "\ninterrupted: writing a checkpoint and stopping (Ctrl-C again to quit at once)"
-            );
+            eprintln!("\ninterrupted: writing a checkpoint and stopping (Ctrl-C again to quit at once)");
         });
-        let params: usize = store
-            .params
-            .iter()
-            .map(|p| p.shape.iter().product::<usize>())
-            .sum();
+        let params: usize = store.params.iter().map(|p| p.shape.iter().product::<usize>()).sum();
         eprintln!(
             "training `{name}` ({params} parameters) for {} steps: batch {}, lr {:.2e}, {}",
             cfg.steps,
@@ -522,18 +435,7 @@ impl DeviceJob for TrainJob {
             }
         );
         let started = Instant::now();
-        let report = match train(
-            &rt,
-            &mut store,
-            &cfg,
-            &data,
-            TrainOptions {
-                spec_hash: hash,
-                resume,
-            },
-            &mut obs,
-            stop,
-        ) {
+        let report = match train(&rt, &mut store, &cfg, &data, TrainOptions { spec_hash: hash, resume }, &mut obs, stop) {
             Ok(r) => r,
             Err(e) => return emit_error(&e, &sources, None),
         };
@@ -544,35 +446,20 @@ impl DeviceJob for TrainJob {
         // Tokens, images or examples trained on in this run, as the loop counted them.
         let tokens = report.units as f64;
         if report.interrupted {
-            println!(
-                "interrupted at step {}/{} after {}",
-                report.step,
-                cfg.steps,
-                duration(elapsed)
-            );
+            println!("interrupted at step {}/{} after {}", report.step, cfg.steps, duration(elapsed));
         } else {
-            println!(
-                "trained `{name}` for {} steps in {}",
-                cfg.steps,
-                duration(elapsed)
-            );
+            println!("trained `{name}` for {} steps in {}", cfg.steps, duration(elapsed));
         }
         if let Some(l) = report.losses.last() {
             println!("final train loss {l:.4}");
         }
         if let Some(v) = report.final_val_loss {
-            let best = report
-                .best_val_loss
-                .map(|b| format!(" (best {b:.4})"))
-                .unwrap_or_default();
+            let best = report.best_val_loss.map(|b| format!(" (best {b:.4})")).unwrap_or_default();
             println!("final val loss   {v:.4}{best}");
         }
         println!("steps            {} (this run: {steps_run})", report.step);
         if steps_run > 0 {
-            println!(
-                "throughput       {:.0} {unit}/s",
-                tokens / elapsed.as_secs_f64().max(1e-9)
-            );
+            println!("throughput       {:.0} {unit}/s", tokens / elapsed.as_secs_f64().max(1e-9));
         }
         if let Some(p) = &report.last_checkpoint {
             println!("last checkpoint  {}", p.display());
@@ -580,10 +467,7 @@ impl DeviceJob for TrainJob {
         if let Some(p) = &report.best_checkpoint {
             println!("best checkpoint  {}", p.display());
         }
-        println!(
-            "logs             {} (TensorBoard events, metrics.jsonl)",
-            cfg.log_dir().display()
-        );
+        println!("logs             {} (TensorBoard events, metrics.jsonl)", cfg.log_dir().display());
         if let Dataset::Addition(task) = &data {
             let t = Instant::now();
             match addition_report(&rt, &store, task, 6) {
@@ -596,12 +480,7 @@ impl DeviceJob for TrainJob {
         }
         if let (Dataset::Task(task), false) = (&data, report.interrupted) {
             let t = Instant::now();
-            match tfm_train::evaluate::evaluate_task(
-                &rt,
-                &store,
-                task,
-                &eval_options(&cfg, context, 0),
-            ) {
+            match tfm_train::evaluate::evaluate_task(&rt, &store, task, &eval_options(&cfg, context, 0)) {
                 Ok(m) => {
                     print!("{m}");
                     eprintln!("(test metrics measured in {})", duration(t.elapsed()));
@@ -624,23 +503,14 @@ impl DeviceJob for TrainJob {
 /// `12 x 64 tokens` for token windows, `128 images` or `32 examples (at most 128 tokens)` for tasks.
 pub fn batch_shape(data: &Dataset, batch: usize, context: usize) -> String {
     match data.task().map(|t| &t.body) {
-        None | Some(tfm_train::tasks::TaskBody::MaskedLm { .. }) => {
-            format!("{batch} x {context} tokens")
-        }
-        Some(
-            tfm_train::tasks::TaskBody::Images { .. }
-            | tfm_train::tasks::TaskBody::ImageText { .. },
-        ) => format!("{batch} images"),
+        None | Some(tfm_train::tasks::TaskBody::MaskedLm { .. }) => format!("{batch} x {context} tokens"),
+        Some(tfm_train::tasks::TaskBody::Images { .. } | tfm_train::tasks::TaskBody::ImageText { .. }) => format!("{batch} images"),
         Some(_) => format!("{batch} examples of at most {context} tokens"),
     }
 }
 
 /// Evaluation settings from the run configuration (`beam`: 0 for greedy decoding only).
-pub fn eval_options(
-    cfg: &RunConfig,
-    context: usize,
-    beam: usize,
-) -> tfm_train::evaluate::EvalOptions {
+pub fn eval_options(cfg: &RunConfig, context: usize, beam: usize) -> tfm_train::evaluate::EvalOptions {
     tfm_train::evaluate::EvalOptions {
         batch: cfg.batch_size.max(64),
         beam,
@@ -654,34 +524,19 @@ pub fn eval_options(
 
 /// `model` on `dev` with every weight from `ck` (the initialisation is overwritten); errors are
 /// rendered.
-pub fn restored<D: Backend>(
-    model: tfm_ir::Model,
-    dev: D,
-    ck: &Checkpoint,
-    sources: &SourceMap,
-) -> Result<(Runtime<D>, ParamStore<D>), u8> {
-    let rt = Runtime::new(model, dev)
-        .map_err(|e| emit_error(&TrainError::Model(e.to_string()), sources, None))?;
+pub fn restored<D: Backend>(model: tfm_ir::Model, dev: D, ck: &Checkpoint, sources: &SourceMap) -> Result<(Runtime<D>, ParamStore<D>), u8> {
+    let rt = Runtime::new(model, dev).map_err(|e| emit_error(&TrainError::Model(e.to_string()), sources, None))?;
     let mut store = rt.init_params(0);
-    ck.restore(&mut store, None)
-        .map_err(|e| emit_error(&e, sources, None))?;
+    ck.restore(&mut store, None).map_err(|e| emit_error(&e, sources, None))?;
     Ok((rt, store))
 }
 
 /// Loads the weights of another spec's checkpoint by name and reports what was loaded.
-fn init_from<D: Backend>(
-    store: &mut ParamStore<D>,
-    from: &Path,
-    data: &Dataset,
-) -> Result<(), TrainError> {
+fn init_from<D: Backend>(store: &mut ParamStore<D>, from: &Path, data: &Dataset) -> Result<(), TrainError> {
     let ck = Checkpoint::read(&resolve_checkpoint(from, &["best", "last"]))?;
     ck.meta.tokenizer.check_same(data.tokenizer())?;
     let report = checkpoint::load_by_name(store, &ck, &[])?;
-    eprintln!(
-        "initialised from {} (step {}):\n{report}",
-        ck.path.display(),
-        ck.meta.step
-    );
+    eprintln!("initialised from {} (step {}):\n{report}", ck.path.display(), ck.meta.step);
     Ok(())
 }
 
@@ -693,12 +548,7 @@ pub fn run(args: TrainArgs) -> u8 {
     };
     let cfg_overrides = match parse_overrides(&args.cfg) {
         Ok(o) => o,
-        Err(e) => {
-            return usage(
-                &e.replace("--set", "--cfg"),
-                "write `--cfg optimizer.lr=3e-4`",
-            )
-        }
+        Err(e) => return usage(&e.replace("--set", "--cfg"), "write `--cfg optimizer.lr=3e-4`"),
     };
 
     // The checkpoint to resume from, read first: without `--config` its configuration is the base.
@@ -719,11 +569,7 @@ pub fn run(args: TrainArgs) -> u8 {
             Ok(t) => t,
             Err(e) => {
                 return usage(
-                    &format!(
-                        "cannot read config `{}`: {}",
-                        path.display(),
-                        e.to_string().to_lowercase()
-                    ),
+                    &format!("cannot read config `{}`: {}", path.display(), e.to_string().to_lowercase()),
                     "check the path of the run configuration",
                 )
             }
@@ -756,10 +602,7 @@ pub fn run(args: TrainArgs) -> u8 {
             );
         }
         if args.data.is_none() && args.task.is_some_and(|t| TaskKind::from(t).needs_path()) {
-            return usage(
-                "this task reads a data file: expected `--data PATH`",
-                "for example `--task classify --data messages.tsv`",
-            );
+            return usage("this task reads a data file: expected `--data PATH`", "for example `--task classify --data messages.tsv`");
         }
         let mut c = RunConfig::new(&args.spec, "");
         c.data.path = None;
@@ -802,12 +645,7 @@ pub fn run(args: TrainArgs) -> u8 {
     }
 
     // 3. The model, checked with the `set` overrides.
-    let loaded = match load_model(
-        &cfg.spec,
-        cfg.set_strings(),
-        args.model.clone(),
-        &mut sources,
-    ) {
+    let loaded = match load_model(&cfg.spec, cfg.set_strings(), args.model.clone(), &mut sources) {
         Ok(l) => l,
         Err(code) => return code,
     };
@@ -825,11 +663,7 @@ pub fn run(args: TrainArgs) -> u8 {
         }
         let context = data.fixed_context().unwrap_or(cfg.context);
         if context > model_ctx {
-            let what = if data.fixed_context().is_some() {
-                "the task's examples need"
-            } else {
-                "found"
-            };
+            let what = if data.fixed_context().is_some() { "the task's examples need" } else { "found" };
             let d = Diagnostic::error(
                 "E0801",
                 format!("expected a training context of at most {model_ctx} tokens (the model's `context`), {what} {context}"),
@@ -844,10 +678,7 @@ pub fn run(args: TrainArgs) -> u8 {
     }
     if let Some(ck) = &resume {
         // Checked here too, so the error comes before any device work.
-        if let Err(e) = ck
-            .check_spec_hash(&loaded.hash)
-            .and_then(|_| ck.meta.tokenizer.check_same(data.tokenizer()))
-        {
+        if let Err(e) = ck.check_spec_hash(&loaded.hash).and_then(|_| ck.meta.tokenizer.check_same(data.tokenizer())) {
             return emit_error(&e, &sources, None);
         }
     }
@@ -858,15 +689,7 @@ pub fn run(args: TrainArgs) -> u8 {
     dispatch(
         device,
         seed,
-        TrainJob {
-            model: loaded.model,
-            hash: loaded.hash,
-            cfg,
-            data,
-            resume,
-            progress,
-            sources,
-        },
+        TrainJob { model: loaded.model, hash: loaded.hash, cfg, data, resume, progress, sources },
     )
 }
 
@@ -876,14 +699,8 @@ mod tests {
 
     #[test]
     fn tidy_removes_dots_and_name_parent_pairs_only() {
-        assert_eq!(
-            tidy(Path::new("examples/../runs/x")),
-            PathBuf::from("runs/x")
-        );
-        assert_eq!(
-            tidy(Path::new("examples/../../shared/data/t.txt")),
-            PathBuf::from("../shared/data/t.txt")
-        );
+        assert_eq!(tidy(Path::new("examples/../runs/x")), PathBuf::from("runs/x"));
+        assert_eq!(tidy(Path::new("examples/../../shared/data/t.txt")), PathBuf::from("../shared/data/t.txt"));
         assert_eq!(tidy(Path::new("./a/./b")), PathBuf::from("a/b"));
         assert_eq!(tidy(Path::new("/a/b/../c")), PathBuf::from("/a/c"));
         assert_eq!(tidy(Path::new("a/..")), PathBuf::from("."));
@@ -900,10 +717,7 @@ mod tests {
         }
         assert_eq!(resolve_checkpoint(tmp.path(), &["best", "last"]), best);
         assert_eq!(resolve_checkpoint(tmp.path(), &["last", "best"]), last);
-        assert_eq!(
-            resolve_checkpoint(&tmp.path().join("checkpoints"), &["last"]),
-            last
-        );
+        assert_eq!(resolve_checkpoint(&tmp.path().join("checkpoints"), &["last"]), last);
         assert_eq!(resolve_checkpoint(&best, &["last"]), best);
         let file = best.join(checkpoint::FILE_NAME);
         assert_eq!(resolve_checkpoint(&file, &["last"]), file);

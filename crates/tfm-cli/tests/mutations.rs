@@ -77,23 +77,10 @@ fn corpus() -> &'static [Corpus] {
                 let text = std::fs::read_to_string(p).expect("readable spec");
                 let tokens = tokenize(&text);
                 assert_eq!(tokens.concat(), text, "tokenising keeps the text");
-                let solid: Vec<usize> = (0..tokens.len())
-                    .filter(|i| !tokens[*i].trim().is_empty())
-                    .collect();
-                let numbers: Vec<usize> = (0..tokens.len())
-                    .filter(|i| tokens[*i].starts_with(|c: char| c.is_ascii_digit()))
-                    .collect();
-                let name = p
-                    .strip_prefix(&root)
-                    .unwrap_or(p)
-                    .to_string_lossy()
-                    .replace('\\', "/");
-                Corpus {
-                    name,
-                    tokens,
-                    solid,
-                    numbers,
-                }
+                let solid: Vec<usize> = (0..tokens.len()).filter(|i| !tokens[*i].trim().is_empty()).collect();
+                let numbers: Vec<usize> = (0..tokens.len()).filter(|i| tokens[*i].starts_with(|c: char| c.is_ascii_digit())).collect();
+                let name = p.strip_prefix(&root).unwrap_or(p).to_string_lossy().replace('\\', "/");
+                Corpus { name, tokens, solid, numbers }
             })
             .collect()
     })
@@ -164,10 +151,7 @@ fn check_text(name: &str, text: &str) -> Vec<String> {
         match d.primary_span() {
             None => problems.push(format!("{} `{}` has no source location", d.code, d.message)),
             Some(s) => match sources.get(s.file) {
-                None => problems.push(format!(
-                    "{} `{}` points into unknown file {:?}",
-                    d.code, d.message, s.file
-                )),
+                None => problems.push(format!("{} `{}` points into unknown file {:?}", d.code, d.message, s.file)),
                 Some(f) => {
                     let len = f.text.len();
                     let ok = s.start <= s.end
@@ -175,10 +159,7 @@ fn check_text(name: &str, text: &str) -> Vec<String> {
                         && f.text.is_char_boundary(s.start as usize)
                         && f.text.is_char_boundary(s.end as usize);
                     if !ok {
-                        problems.push(format!(
-                            "{} `{}` has span {}..{} outside `{}` ({len} bytes)",
-                            d.code, d.message, s.start, s.end, f.name
-                        ));
+                        problems.push(format!("{} `{}` has span {}..{} outside `{}` ({len} bytes)", d.code, d.message, s.start, s.end, f.name));
                     }
                 }
             },
@@ -207,10 +188,7 @@ fn spawn_worker() -> Worker {
         .spawn(move || {
             for (name, text) in job_rx {
                 let r = std::panic::catch_unwind(|| check_text(&name, &text)).map_err(|p| {
-                    p.downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_default()
+                    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
                 });
                 if result_tx.send(r).is_err() {
                     break;
@@ -230,36 +208,20 @@ thread_local! {
 /// whose primary span is missing or outside its file.
 fn check_mutant(name: &str, text: String) {
     let outcome = WORKER.with(|w| {
-        w.jobs
-            .send((name.to_string(), text.clone()))
-            .expect("the worker is alive");
+        w.jobs.send((name.to_string(), text.clone())).expect("the worker is alive");
         w.results.recv_timeout(Duration::from_secs(20))
     });
     match outcome {
-        Ok(Ok(problems)) => assert!(
-            problems.is_empty(),
-            "{name}: {}\n--- mutated text ---\n{text}",
-            problems.join("\n")
-        ),
-        Ok(Err(panic)) => {
-            panic!("{name}: the checker panicked: {panic}\n--- mutated text ---\n{text}")
-        }
-        Err(_) => {
-            panic!("{name}: the checker did not return within 20 s\n--- mutated text ---\n{text}")
-        }
+        Ok(Ok(problems)) => assert!(problems.is_empty(), "{name}: {}\n--- mutated text ---\n{text}", problems.join("\n")),
+        Ok(Err(panic)) => panic!("{name}: the checker panicked: {panic}\n--- mutated text ---\n{text}"),
+        Err(_) => panic!("{name}: the checker did not return within 20 s\n--- mutated text ---\n{text}"),
     }
 }
 
 #[test]
 fn tokenizer_round_trips_and_splits_punctuation() {
     let t = tokenize("layer x = f(a, 1e-5)  // c\n");
-    assert_eq!(
-        t,
-        [
-            "layer", " ", "x", " ", "=", " ", "f", "(", "a", ",", " ", "1e", "-", "5", ")", "  ",
-            "/", "/", " ", "c", "\n"
-        ]
-    );
+    assert_eq!(t, ["layer", " ", "x", " ", "=", " ", "f", "(", "a", ",", " ", "1e", "-", "5", ")", "  ", "/", "/", " ", "c", "\n"]);
     assert!(corpus().len() >= 11, "found only {} specs", corpus().len());
 }
 
@@ -273,36 +235,20 @@ fn unmutated_corpus_is_clean() {
 /// Absurd repeat counts cost nothing to check (the body is checked once) and are counted exactly.
 #[test]
 fn absurd_repeat_counts() {
-    let gpt2 =
-        std::fs::read_to_string(workspace_root().join("specs/gpt2.tfm")).expect("specs/gpt2.tfm");
+    let gpt2 = std::fs::read_to_string(workspace_root().join("specs/gpt2.tfm")).expect("specs/gpt2.tfm");
     assert!(gpt2.contains("layers: int = 12\n"));
     for n in ABSURD {
-        check_mutant(
-            "specs/gpt2.tfm",
-            gpt2.replace("layers: int = 12\n", &format!("layers: int = {n}\n")),
-        );
+        check_mutant("specs/gpt2.tfm", gpt2.replace("layers: int = 12\n", &format!("layers: int = {n}\n")));
     }
     // As `--set layers=...`, which skips the spec's `expect params`.
-    let opts = CheckOptions {
-        overrides: vec![("layers".into(), "1000000000000000000".into())],
-        model: Some("gpt2".into()),
-    };
+    let opts = CheckOptions { overrides: vec![("layers".into(), "1000000000000000000".into())], model: Some("gpt2".into()) };
     let mut sources = SourceMap::new();
     let checked = check_source("specs/gpt2.tfm", &gpt2, &opts, &mut sources);
-    assert!(
-        checked.diagnostics.iter().all(|d| !d.is_error()),
-        "{:?}",
-        checked.diagnostics
-    );
+    assert!(checked.diagnostics.iter().all(|d| !d.is_error()), "{:?}", checked.diagnostics);
     let m = checked.models.first().expect("gpt2 still checks");
-    let total = summarize(&m.model, &SummaryOptions { batch: 1, seq: 16 })
-        .totals
-        .trainable;
+    let total = summarize(&m.model, &SummaryOptions { batch: 1, seq: 16 }).totals.trainable;
     // Embeddings 38,597,376 + 786,432, final LayerNorm 1,536, and 10^18 layers of 7,087,872.
-    assert_eq!(
-        total,
-        38_597_376 + 786_432 + 1_536 + 1_000_000_000_000_000_000u128 * 7_087_872
-    );
+    assert_eq!(total, 38_597_376 + 786_432 + 1_536 + 1_000_000_000_000_000_000u128 * 7_087_872);
 }
 
 /// Mutates one spec (chosen by `file`) and checks it within the time limit.
@@ -312,13 +258,7 @@ fn mutate_and_check(file: prop::sample::Index, m: &Mutation) -> Result<(), TestC
     let text = apply(c, m);
     let started = Instant::now();
     check_mutant(&c.name, text);
-    prop_assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{}: {:?} took {:?}",
-        c.name,
-        m,
-        started.elapsed()
-    );
+    prop_assert!(started.elapsed() < Duration::from_secs(10), "{}: {:?} took {:?}", c.name, m, started.elapsed());
     Ok(())
 }
 

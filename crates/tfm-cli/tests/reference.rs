@@ -44,10 +44,7 @@ fn fenced_blocks(markdown: &str, lang: &str) -> Vec<(usize, String)> {
 #[test]
 fn fence_extraction() {
     let md = "a\n```tfm\nmodel m {}\n```\n```text\nnot this\n```\n  ```tfm\nx\n  ```\n";
-    assert_eq!(
-        fenced_blocks(md, "tfm"),
-        vec![(2, "model m {}\n".to_string()), (8, "x\n".to_string())]
-    );
+    assert_eq!(fenced_blocks(md, "tfm"), vec![(2, "model m {}\n".to_string()), (8, "x\n".to_string())]);
 }
 
 #[test]
@@ -56,11 +53,7 @@ fn readme_examples_check() {
     let md = std::fs::read_to_string(&path).expect("grammar/README.md");
     let blocks = fenced_blocks(&md, "tfm");
     // The reference shows the main constructs as complete files; losing them would go unnoticed.
-    assert!(
-        blocks.len() >= 6,
-        "expected at least 6 `tfm` examples, found {}",
-        blocks.len()
-    );
+    assert!(blocks.len() >= 6, "expected at least 6 `tfm` examples, found {}", blocks.len());
     let mut failures = String::new();
     let mut models = 0;
     for (line, text) in &blocks {
@@ -68,61 +61,24 @@ fn readme_examples_check() {
         let name = format!("grammar/README.md:{line}");
         let checked = check_source(&name, text, &CheckOptions::default(), &mut sources);
         if checked.diagnostics.iter().any(|d| d.is_error()) {
-            failures.push_str(&render(
-                &checked.diagnostics,
-                &sources,
-                Format::Human,
-                false,
-            ));
+            failures.push_str(&render(&checked.diagnostics, &sources, Format::Human, false));
         }
         for m in &checked.models {
             for e in &m.expectations {
-                assert!(
-                    e.passed,
-                    "{name}: model `{}`: expectation `{}` failed",
-                    m.model.name, e.description
-                );
+                assert!(e.passed, "{name}: model `{}`: expectation `{}` failed", m.model.name, e.description);
             }
         }
         models += checked.models.len();
     }
-    assert!(
-        failures.is_empty(),
-        "examples in grammar/README.md do not check:\n{failures}"
-    );
-    assert!(
-        models >= 4,
-        "expected the examples to define at least 4 models, found {models}"
-    );
+    assert!(failures.is_empty(), "examples in grammar/README.md do not check:\n{failures}");
+    assert!(models >= 4, "expected the examples to define at least 4 models, found {models}");
     // The constructs the reference promises to show in checked form.
     let all: String = blocks.iter().map(|(_, t)| t.as_str()).collect();
-    for construct in [
-        "block ",
-        "model ",
-        "repeat ",
-        " shared ",
-        "expect params",
-        " given ",
-        " where ",
-        "require ",
-        "^T",
-        "import std",
-        "objective ",
-        " if ",
-        ";",
-    ] {
-        assert!(
-            all.contains(construct),
-            "no checked example shows `{construct}`"
-        );
+    for construct in ["block ", "model ", "repeat ", " shared ", "expect params", " given ", " where ", "require ", "^T", "import std", "objective ", " if ", ";"] {
+        assert!(all.contains(construct), "no checked example shows `{construct}`");
     }
-    let variant = all
-        .lines()
-        .any(|l| l.starts_with("model ") && l.contains(" = ") && l.trim_end().ends_with('}'));
-    assert!(
-        variant,
-        "no checked example shows a variant (`model b = a {{ x = 1 }}`)"
-    );
+    let variant = all.lines().any(|l| l.starts_with("model ") && l.contains(" = ") && l.trim_end().ends_with('}'));
+    assert!(variant, "no checked example shows a variant (`model b = a {{ x = 1 }}`)");
 }
 
 /// The published parameter counts (trainable, as the reference implementation counts them).
@@ -161,24 +117,14 @@ fn every_spec_checks_without_diagnostics() {
         let mut sources = SourceMap::new();
         let checked = check_file(f, &CheckOptions::default(), &mut sources);
         if !checked.diagnostics.is_empty() {
-            failures.push_str(&render(
-                &checked.diagnostics,
-                &sources,
-                Format::Human,
-                false,
-            ));
+            failures.push_str(&render(&checked.diagnostics, &sources, Format::Human, false));
         }
         if checked.models.is_empty() {
             failures.push_str(&format!("{}: no models\n", f.display()));
         }
         for m in &checked.models {
             for e in m.expectations.iter().filter(|e| !e.passed) {
-                failures.push_str(&format!(
-                    "{}: `{}`: expectation `{}` failed\n",
-                    f.display(),
-                    m.model.name,
-                    e.description
-                ));
+                failures.push_str(&format!("{}: `{}`: expectation `{}` failed\n", f.display(), m.model.name, e.description));
             }
         }
     }
@@ -190,25 +136,13 @@ fn reference_specs_have_the_published_parameter_counts() {
     let mut wrong = vec![];
     for (file, model, expected) in PUBLISHED {
         let mut sources = SourceMap::new();
-        let opts = CheckOptions {
-            overrides: vec![],
-            model: Some(model.to_string()),
-        };
+        let opts = CheckOptions { overrides: vec![], model: Some(model.to_string()) };
         let checked = check_file(&workspace_root().join(file), &opts, &mut sources);
         let errors = render(&checked.diagnostics, &sources, Format::Human, false);
-        let m = checked
-            .models
-            .iter()
-            .find(|m| m.model.name == *model)
-            .unwrap_or_else(|| panic!("{file}: model `{model}` does not check:\n{errors}"));
-        let total = summarize(&m.model, &SummaryOptions { batch: 1, seq: 16 })
-            .totals
-            .trainable;
+        let m = checked.models.iter().find(|m| m.model.name == *model).unwrap_or_else(|| panic!("{file}: model `{model}` does not check:\n{errors}"));
+        let total = summarize(&m.model, &SummaryOptions { batch: 1, seq: 16 }).totals.trainable;
         if total != *expected {
-            wrong.push(format!(
-                "{model}: expected {expected} trainable parameters, found {total} (off by {})",
-                total as i128 - *expected as i128
-            ));
+            wrong.push(format!("{model}: expected {expected} trainable parameters, found {total} (off by {})", total as i128 - *expected as i128));
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));

@@ -18,20 +18,14 @@ fn spec(name: &str) -> PathBuf {
 
 /// The shared data folder: `$TFM_DATA_DIR`, else `../shared/data` beside the repository.
 fn data_dir() -> PathBuf {
-    std::env::var_os("TFM_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("../shared/data"))
+    std::env::var_os("TFM_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("../shared/data"))
 }
 
 /// The first `bytes` bytes of tiny Shakespeare, copied into `dir`.
 fn shakespeare_slice(dir: &Path, bytes: usize) -> PathBuf {
     let src = data_dir().join("tinyshakespeare.txt");
-    let text = std::fs::read_to_string(&src).unwrap_or_else(|e| {
-        panic!(
-            "tiny Shakespeare is needed at {} (set TFM_DATA_DIR): {e}",
-            src.display()
-        )
-    });
+    let text = std::fs::read_to_string(&src)
+        .unwrap_or_else(|e| panic!("tiny Shakespeare is needed at {} (set TFM_DATA_DIR): {e}", src.display()));
     let cut: String = text.chars().take(bytes).collect();
     let path = dir.join("tiny.txt");
     std::fs::write(&path, cut).expect("write the slice");
@@ -59,10 +53,7 @@ fn normalise(s: &str, tmp: &Path) -> String {
     let chars: Vec<char> = s.chars().collect();
     let mut i = 0;
     while i < chars.len() {
-        let run = chars[i..]
-            .iter()
-            .take_while(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
-            .count();
+        let run = chars[i..].iter().take_while(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()).count();
         if run == 64 {
             out.push_str("[HASH]");
             i += 64;
@@ -78,58 +69,21 @@ fn normalise(s: &str, tmp: &Path) -> String {
 }
 
 /// A 1-layer, 32-wide model with a 16-character context: a few milliseconds per step.
-const TINY: &[&str] = &[
-    "--set",
-    "layers=1",
-    "--set",
-    "d_model=32",
-    "--set",
-    "heads=2",
-    "--set",
-    "context=16",
-];
+const TINY: &[&str] = &["--set", "layers=1", "--set", "d_model=32", "--set", "heads=2", "--set", "context=16"];
 
 /// Trains the tiny Shakespeare model for `steps` steps into `out`.
 fn train_shakespeare(data: &Path, out: &Path, steps: u64, extra: &[&str]) -> Output {
     let steps = steps.to_string();
     let mut c = tfm();
-    c.arg("train")
-        .arg(spec("shakespeare_char.tfm"))
-        .arg("--data")
-        .arg(data)
-        .arg("--out")
-        .arg(out);
-    c.args(TINY).args([
-        "--steps",
-        &steps,
-        "--batch",
-        "4",
-        "--lr",
-        "1e-2",
-        "--no-progress",
-    ]);
-    c.args([
-        "--cfg",
-        "schedule.warmup=2",
-        "--cfg",
-        "eval.every=10",
-        "--cfg",
-        "eval.batches=2",
-        "--cfg",
-        "logging.every=1",
-    ]);
+    c.arg("train").arg(spec("shakespeare_char.tfm")).arg("--data").arg(data).arg("--out").arg(out);
+    c.args(TINY).args(["--steps", &steps, "--batch", "4", "--lr", "1e-2", "--no-progress"]);
+    c.args(["--cfg", "schedule.warmup=2", "--cfg", "eval.every=10", "--cfg", "eval.batches=2", "--cfg", "logging.every=1"]);
     c.args(extra);
     run(&mut c)
 }
 
 fn assert_ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        text(&o.stdout),
-        text(&o.stderr)
-    );
+    assert!(o.status.success(), "exit {:?}\nstdout:\n{}\nstderr:\n{}", o.status.code(), text(&o.stdout), text(&o.stderr));
 }
 
 /// `(step, value)` pairs.
@@ -156,10 +110,7 @@ fn metrics(dir: &Path) -> (Series, Series) {
 
 /// The number on the line of `out` that starts with `label`.
 fn figure(out: &str, label: &str) -> f64 {
-    let line = out
-        .lines()
-        .find(|l| l.starts_with(label))
-        .unwrap_or_else(|| panic!("no `{label}` line in:\n{out}"));
+    let line = out.lines().find(|l| l.starts_with(label)).unwrap_or_else(|| panic!("no `{label}` line in:\n{out}"));
     line[label.len()..]
         .split_whitespace()
         .next()
@@ -175,10 +126,7 @@ fn trains_on_a_shakespeare_slice_with_logs_and_checkpoints() {
     let o = train_shakespeare(&data, &out, 30, &[]);
     assert_ok(&o);
     let stdout = text(&o.stdout);
-    assert!(
-        stdout.contains("trained `shakespeare_char` for 30 steps"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("trained `shakespeare_char` for 30 steps"), "{stdout}");
     assert_eq!(figure(&stdout, "steps"), 30.0);
     assert!(figure(&stdout, "throughput") > 0.0);
     for kind in ["last", "best"] {
@@ -189,18 +137,11 @@ fn trains_on_a_shakespeare_slice_with_logs_and_checkpoints() {
     let events = std::fs::read_dir(&out)
         .expect("run folder")
         .filter_map(|e| e.ok())
-        .any(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("events.out.tfevents")
-        });
+        .any(|e| e.file_name().to_string_lossy().starts_with("events.out.tfevents"));
     assert!(events, "no TensorBoard event file in {}", out.display());
     let (train, val) = metrics(&out);
     assert_eq!(train.len(), 30);
-    assert_eq!(
-        val.iter().map(|v| v.0).collect::<Vec<_>>(),
-        vec![0, 10, 20, 30]
-    );
+    assert_eq!(val.iter().map(|v| v.0).collect::<Vec<_>>(), vec![0, 10, 20, 30]);
     // It learns: the last evaluation is well below the first (ln 65 = 4.17 at the start).
     let first: f64 = val[0].1.parse().expect("number");
     let last: f64 = val[3].1.parse().expect("number");
@@ -213,23 +154,8 @@ fn trains_on_addition_and_reports_exact_match_with_sample_answers() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out = tmp.path().join("run");
     let mut c = tfm();
-    c.arg("train").arg(spec("addition.tfm")).args([
-        "--task",
-        "addition",
-        "--steps",
-        "10",
-        "--no-progress",
-    ]);
-    c.args([
-        "--set",
-        "layers=1",
-        "--set",
-        "d_model=32",
-        "--set",
-        "heads=2",
-        "--cfg",
-        "data.test_examples=200",
-    ]);
+    c.arg("train").arg(spec("addition.tfm")).args(["--task", "addition", "--steps", "10", "--no-progress"]);
+    c.args(["--set", "layers=1", "--set", "d_model=32", "--set", "heads=2", "--cfg", "data.test_examples=200"]);
     c.arg("--out").arg(&out);
     let o = run(&mut c);
     assert_ok(&o);
@@ -238,15 +164,7 @@ fn trains_on_addition_and_reports_exact_match_with_sample_answers() {
     let acc = figure(&stdout, "exact match");
     assert!((0.0..=100.0).contains(&acc));
     // Sample lines: `aaa+bbb=  model  correct  ok|WRONG`, the correct answer being the sum.
-    let samples: Vec<&str> = stdout
-        .lines()
-        .filter(|l| {
-            l.trim_start()
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_digit())
-        })
-        .collect();
+    let samples: Vec<&str> = stdout.lines().filter(|l| l.trim_start().chars().next().is_some_and(|c| c.is_ascii_digit())).collect();
     assert_eq!(samples.len(), 6, "{stdout}");
     for line in samples {
         let w: Vec<&str> = line.split_whitespace().collect();
@@ -261,11 +179,7 @@ fn trains_on_addition_and_reports_exact_match_with_sample_answers() {
 /// The tensors (weights and optimizer moments) of a checkpoint folder's file.
 fn tensors(dir: &Path) -> (u64, Vec<(String, Vec<u32>)>) {
     let ck = Checkpoint::read(dir).expect("checkpoint");
-    let t = ck
-        .tensors
-        .iter()
-        .map(|(n, (_, d))| (n.clone(), d.iter().map(|x| x.to_bits()).collect()))
-        .collect();
+    let t = ck.tensors.iter().map(|(n, (_, d))| (n.clone(), d.iter().map(|x| x.to_bits()).collect())).collect();
     (ck.meta.step, t)
 }
 
@@ -279,18 +193,13 @@ fn a_resumed_run_matches_an_uninterrupted_one_exactly() {
     let split = tmp.path().join("split");
     assert_ok(&train_shakespeare(&data, &split, 8, &fixed));
     // Resume from the checkpoint alone: its run configuration comes with it.
-    let o = run(tfm()
-        .arg("train")
-        .arg(spec("shakespeare_char.tfm"))
-        .arg("--resume")
-        .arg(split.join("checkpoints/last"))
-        .args(["--steps", "16", "--no-progress"]));
+    let o = run(tfm().arg("train").arg(spec("shakespeare_char.tfm")).arg("--resume").arg(split.join("checkpoints/last")).args([
+        "--steps",
+        "16",
+        "--no-progress",
+    ]));
     assert_ok(&o);
-    assert!(
-        text(&o.stderr).contains("resuming at step 8/16"),
-        "{}",
-        text(&o.stderr)
-    );
+    assert!(text(&o.stderr).contains("resuming at step 8/16"), "{}", text(&o.stderr));
     let (mw, vw) = metrics(&whole);
     let (ms, vs) = metrics(&split);
     assert_eq!(mw.len(), 16);
@@ -309,75 +218,36 @@ fn ctrl_c_writes_a_checkpoint_exits_130_and_resumes_exactly() {
     let data = shakespeare_slice(tmp.path(), 20_000);
     let out = tmp.path().join("stopped");
     let common = |c: &mut Command, out: &Path, steps: &str| {
-        c.arg("train")
-            .arg(spec("shakespeare_char.tfm"))
-            .arg("--data")
-            .arg(&data)
-            .arg("--out")
-            .arg(out);
-        c.args(TINY)
-            .args(["--steps", steps, "--batch", "4", "--no-progress"]);
-        c.args([
-            "--cfg",
-            "schedule.decay_steps=100000",
-            "--cfg",
-            "eval.every=0",
-            "--cfg",
-            "logging.every=1",
-        ]);
+        c.arg("train").arg(spec("shakespeare_char.tfm")).arg("--data").arg(&data).arg("--out").arg(out);
+        c.args(TINY).args(["--steps", steps, "--batch", "4", "--no-progress"]);
+        c.args(["--cfg", "schedule.decay_steps=100000", "--cfg", "eval.every=0", "--cfg", "logging.every=1"]);
     };
     let mut c = tfm();
     common(&mut c, &out, "100000");
-    let child = c
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tfm");
+    let child = c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn tfm");
     // Wait for the first logged step (the handler is installed before training starts).
     let start = Instant::now();
-    while !std::fs::read_to_string(out.join("metrics.jsonl")).is_ok_and(|m| m.lines().count() >= 2)
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no training step after 60 s"
-        );
+    while !std::fs::read_to_string(out.join("metrics.jsonl")).is_ok_and(|m| m.lines().count() >= 2) {
+        assert!(start.elapsed() < Duration::from_secs(60), "no training step after 60 s");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("kill");
+    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill");
     assert!(kill.success());
     let o = child.wait_with_output().expect("wait");
-    assert_eq!(
-        o.status.code(),
-        Some(130),
-        "stdout:\n{}\nstderr:\n{}",
-        text(&o.stdout),
-        text(&o.stderr)
-    );
+    assert_eq!(o.status.code(), Some(130), "stdout:\n{}\nstderr:\n{}", text(&o.stdout), text(&o.stderr));
     let stdout = text(&o.stdout);
     assert!(stdout.contains("interrupted at step"), "{stdout}");
     assert!(stdout.contains("--resume"), "{stdout}");
     let (k, _) = tensors(&out.join("checkpoints/last"));
     assert!(k >= 1);
     let target = (k + 3).to_string();
-    let o = run(tfm()
-        .arg("train")
-        .arg(spec("shakespeare_char.tfm"))
-        .arg("--resume")
-        .arg(&out)
-        .args(["--steps", &target, "--no-progress"]));
+    let o = run(tfm().arg("train").arg(spec("shakespeare_char.tfm")).arg("--resume").arg(&out).args(["--steps", &target, "--no-progress"]));
     assert_ok(&o);
     let whole = tmp.path().join("whole");
     let mut c = tfm();
     common(&mut c, &whole, &target);
     assert_ok(&run(&mut c));
-    assert_eq!(
-        tensors(&whole.join("checkpoints/last")),
-        tensors(&out.join("checkpoints/last"))
-    );
+    assert_eq!(tensors(&whole.join("checkpoints/last")), tensors(&out.join("checkpoints/last")));
     assert_eq!(metrics(&whole).0, metrics(&out).0);
 }
 
@@ -387,26 +257,15 @@ fn eval_prints_loss_and_perplexity() {
     let data = shakespeare_slice(tmp.path(), 20_000);
     let out = tmp.path().join("run");
     assert_ok(&train_shakespeare(&data, &out, 10, &[]));
-    let o = run(tfm()
-        .arg("eval")
-        .arg(spec("shakespeare_char.tfm"))
-        .arg("--checkpoint")
-        .arg(&out)
-        .args(["--batches", "3"]));
+    let o = run(tfm().arg("eval").arg(spec("shakespeare_char.tfm")).arg("--checkpoint").arg(&out).args(["--batches", "3"]));
     assert_ok(&o);
     let stdout = text(&o.stdout);
     let loss = figure(&stdout, "val loss");
     let ppl = figure(&stdout, "perplexity");
     assert!(loss > 0.5 && loss < 5.0, "{stdout}");
-    assert!(
-        (ppl - loss.exp()).abs() < 1e-3 * ppl,
-        "perplexity {ppl} is not exp({loss})"
-    );
+    assert!((ppl - loss.exp()).abs() < 1e-3 * ppl, "perplexity {ppl} is not exp({loss})");
     assert!(stdout.contains("3 batches of 4 x 16 tokens"), "{stdout}");
-    assert!(
-        stdout.contains("best/model.safetensors (step 10)"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("best/model.safetensors (step 10)"), "{stdout}");
 }
 
 #[test]
@@ -414,31 +273,10 @@ fn eval_on_addition_reports_exact_match() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out = tmp.path().join("run");
     let mut c = tfm();
-    c.arg("train").arg(spec("addition.tfm")).args([
-        "--task",
-        "addition",
-        "--steps",
-        "4",
-        "--no-progress",
-    ]);
-    c.args([
-        "--set",
-        "layers=1",
-        "--set",
-        "d_model=16",
-        "--set",
-        "heads=2",
-        "--cfg",
-        "data.test_examples=50",
-    ])
-    .arg("--out")
-    .arg(&out);
+    c.arg("train").arg(spec("addition.tfm")).args(["--task", "addition", "--steps", "4", "--no-progress"]);
+    c.args(["--set", "layers=1", "--set", "d_model=16", "--set", "heads=2", "--cfg", "data.test_examples=50"]).arg("--out").arg(&out);
     assert_ok(&run(&mut c));
-    let o = run(tfm()
-        .arg("eval")
-        .arg(spec("addition.tfm"))
-        .arg("--checkpoint")
-        .arg(out.join("checkpoints/last")));
+    let o = run(tfm().arg("eval").arg(spec("addition.tfm")).arg("--checkpoint").arg(out.join("checkpoints/last")));
     assert_ok(&o);
     let stdout = text(&o.stdout);
     assert!(figure(&stdout, "perplexity") > 1.0);
@@ -452,27 +290,15 @@ fn generate_continues_the_prompt() {
     let out = tmp.path().join("run");
     assert_ok(&train_shakespeare(&data, &out, 10, &[]));
     let gen = |extra: &[&str]| {
-        let o = run(tfm()
-            .arg("generate")
-            .arg(spec("shakespeare_char.tfm"))
-            .arg("--checkpoint")
-            .arg(&out)
-            .args(["--prompt", "ROMEO:", "--tokens", "40"])
-            .args(extra));
+        let o = run(tfm().arg("generate").arg(spec("shakespeare_char.tfm")).arg("--checkpoint").arg(&out).args(["--prompt", "ROMEO:", "--tokens", "40"]).args(extra));
         assert_ok(&o);
         text(&o.stdout)
     };
     let a = gen(&["--seed", "1"]);
     assert!(a.starts_with("ROMEO:"), "{a}");
     assert_eq!(a.trim_end_matches('\n').chars().count(), 6 + 40, "{a:?}");
-    let vocab: std::collections::HashSet<char> = std::fs::read_to_string(&data)
-        .expect("slice")
-        .chars()
-        .collect();
-    assert!(
-        a.trim_end_matches('\n').chars().all(|c| vocab.contains(&c)),
-        "{a:?}"
-    );
+    let vocab: std::collections::HashSet<char> = std::fs::read_to_string(&data).expect("slice").chars().collect();
+    assert!(a.trim_end_matches('\n').chars().all(|c| vocab.contains(&c)), "{a:?}");
     assert_eq!(a, gen(&["--seed", "1"]), "same seed, same text");
     let g1 = gen(&["--temperature", "0", "--seed", "1"]);
     let g2 = gen(&["--temperature", "0", "--seed", "2"]);
@@ -485,30 +311,16 @@ fn generate_names_characters_outside_the_vocabulary() {
     let data = shakespeare_slice(tmp.path(), 5_000);
     let out = tmp.path().join("run");
     assert_ok(&train_shakespeare(&data, &out, 2, &[]));
-    let o = run(tfm()
-        .arg("generate")
-        .arg(spec("shakespeare_char.tfm"))
-        .arg("--checkpoint")
-        .arg(&out)
-        .args(["--prompt", "ROMEO~é~"]));
+    let o = run(tfm().arg("generate").arg(spec("shakespeare_char.tfm")).arg("--checkpoint").arg(&out).args(["--prompt", "ROMEO~é~"]));
     assert_eq!(o.status.code(), Some(1));
     let err = text(&o.stderr);
-    assert!(
-        err.contains("2 characters outside the checkpoint's vocabulary: '~', 'é'"),
-        "{err}"
-    );
+    assert!(err.contains("2 characters outside the checkpoint's vocabulary: '~', 'é'"), "{err}");
 }
 
 #[test]
 fn error_missing_data_file_names_the_path() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let o = run(tfm()
-        .arg("train")
-        .arg(spec("shakespeare_char.tfm"))
-        .arg("--data")
-        .arg(tmp.path().join("nope.txt"))
-        .arg("--out")
-        .arg(tmp.path()));
+    let o = run(tfm().arg("train").arg(spec("shakespeare_char.tfm")).arg("--data").arg(tmp.path().join("nope.txt")).arg("--out").arg(tmp.path()));
     assert_eq!(o.status.code(), Some(1));
     insta::assert_snapshot!("missing_data_file", normalise(&text(&o.stderr), tmp.path()));
 }
@@ -518,16 +330,9 @@ fn error_unknown_config_key_has_line_and_suggestion() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let cfg = tmp.path().join("run.yaml");
     std::fs::write(&cfg, "spec: spec.tfm\ndata:\n  task: addition\noptimizer:\n  kind: adamw\n  weight_decai: 0.1\nsteps: 10\n").expect("write");
-    let o = run(tfm()
-        .arg("train")
-        .arg(spec("addition.tfm"))
-        .arg("--config")
-        .arg(&cfg));
+    let o = run(tfm().arg("train").arg(spec("addition.tfm")).arg("--config").arg(&cfg));
     assert_eq!(o.status.code(), Some(1));
-    insta::assert_snapshot!(
-        "unknown_config_key",
-        normalise(&text(&o.stderr), tmp.path())
-    );
+    insta::assert_snapshot!("unknown_config_key", normalise(&text(&o.stderr), tmp.path()));
 }
 
 #[test]
@@ -537,18 +342,10 @@ fn error_checkpoint_of_another_spec_shows_both_hashes() {
     let out = tmp.path().join("run");
     assert_ok(&train_shakespeare(&data, &out, 2, &[]));
     // The same spec with another width is another model.
-    let o = run(tfm()
-        .arg("eval")
-        .arg(spec("shakespeare_char.tfm"))
-        .arg("--checkpoint")
-        .arg(&out)
-        .args(["--set", "d_model=48"]));
+    let o = run(tfm().arg("eval").arg(spec("shakespeare_char.tfm")).arg("--checkpoint").arg(&out).args(["--set", "d_model=48"]));
     assert_eq!(o.status.code(), Some(1));
     let err = text(&o.stderr);
-    let hashes = err
-        .split(|c: char| !c.is_ascii_hexdigit())
-        .filter(|w| w.len() == 64)
-        .collect::<Vec<_>>();
+    let hashes = err.split(|c: char| !c.is_ascii_hexdigit()).filter(|w| w.len() == 64).collect::<Vec<_>>();
     assert_eq!(hashes.len(), 2, "{err}");
     assert_ne!(hashes[0], hashes[1]);
     insta::assert_snapshot!("checkpoint_of_another_spec", normalise(&err, tmp.path()));
@@ -563,40 +360,21 @@ fn error_corrupted_checkpoint_and_vocabulary_mismatch() {
     // Another corpus with other characters: the checkpoint's vocabulary does not match it.
     let other = tmp.path().join("other.txt");
     std::fs::write(&other, "0123456789 ".repeat(200)).expect("write");
-    let o = run(tfm()
-        .arg("eval")
-        .arg(spec("shakespeare_char.tfm"))
-        .arg("--checkpoint")
-        .arg(&out)
-        .arg("--data")
-        .arg(&other));
+    let o = run(tfm().arg("eval").arg(spec("shakespeare_char.tfm")).arg("--checkpoint").arg(&out).arg("--data").arg(&other));
     assert_eq!(o.status.code(), Some(1));
     let err = text(&o.stderr);
-    assert!(
-        err.contains("vocabulary mismatch: expected a character vocabulary of"),
-        "{err}"
-    );
-    assert!(
-        err.contains("found a character vocabulary of 11 symbols"),
-        "{err}"
-    );
+    assert!(err.contains("vocabulary mismatch: expected a character vocabulary of"), "{err}");
+    assert!(err.contains("found a character vocabulary of 11 symbols"), "{err}");
     // Flip one byte near the end (tensor data): the checksum catches it.
     let file = out.join("checkpoints/best/model.safetensors");
     let mut bytes = std::fs::read(&file).expect("read");
     let n = bytes.len();
     bytes[n - 10] ^= 0x40;
     std::fs::write(&file, bytes).expect("write");
-    let o = run(tfm()
-        .arg("eval")
-        .arg(spec("shakespeare_char.tfm"))
-        .arg("--checkpoint")
-        .arg(out.join("checkpoints/best")));
+    let o = run(tfm().arg("eval").arg(spec("shakespeare_char.tfm")).arg("--checkpoint").arg(out.join("checkpoints/best")));
     assert_eq!(o.status.code(), Some(1));
     let err = text(&o.stderr);
-    assert!(
-        err.contains("the tensor data does not match its checksum"),
-        "{err}"
-    );
+    assert!(err.contains("the tensor data does not match its checksum"), "{err}");
     assert!(err.contains("truncated or damaged"), "{err}");
 }
 
@@ -604,24 +382,14 @@ fn error_corrupted_checkpoint_and_vocabulary_mismatch() {
 #[test]
 fn error_device_cuda_without_the_feature() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let o = run(tfm()
-        .arg("train")
-        .arg(spec("addition.tfm"))
-        .args(["--task", "addition", "--steps", "1", "--device", "cuda"])
-        .arg("--out")
-        .arg(tmp.path()));
+    let o = run(tfm().arg("train").arg(spec("addition.tfm")).args(["--task", "addition", "--steps", "1", "--device", "cuda"]).arg("--out").arg(tmp.path()));
     assert_eq!(o.status.code(), Some(2));
-    insta::assert_snapshot!(
-        "device_cuda_without_feature",
-        normalise(&text(&o.stderr), tmp.path())
-    );
+    insta::assert_snapshot!("device_cuda_without_feature", normalise(&text(&o.stderr), tmp.path()));
 }
 
 #[test]
 fn usage_error_without_data() {
     let o = run(tfm().arg("train").arg(spec("addition.tfm")));
     assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o.stderr).contains(
-        "no training data: expected `--data PATH`, `--task addition` or `--config RUN.yaml`"
-    ));
+    assert!(text(&o.stderr).contains("no training data: expected `--data PATH`, `--task addition` or `--config RUN.yaml`"));
 }

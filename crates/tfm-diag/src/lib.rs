@@ -21,19 +21,11 @@ pub struct Span {
 
 impl Span {
     pub fn new(file: FileId, start: usize, end: usize) -> Self {
-        Span {
-            file,
-            start: start as u32,
-            end: end as u32,
-        }
+        Span { file, start: start as u32, end: end as u32 }
     }
     /// The smallest span covering both (same file assumed; `self`'s file wins).
     pub fn to(self, other: Span) -> Span {
-        Span {
-            file: self.file,
-            start: self.start.min(other.start),
-            end: self.end.max(other.end),
-        }
+        Span { file: self.file, start: self.start.min(other.start), end: self.end.max(other.end) }
     }
     pub fn range(self) -> std::ops::Range<usize> {
         self.start as usize..self.end as usize
@@ -68,36 +60,19 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn error(code: &'static str, message: impl Into<String>) -> Self {
-        Diagnostic {
-            severity: Severity::Error,
-            code,
-            message: message.into(),
-            labels: vec![],
-            hints: vec![],
-        }
+        Diagnostic { severity: Severity::Error, code, message: message.into(), labels: vec![], hints: vec![] }
     }
     pub fn warning(code: &'static str, message: impl Into<String>) -> Self {
-        Diagnostic {
-            severity: Severity::Warning,
-            ..Diagnostic::error(code, message)
-        }
+        Diagnostic { severity: Severity::Warning, ..Diagnostic::error(code, message) }
     }
     /// Adds the primary label.
     pub fn at(mut self, span: Span, message: impl Into<String>) -> Self {
-        self.labels.push(Label {
-            span,
-            message: message.into(),
-            primary: true,
-        });
+        self.labels.push(Label { span, message: message.into(), primary: true });
         self
     }
     /// Adds a secondary label ("`x` was produced here").
     pub fn with(mut self, span: Span, message: impl Into<String>) -> Self {
-        self.labels.push(Label {
-            span,
-            message: message.into(),
-            primary: false,
-        });
+        self.labels.push(Label { span, message: message.into(), primary: false });
         self
     }
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
@@ -105,11 +80,7 @@ impl Diagnostic {
         self
     }
     pub fn primary_span(&self) -> Option<Span> {
-        self.labels
-            .iter()
-            .find(|l| l.primary)
-            .or(self.labels.first())
-            .map(|l| l.span)
+        self.labels.iter().find(|l| l.primary).or(self.labels.first()).map(|l| l.span)
     }
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
@@ -130,11 +101,7 @@ impl SourceFile {
         let text = text.into();
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        SourceFile {
-            name: name.into(),
-            text,
-            line_starts,
-        }
+        SourceFile { name: name.into(), text, line_starts }
     }
     /// 0-based index of the line holding a byte offset.
     pub fn line_index(&self, offset: usize) -> usize {
@@ -147,11 +114,7 @@ impl SourceFile {
     /// Byte range of a 0-based line, its line break included; `None` past the last line.
     pub fn line_range(&self, line_index: usize) -> Option<std::ops::Range<usize>> {
         let start = *self.line_starts.get(line_index)?;
-        let end = self
-            .line_starts
-            .get(line_index + 1)
-            .copied()
-            .unwrap_or(self.text.len());
+        let end = self.line_starts.get(line_index + 1).copied().unwrap_or(self.text.len());
         Some(start..end)
     }
     /// The number of lines (a trailing line break starts one more, empty, line).
@@ -166,11 +129,7 @@ impl SourceFile {
             Err(i) => i - 1,
         };
         let start = self.line_starts[line];
-        let col = self
-            .text
-            .get(start..offset)
-            .map(|s| s.chars().count())
-            .unwrap_or(offset - start);
+        let col = self.text.get(start..offset).map(|s| s.chars().count()).unwrap_or(offset - start);
         (line + 1, col + 1)
     }
 }
@@ -192,11 +151,7 @@ impl SourceMap {
     /// Like [`SourceMap::add`], but returns the existing id when a file with the same name and
     /// text is already there (the standard library, imported by every spec of a folder).
     pub fn intern(&mut self, name: &str, text: &str) -> FileId {
-        match self
-            .files
-            .iter()
-            .position(|f| f.name == name && f.text == text)
-        {
+        match self.files.iter().position(|f| f.name == name && f.text == text) {
             Some(i) => FileId(i as u32),
             None => self.add(name, text),
         }
@@ -205,10 +160,7 @@ impl SourceMap {
         self.files.get(id.0 as usize)
     }
     pub fn files(&self) -> impl Iterator<Item = (FileId, &SourceFile)> {
-        self.files
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (FileId(i as u32), f))
+        self.files.iter().enumerate().map(|(i, f)| (FileId(i as u32), f))
     }
     /// The name of the file holding `span`, or `?` for a span from nowhere.
     pub fn name(&self, id: FileId) -> &str {
@@ -217,10 +169,7 @@ impl SourceMap {
 }
 
 /// The closest candidate to `name` by edit distance, if any is close enough to suggest.
-pub fn did_you_mean<'a>(
-    name: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
+pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let mut best: Option<(&str, f64)> = None;
     for c in candidates {
         let score = strsim::jaro_winkler(name, c);

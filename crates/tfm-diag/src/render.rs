@@ -30,15 +30,9 @@ pub enum Format {
 pub fn render(diags: &[Diagnostic], sources: &SourceMap, format: Format, color: bool) -> String {
     match format {
         Format::Human => human(diags, sources, color),
-        Format::Short => diags
-            .iter()
-            .map(|d| short_line(d, sources) + "\n")
-            .collect(),
+        Format::Short => diags.iter().map(|d| short_line(d, sources) + "\n").collect(),
         Format::Json => json(diags, sources),
-        Format::Github => diags
-            .iter()
-            .map(|d| github_line(d, sources) + "\n")
-            .collect(),
+        Format::Github => diags.iter().map(|d| github_line(d, sources) + "\n").collect(),
     }
 }
 
@@ -51,33 +45,18 @@ impl<'a> Files<'a> for MapFiles<'a> {
     type Source = &'a str;
 
     fn name(&'a self, id: Self::FileId) -> Result<&'a str, FilesError> {
-        self.0
-            .get(id)
-            .map(|f| f.name.as_str())
-            .ok_or(FilesError::FileMissing)
+        self.0.get(id).map(|f| f.name.as_str()).ok_or(FilesError::FileMissing)
     }
     fn source(&'a self, id: Self::FileId) -> Result<&'a str, FilesError> {
-        self.0
-            .get(id)
-            .map(|f| f.text.as_str())
-            .ok_or(FilesError::FileMissing)
+        self.0.get(id).map(|f| f.text.as_str()).ok_or(FilesError::FileMissing)
     }
     fn line_index(&'a self, id: Self::FileId, byte_index: usize) -> Result<usize, FilesError> {
-        self.0
-            .get(id)
-            .map(|f| f.line_index(byte_index))
-            .ok_or(FilesError::FileMissing)
+        self.0.get(id).map(|f| f.line_index(byte_index)).ok_or(FilesError::FileMissing)
     }
-    fn line_range(
-        &'a self,
-        id: Self::FileId,
-        line_index: usize,
-    ) -> Result<Range<usize>, FilesError> {
+    fn line_range(&'a self, id: Self::FileId, line_index: usize) -> Result<Range<usize>, FilesError> {
         let f = self.0.get(id).ok_or(FilesError::FileMissing)?;
-        f.line_range(line_index).ok_or(FilesError::LineTooLarge {
-            given: line_index,
-            max: f.line_count().saturating_sub(1),
-        })
+        f.line_range(line_index)
+            .ok_or(FilesError::LineTooLarge { given: line_index, max: f.line_count().saturating_sub(1) })
     }
 }
 
@@ -107,11 +86,7 @@ fn severity_word(s: Severity) -> &'static str {
 fn human(diags: &[Diagnostic], sources: &SourceMap, color: bool) -> String {
     let files = MapFiles(sources);
     let config = term::Config::default();
-    let mut buf = if color {
-        termcolor::Buffer::ansi()
-    } else {
-        termcolor::Buffer::no_color()
-    };
+    let mut buf = if color { termcolor::Buffer::ansi() } else { termcolor::Buffer::no_color() };
     for d in diags {
         let severity = match d.severity {
             Severity::Error => cs::Severity::Error,
@@ -163,13 +138,7 @@ fn place<'a>(span: Span, sources: &'a SourceMap) -> Option<Place<'a>> {
     let range = clamp(span, sources)?;
     let (line, column) = f.line_col(range.start);
     let (end_line, end_column) = f.line_col(range.end);
-    Some(Place {
-        file: f.name.as_str(),
-        line,
-        column,
-        end_line,
-        end_column,
-    })
+    Some(Place { file: f.name.as_str(), line, column, end_line, end_column })
 }
 
 fn short_line(d: &Diagnostic, sources: &SourceMap) -> String {
@@ -247,9 +216,7 @@ fn json(diags: &[Diagnostic], sources: &SourceMap) -> String {
 
 /// Escapes the message part of a workflow command.
 fn gh_data(s: &str) -> String {
-    s.replace('%', "%25")
-        .replace('\r', "%0D")
-        .replace('\n', "%0A")
+    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
 }
 
 /// Escapes a property value of a workflow command.
@@ -289,18 +256,14 @@ mod tests {
     /// whose message needs escaping for GitHub.
     fn sample() -> (Vec<Diagnostic>, SourceMap) {
         let mut sources = SourceMap::new();
-        let src =
-            "model m {\n    d_model: int = 768\n    heads: int = 5 where d_model % heads == 0\n}\n";
+        let src = "model m {\n    d_model: int = 768\n    heads: int = 5 where d_model % heads == 0\n}\n";
         let f = sources.add("specs/m.tfm", src);
         let heads = src.find("heads: int").unwrap_or(0);
         let cond = src.find("d_model % heads").unwrap_or(0);
         let d_model = src.find("d_model: int").unwrap_or(0);
         let diags = vec![
             Diagnostic::error("E0101", "constraint violated: d_model % heads == 0")
-                .at(
-                    Span::new(f, cond, cond + "d_model % heads == 0".len()),
-                    "768 % 5 is 3, not 0",
-                )
+                .at(Span::new(f, cond, cond + "d_model % heads == 0".len()), "768 % 5 is 3, not 0")
                 .with(Span::new(f, d_model, d_model + 7), "`d_model` is 768 here")
                 .hint("choose `heads` dividing 768, e.g. 8 or 12"),
             Diagnostic::warning("W0001", "unused parameter `heads`, 100% sure,\nsecond line")
@@ -349,21 +312,13 @@ mod tests {
         let f = s.add("a.tfm", "héllo\n");
         let d = vec![
             Diagnostic::error("E0001", "past the end").at(Span::new(f, 3, 999), "here"),
-            Diagnostic::error("E0001", "unknown file")
-                .at(Span::new(crate::FileId(7), 0, 1), "there"),
+            Diagnostic::error("E0001", "unknown file").at(Span::new(crate::FileId(7), 0, 1), "there"),
             Diagnostic::error("E0001", "no label"),
         ];
         for format in [Format::Human, Format::Short, Format::Json, Format::Github] {
             let out = render(&d, &s, format, false);
-            assert!(
-                out.contains("past the end")
-                    && out.contains("unknown file")
-                    && out.contains("no label")
-            );
+            assert!(out.contains("past the end") && out.contains("unknown file") && out.contains("no label"));
         }
-        assert_eq!(
-            render(&d, &s, Format::Short, false).lines().next(),
-            Some("a.tfm:1:3: error[E0001]: past the end")
-        );
+        assert_eq!(render(&d, &s, Format::Short, false).lines().next(), Some("a.tfm:1:3: error[E0001]: past the end"));
     }
 }

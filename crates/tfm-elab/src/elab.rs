@@ -8,10 +8,7 @@ use crate::value::{self, Val};
 use crate::ExpectOutcome;
 use std::collections::{HashMap, HashSet};
 use tfm_diag::{did_you_mean, Diagnostic, Span};
-use tfm_ir::{
-    Child, ChildId, ChildKind, ConstValue, DType, Dim, Graph, Node, Objective, Op, ParamId,
-    ParamKind, Port, Prim, TensorType, Value, ValueId,
-};
+use tfm_ir::{Child, ChildId, ChildKind, ConstValue, DType, Dim, Graph, Node, Objective, Op, ParamId, ParamKind, Port, Prim, TensorType, Value, ValueId};
 use tfm_shape::LayerSpec;
 use tfm_syntax::ast::{self, BinOp, Expr, ExprKind, Stmt, TypeExpr, UnOp};
 
@@ -52,13 +49,7 @@ pub(crate) struct Elaborated {
 
 impl<'w> Ctx<'w> {
     pub fn new(world: &'w World) -> Self {
-        Ctx {
-            world,
-            diags: vec![],
-            stack: vec![],
-            used: HashSet::new(),
-            bodies: 0,
-        }
+        Ctx { world, diags: vec![], stack: vec![], used: HashSet::new(), bodies: 0 }
     }
 
     /// Evaluates a constant expression (variant overrides) in an empty scope of `module`.
@@ -85,12 +76,7 @@ impl<'w> Ctx<'w> {
     }
 
     /// Elaborates the model or block `r` with `given` parameter values. `None` if it had errors.
-    pub fn elab_decl(
-        &mut self,
-        r: ItemRef,
-        given: &HashMap<String, Given>,
-        as_model: bool,
-    ) -> Option<Elaborated> {
+    pub fn elab_decl(&mut self, r: ItemRef, given: &HashMap<String, Given>, as_model: bool) -> Option<Elaborated> {
         let world = self.world;
         let decl = match world.item(r) {
             ast::Item::Model(d) | ast::Item::Block(d) => d,
@@ -130,18 +116,8 @@ struct PortSig {
 }
 
 enum Inst {
-    Prim {
-        spec: LayerSpec,
-        params: Vec<ParamId>,
-    },
-    Child {
-        child: ChildId,
-        block: String,
-        ports: Vec<PortSig>,
-        outs: Vec<TensorType>,
-        repeat: bool,
-        shared: bool,
-    },
+    Prim { spec: LayerSpec, params: Vec<ParamId> },
+    Child { child: ChildId, block: String, ports: Vec<PortSig>, outs: Vec<TensorType>, repeat: bool, shared: bool },
     /// Its declaration failed; uses stay silent.
     Poisoned,
 }
@@ -230,11 +206,7 @@ impl<'c, 'w> Body<'c, 'w> {
     fn finish(self) -> Elaborated {
         Elaborated {
             graph: self.g,
-            params: self
-                .param_order
-                .iter()
-                .map(|(n, v)| (n.clone(), v.to_const()))
-                .collect(),
+            params: self.param_order.iter().map(|(n, v)| (n.clone(), v.to_const())).collect(),
             shape_vars: self.shape_vars,
             inputs: self.inputs,
             outputs: self.outputs,
@@ -247,16 +219,10 @@ impl<'c, 'w> Body<'c, 'w> {
         if let Some(prev) = self.decls.get(&name.name) {
             let prev = *prev;
             self.emit(
-                err(
-                    codes::DUPLICATE,
-                    format!("`{}` is defined twice in `{}`", name.name, self.name),
-                )
-                .at(
-                    name.span,
-                    format!("{what} `{}` defined again here", name.name),
-                )
-                .with(prev, "first defined here")
-                .hint("rename one of them"),
+                err(codes::DUPLICATE, format!("`{}` is defined twice in `{}`", name.name, self.name))
+                    .at(name.span, format!("{what} `{}` defined again here", name.name))
+                    .with(prev, "first defined here")
+                    .hint("rename one of them"),
             );
             return false;
         }
@@ -267,56 +233,25 @@ impl<'c, 'w> Body<'c, 'w> {
     fn run(&mut self, decl: &'w ast::Decl, given: &HashMap<String, Given>) {
         // 1. parameters, in order.
         for s in &decl.body {
-            if let Stmt::Param {
-                name,
-                ty,
-                default,
-                constraint,
-                ..
-            } = s
-            {
-                self.param(
-                    name,
-                    ty,
-                    default.as_ref(),
-                    constraint.as_ref(),
-                    given.get(&name.name),
-                );
+            if let Stmt::Param { name, ty, default, constraint, .. } = s {
+                self.param(name, ty, default.as_ref(), constraint.as_ref(), given.get(&name.name));
             }
         }
         // 2. inputs: their types introduce the shape variables.
         for s in &decl.body {
-            if let Stmt::Input {
-                doc,
-                name,
-                ty,
-                constraint,
-                span,
-            } = s
-            {
+            if let Stmt::Input { doc, name, ty, constraint, span } = s {
                 self.input(doc, name, ty, constraint.as_ref(), *span);
             }
         }
         // 3. requirements on parameters.
         for s in &decl.body {
-            if let Stmt::Require {
-                cond,
-                message,
-                span,
-            } = s
-            {
+            if let Stmt::Require { cond, message, span } = s {
                 self.constraint(cond, message.as_deref(), *span);
             }
         }
         // 4. layer instances.
         for s in &decl.body {
-            if let Stmt::Layer {
-                doc,
-                name,
-                init,
-                span,
-            } = s
-            {
+            if let Stmt::Layer { doc, name, init, span } = s {
                 self.layer(doc, name, init, *span);
             }
         }
@@ -324,21 +259,12 @@ impl<'c, 'w> Body<'c, 'w> {
         for s in &decl.body {
             match s {
                 Stmt::Let { names, value, span } => self.bind(names, value, *span),
-                Stmt::Output {
-                    doc,
-                    name,
-                    value,
-                    span,
-                } => self.output(doc, name, value.as_ref(), *span),
+                Stmt::Output { doc, name, value, span } => self.output(doc, name, value.as_ref(), *span),
                 Stmt::Objective { kind, args, span } => {
                     if self.is_model {
                         self.objective(kind, args, *span)
                     } else if !self.is_model_decl() {
-                        self.emit(
-                            err(codes::STRUCTURE, "an objective is only allowed in a model")
-                                .at(*span, "inside block")
-                                .hint("move the objective into the model that uses this block"),
-                        );
+                        self.emit(err(codes::STRUCTURE, "an objective is only allowed in a model").at(*span, "inside block").hint("move the objective into the model that uses this block"));
                     }
                 }
                 _ => {}
@@ -353,11 +279,7 @@ impl<'c, 'w> Body<'c, 'w> {
                 if self.is_model {
                     self.expect(kind, *span);
                 } else if !self.is_model_decl() {
-                    self.emit(
-                        err(codes::STRUCTURE, "`expect` is only allowed in a model")
-                            .at(*span, "inside block")
-                            .hint("move the expectation into a model"),
-                    );
+                    self.emit(err(codes::STRUCTURE, "`expect` is only allowed in a model").at(*span, "inside block").hint("move the expectation into a model"));
                 }
             }
         }
@@ -367,22 +289,12 @@ impl<'c, 'w> Body<'c, 'w> {
     }
 
     fn is_model_decl(&self) -> bool {
-        self.cx
-            .stack
-            .last()
-            .is_some_and(|r| matches!(self.world.item(*r), ast::Item::Model(_)))
+        self.cx.stack.last().is_some_and(|r| matches!(self.world.item(*r), ast::Item::Model(_)))
     }
 
     // ----- parameters -----
 
-    fn param(
-        &mut self,
-        name: &'w ast::Ident,
-        ty: &'w TypeExpr,
-        default: Option<&'w Expr>,
-        constraint: Option<&'w ast::Constraint>,
-        given: Option<&Given>,
-    ) {
+    fn param(&mut self, name: &'w ast::Ident, ty: &'w TypeExpr, default: Option<&'w Expr>, constraint: Option<&'w ast::Constraint>, given: Option<&Given>) {
         if !self.declare(name, "parameter") {
             return;
         }
@@ -406,9 +318,7 @@ impl<'c, 'w> Body<'c, 'w> {
             coerce(&g.val, ty).map_err(|e| (e, g.span, g.raw.clone()))
         } else if let Some(d) = default {
             match self.eval(d) {
-                Some(Ev::Sym(s)) if matches!(ty, TypeExpr::Choice(_)) => {
-                    coerce(&Val::Choice(s), ty).map_err(|e| (e, Some(d.span), None))
-                }
+                Some(Ev::Sym(s)) if matches!(ty, TypeExpr::Choice(_)) => coerce(&Val::Choice(s), ty).map_err(|e| (e, Some(d.span), None)),
                 Some(ev) => match self.need_val(ev, d.span) {
                     Some(v) => coerce(&v, ty).map_err(|e| (e, Some(d.span), None)),
                     None => {
@@ -424,20 +334,9 @@ impl<'c, 'w> Body<'c, 'w> {
         } else {
             if self.is_model {
                 self.emit(
-                    err(
-                        codes::NO_VALUE,
-                        format!(
-                            "parameter `{}` of model `{}` has no value",
-                            name.name, self.name
-                        ),
-                    )
-                    .at(name.span, "declared without a default")
-                    .hint(format!(
-                        "give it a default (`{}: {} = ...`) or set it with `--set {}=...`",
-                        name.name,
-                        type_name(ty),
-                        name.name
-                    )),
+                    err(codes::NO_VALUE, format!("parameter `{}` of model `{}` has no value", name.name, self.name))
+                        .at(name.span, "declared without a default")
+                        .hint(format!("give it a default (`{}: {} = ...`) or set it with `--set {}=...`", name.name, type_name(ty), name.name)),
                 );
             }
             self.params.insert(name.name.clone(), None);
@@ -448,17 +347,8 @@ impl<'c, 'w> Body<'c, 'w> {
             Err((msg, span, raw)) => {
                 let mut d = err(codes::TYPE, format!("parameter `{}`: {msg}", name.name));
                 match (span, raw) {
-                    (Some(s), _) => {
-                        d = d.at(s, msg.clone()).with(
-                            name.span,
-                            format!("`{}` declared as {} here", name.name, type_name(ty)),
-                        )
-                    }
-                    (None, Some(raw)) => {
-                        d = d
-                            .at(name.span, format!("declared as {} here", type_name(ty)))
-                            .hint(format!("fix the override `--set {raw}`"))
-                    }
+                    (Some(s), _) => d = d.at(s, msg.clone()).with(name.span, format!("`{}` declared as {} here", name.name, type_name(ty))),
+                    (None, Some(raw)) => d = d.at(name.span, format!("declared as {} here", type_name(ty))).hint(format!("fix the override `--set {raw}`")),
                     (None, None) => d = d.at(name.span, "declared here"),
                 }
                 self.emit(d);
@@ -476,9 +366,7 @@ impl<'c, 'w> Body<'c, 'w> {
     /// Checks `cond` (a `where` or `require`), reporting the author's message and the values involved.
     fn constraint(&mut self, cond: &'w Expr, message: Option<&str>, span: Span) {
         let Some(ev) = self.eval(cond) else { return };
-        let Some(b) = self.need_bool(ev, cond.span) else {
-            return;
-        };
+        let Some(b) = self.need_bool(ev, cond.span) else { return };
         if !b {
             let vals = self.values_in(cond);
             let msg = match message {
@@ -516,14 +404,7 @@ impl<'c, 'w> Body<'c, 'w> {
 
     // ----- inputs and types -----
 
-    fn input(
-        &mut self,
-        doc: &Option<String>,
-        name: &'w ast::Ident,
-        ty: &'w ast::TensorTypeExpr,
-        constraint: Option<&'w ast::Constraint>,
-        span: Span,
-    ) {
+    fn input(&mut self, doc: &Option<String>, name: &'w ast::Ident, ty: &'w ast::TensorTypeExpr, constraint: Option<&'w ast::Constraint>, span: Span) {
         if !self.declare(name, "input") {
             return;
         }
@@ -532,25 +413,14 @@ impl<'c, 'w> Body<'c, 'w> {
             return;
         };
         let v = self.g.values.len();
-        self.g.values.push(Value {
-            ty: t,
-            name: Some(name.name.clone()),
-            span,
-        });
+        self.g.values.push(Value { ty: t, name: Some(name.name.clone()), span });
         self.g.inputs.push(v);
         self.tensors.insert(name.name.clone(), Some(v));
-        self.inputs.push(Port {
-            name: name.name.clone(),
-            value: v,
-            doc: doc.clone(),
-        });
+        self.inputs.push(Port { name: name.name.clone(), value: v, doc: doc.clone() });
         if let Some(c) = constraint {
             let mut names = vec![];
             collect_names(&c.cond, &mut names);
-            if names
-                .iter()
-                .any(|n| self.shape_vars.contains(n) && !self.params.contains_key(n))
-            {
+            if names.iter().any(|n| self.shape_vars.contains(n) && !self.params.contains_key(n)) {
                 self.input_constraints.push((&c.cond, c.message.clone()));
             } else {
                 self.constraint(&c.cond, c.message.as_deref(), c.span);
@@ -567,10 +437,7 @@ impl<'c, 'w> Body<'c, 'w> {
             "i64" => DType::I64,
             "bool" => DType::Bool,
             other => {
-                let mut d = err(codes::DTYPE, format!("unknown dtype `{other}`")).at(
-                    ty.dtype.span,
-                    "expected `f32`, `f16`, `bf16`, `i64` or `bool`",
-                );
+                let mut d = err(codes::DTYPE, format!("unknown dtype `{other}`")).at(ty.dtype.span, "expected `f32`, `f16`, `bf16`, `i64` or `bool`");
                 if let Some(s) = did_you_mean(other, ["f32", "f16", "bf16", "i64", "bool"]) {
                     d = d.hint(format!("did you mean `{s}`?"));
                 }
@@ -586,13 +453,7 @@ impl<'c, 'w> Body<'c, 'w> {
             match self.eval(e).and_then(|ev| self.need_dim(ev, e.span)) {
                 Some(d) => {
                     if d.as_const().is_some_and(|c| c < 0) {
-                        self.emit(
-                            err(
-                                codes::BAD_DIM,
-                                format!("expected a dimension of at least 0, found {d}"),
-                            )
-                            .at(e.span, "negative dimension"),
-                        );
+                        self.emit(err(codes::BAD_DIM, format!("expected a dimension of at least 0, found {d}")).at(e.span, "negative dimension"));
                         ok = false;
                     }
                     shape.push(d)
@@ -606,57 +467,28 @@ impl<'c, 'w> Body<'c, 'w> {
 
     // ----- layers -----
 
-    fn layer(
-        &mut self,
-        doc: &Option<String>,
-        name: &'w ast::Ident,
-        init: &'w ast::LayerInit,
-        span: Span,
-    ) {
+    fn layer(&mut self, doc: &Option<String>, name: &'w ast::Ident, init: &'w ast::LayerInit, span: Span) {
         if !self.declare(name, "layer") {
             return;
         }
         let inst = match init {
             ast::LayerInit::Call(call) => self.instance(name, doc, call, None, span),
-            ast::LayerInit::Repeat {
-                count,
-                shared,
-                body,
-                span: rspan,
-            } => {
-                let n = self
-                    .eval(count)
-                    .and_then(|ev| self.need_int(ev, count.span));
+            ast::LayerInit::Repeat { count, shared, body, span: rspan } => {
+                let n = self.eval(count).and_then(|ev| self.need_int(ev, count.span));
                 match n {
-                    Some(n) if n >= 1 => {
-                        self.instance(name, doc, body, Some((n as u64, *shared, *rspan)), span)
-                    }
+                    Some(n) if n >= 1 => self.instance(name, doc, body, Some((n as u64, *shared, *rspan)), span),
                     Some(n) => {
-                        self.emit(
-                            err(
-                                codes::BAD_DIM,
-                                format!("expected a repeat count of at least 1, found {n}"),
-                            )
-                            .at(count.span, "repeat count"),
-                        );
+                        self.emit(err(codes::BAD_DIM, format!("expected a repeat count of at least 1, found {n}")).at(count.span, "repeat count"));
                         None
                     }
                     None => None,
                 }
             }
         };
-        self.insts
-            .insert(name.name.clone(), inst.unwrap_or(Inst::Poisoned));
+        self.insts.insert(name.name.clone(), inst.unwrap_or(Inst::Poisoned));
     }
 
-    fn instance(
-        &mut self,
-        name: &'w ast::Ident,
-        doc: &Option<String>,
-        call: &'w ast::Call,
-        repeat: Option<(u64, bool, Span)>,
-        span: Span,
-    ) -> O<Inst> {
+    fn instance(&mut self, name: &'w ast::Ident, doc: &Option<String>, call: &'w ast::Call, repeat: Option<(u64, bool, Span)>, span: Span) -> O<Inst> {
         match self.resolve_callee(&call.callee, true) {
             Callee::Item(r) => self.block_instance(name, doc, r, call, repeat, span),
             Callee::LayerPrim(p) => {
@@ -672,19 +504,8 @@ impl<'c, 'w> Body<'c, 'w> {
                 let defs = spec.params(&name.name, span);
                 let mut ids = vec![];
                 for d in defs {
-                    if d.shape.iter().any(|&n| n > i64::MAX as u64)
-                        || d.shape
-                            .iter()
-                            .try_fold(1u64, |a, &b| a.checked_mul(b))
-                            .is_none()
-                    {
-                        self.emit(
-                            err(
-                                codes::OVERFLOW,
-                                format!("the weight `{}` has more than 2^64 elements", d.name),
-                            )
-                            .at(span, "too large"),
-                        );
+                    if d.shape.iter().any(|&n| n > i64::MAX as u64) || d.shape.iter().try_fold(1u64, |a, &b| a.checked_mul(b)).is_none() {
+                        self.emit(err(codes::OVERFLOW, format!("the weight `{}` has more than 2^64 elements", d.name)).at(span, "too large"));
                         return None;
                     }
                     ids.push(self.g.params.len());
@@ -694,26 +515,14 @@ impl<'c, 'w> Body<'c, 'w> {
             }
             Callee::Func(f) | Callee::Builtin(f) => {
                 self.emit(
-                    err(
-                        codes::KIND,
-                        format!("`{f}` is a function without weights, not a layer"),
-                    )
-                    .at(call.callee.span, "not a layer")
-                    .hint(format!(
-                        "call it in an expression instead: `y = {f}(x, ...)`"
-                    )),
+                    err(codes::KIND, format!("`{f}` is a function without weights, not a layer"))
+                        .at(call.callee.span, "not a layer")
+                        .hint(format!("call it in an expression instead: `y = {f}(x, ...)`")),
                 );
                 None
             }
             Callee::Inst(i) => {
-                self.emit(
-                    err(
-                        codes::KIND,
-                        format!("`{i}` is a layer instance, not a layer constructor"),
-                    )
-                    .at(call.callee.span, "an instance")
-                    .hint(format!("apply it in an expression: `y = {i}(x)`")),
-                );
+                self.emit(err(codes::KIND, format!("`{i}` is a layer instance, not a layer constructor")).at(call.callee.span, "an instance").hint(format!("apply it in an expression: `y = {i}(x)`")));
                 None
             }
             Callee::Unknown => {
@@ -723,27 +532,12 @@ impl<'c, 'w> Body<'c, 'w> {
         }
     }
 
-    fn block_instance(
-        &mut self,
-        name: &'w ast::Ident,
-        doc: &Option<String>,
-        r: ItemRef,
-        call: &'w ast::Call,
-        repeat: Option<(u64, bool, Span)>,
-        span: Span,
-    ) -> O<Inst> {
+    fn block_instance(&mut self, name: &'w ast::Ident, doc: &Option<String>, r: ItemRef, call: &'w ast::Call, repeat: Option<(u64, bool, Span)>, span: Span) -> O<Inst> {
         let world = self.world;
         let decl = match world.item(r) {
             ast::Item::Model(d) | ast::Item::Block(d) => d,
             ast::Item::Variant(v) => {
-                self.emit(
-                    err(
-                        codes::KIND,
-                        format!("`{}` is a model variant, not a block", v.name.name),
-                    )
-                    .at(call.callee.span, "not a block")
-                    .hint("instantiate its base model, passing the parameters"),
-                );
+                self.emit(err(codes::KIND, format!("`{}` is a model variant, not a block", v.name.name)).at(call.callee.span, "not a block").hint("instantiate its base model, passing the parameters"));
                 return None;
             }
         };
@@ -752,9 +546,7 @@ impl<'c, 'w> Body<'c, 'w> {
             .body
             .iter()
             .filter_map(|s| match s {
-                Stmt::Param {
-                    name, ty, default, ..
-                } => Some((name, ty, default.is_some())),
+                Stmt::Param { name, ty, default, .. } => Some((name, ty, default.is_some())),
                 _ => None,
             })
             .collect();
@@ -768,35 +560,23 @@ impl<'c, 'w> Body<'c, 'w> {
             match slot {
                 Some(arg) => {
                     let v = match self.eval(&arg.value) {
-                        Some(Ev::Sym(s)) if matches!(pty, TypeExpr::Choice(_)) => {
-                            Some(Val::Choice(s))
-                        }
+                        Some(Ev::Sym(s)) if matches!(pty, TypeExpr::Choice(_)) => Some(Val::Choice(s)),
                         Some(ev) => self.need_val(ev, arg.value.span),
                         None => None,
                     };
                     match v {
                         Some(v) => {
-                            given.insert(
-                                pname.name.clone(),
-                                Given {
-                                    val: v,
-                                    span: Some(arg.value.span),
-                                    raw: None,
-                                },
-                            );
+                            given.insert(pname.name.clone(), Given { val: v, span: Some(arg.value.span), raw: None });
                         }
                         None => ok = false,
                     }
                 }
                 None if !has_default => {
                     self.emit(
-                        err(
-                            codes::MISSING_ARG,
-                            format!("missing argument `{}` for {what}", pname.name),
-                        )
-                        .at(call.span, format!("`{}` is not given", pname.name))
-                        .with(pname.span, "declared without a default here")
-                        .hint(format!("pass it: `{}: ...`", pname.name)),
+                        err(codes::MISSING_ARG, format!("missing argument `{}` for {what}", pname.name))
+                            .at(call.span, format!("`{}` is not given", pname.name))
+                            .with(pname.span, "declared without a default here")
+                            .hint(format!("pass it: `{}: ...`", pname.name)),
                     );
                     ok = false;
                 }
@@ -809,18 +589,12 @@ impl<'c, 'w> Body<'c, 'w> {
         // Recursion guard.
         if self.cx.stack.contains(&r) || self.cx.stack.len() >= MAX_DEPTH {
             let from = self.cx.stack.iter().position(|x| *x == r).unwrap_or(0);
-            let mut chain: Vec<String> = self.cx.stack[from..]
-                .iter()
-                .map(|x| format!("`{}`", world.item(*x).name().name))
-                .collect();
+            let mut chain: Vec<String> = self.cx.stack[from..].iter().map(|x| format!("`{}`", world.item(*x).name().name)).collect();
             chain.push(format!("`{}`", decl.name.name));
             self.emit(
-                err(
-                    codes::RECURSION,
-                    format!("recursive block: {}", chain.join(" -> ")),
-                )
-                .at(call.callee.span, "instantiated inside itself")
-                .hint("a block cannot contain an instance of itself; use `repeat` to stack copies"),
+                err(codes::RECURSION, format!("recursive block: {}", chain.join(" -> ")))
+                    .at(call.callee.span, "instantiated inside itself")
+                    .hint("a block cannot contain an instance of itself; use `repeat` to stack copies"),
             );
             return None;
         }
@@ -829,12 +603,9 @@ impl<'c, 'w> Body<'c, 'w> {
         if self.cx.bodies > MAX_BODIES {
             if self.cx.bodies == MAX_BODIES + 1 {
                 self.emit(
-                    err(
-                        codes::RECURSION,
-                        format!("more than {MAX_BODIES} block instances to check"),
-                    )
-                    .at(call.span, "instances nest too widely")
-                    .hint("use `repeat` to stack copies: its body is checked once"),
+                    err(codes::RECURSION, format!("more than {MAX_BODIES} block instances to check"))
+                        .at(call.span, "instances nest too widely")
+                        .hint("use `repeat` to stack copies: its body is checked once"),
                 );
             }
             return None;
@@ -843,34 +614,17 @@ impl<'c, 'w> Body<'c, 'w> {
         let out = self.cx.elab_decl(r, &given, false);
         let ctx_label = format!("in this instance of `{}`", decl.name.name);
         for d in &mut self.cx.diags[before..] {
-            if !d.labels.iter().any(|l| l.span == call.span)
-                && d.primary_span().is_some_and(|s| {
-                    s.file != call.span.file
-                        || !(s.start >= call.span.start && s.end <= call.span.end)
-                })
-            {
-                d.labels.push(tfm_diag::Label {
-                    span: call.span,
-                    message: ctx_label.clone(),
-                    primary: false,
-                });
+            if !d.labels.iter().any(|l| l.span == call.span) && d.primary_span().is_some_and(|s| s.file != call.span.file || !(s.start >= call.span.start && s.end <= call.span.end)) {
+                d.labels.push(tfm_diag::Label { span: call.span, message: ctx_label.clone(), primary: false });
             }
         }
         let el = out?;
         let ports: Vec<PortSig> = el
             .inputs
             .iter()
-            .map(|p| PortSig {
-                name: p.name.clone(),
-                ty: el.graph.values[p.value].ty.clone(),
-                span: el.graph.values[p.value].span,
-            })
+            .map(|p| PortSig { name: p.name.clone(), ty: el.graph.values[p.value].ty.clone(), span: el.graph.values[p.value].span })
             .collect();
-        let outs: Vec<TensorType> = el
-            .outputs
-            .iter()
-            .map(|p| el.graph.values[p.value].ty.clone())
-            .collect();
+        let outs: Vec<TensorType> = el.outputs.iter().map(|p| el.graph.values[p.value].ty.clone()).collect();
         let kind = match repeat {
             None => ChildKind::Block,
             Some((count, shared, rspan)) => {
@@ -892,14 +646,7 @@ impl<'c, 'w> Body<'c, 'w> {
             }
         };
         let child = self.g.children.len();
-        self.g.children.push(Child {
-            name: name.name.clone(),
-            kind,
-            block: decl.name.name.clone(),
-            doc: doc.clone().or_else(|| decl.doc.clone()),
-            graph: el.graph,
-            span,
-        });
+        self.g.children.push(Child { name: name.name.clone(), kind, block: decl.name.name.clone(), doc: doc.clone().or_else(|| decl.doc.clone()), graph: el.graph, span });
         Some(Inst::Child {
             child,
             block: decl.name.name.clone(),
@@ -916,14 +663,7 @@ impl<'c, 'w> Body<'c, 'w> {
         for n in names {
             if self.params.contains_key(&n.name) || self.insts.contains_key(&n.name) {
                 let prev = self.decls.get(&n.name).copied();
-                let mut d = err(
-                    codes::DUPLICATE,
-                    format!(
-                        "`{}` is already a parameter or layer and cannot be rebound",
-                        n.name
-                    ),
-                )
-                .at(n.span, "bound here");
+                let mut d = err(codes::DUPLICATE, format!("`{}` is already a parameter or layer and cannot be rebound", n.name)).at(n.span, "bound here");
                 if let Some(p) = prev {
                     d = d.with(p, "declared here");
                 }
@@ -938,27 +678,11 @@ impl<'c, 'w> Body<'c, 'w> {
             Some(Ev::Tensor(v)) if names.len() == 1 => vec![Some(v)],
             Some(Ev::Tuple(vs)) if vs.len() == names.len() => vs.into_iter().map(Some).collect(),
             Some(Ev::Tuple(vs)) => {
-                self.emit(
-                    err(
-                        codes::ARITY,
-                        format!(
-                            "expected {} value(s) to bind, found {}",
-                            names.len(),
-                            vs.len()
-                        ),
-                    )
-                    .at(value.span, format!("this yields {} tensors", vs.len())),
-                );
+                self.emit(err(codes::ARITY, format!("expected {} value(s) to bind, found {}", names.len(), vs.len())).at(value.span, format!("this yields {} tensors", vs.len())));
                 vec![None; names.len()]
             }
             Some(Ev::Tensor(_)) => {
-                self.emit(
-                    err(
-                        codes::ARITY,
-                        format!("expected {} values to bind, found 1 tensor", names.len()),
-                    )
-                    .at(value.span, "this yields one tensor"),
-                );
+                self.emit(err(codes::ARITY, format!("expected {} values to bind, found 1 tensor", names.len())).at(value.span, "this yields one tensor"));
                 vec![None; names.len()]
             }
             Some(Ev::Sym(s)) => {
@@ -984,24 +708,10 @@ impl<'c, 'w> Body<'c, 'w> {
         }
     }
 
-    fn output(
-        &mut self,
-        doc: &Option<String>,
-        name: &'w ast::Ident,
-        value: Option<&'w Expr>,
-        span: Span,
-    ) {
+    fn output(&mut self, doc: &Option<String>, name: &'w ast::Ident, value: Option<&'w Expr>, span: Span) {
         if let Some(prev) = self.output_spans.get(&name.name) {
             let prev = *prev;
-            self.emit(
-                err(
-                    codes::DUPLICATE,
-                    format!("output `{}` is defined twice", name.name),
-                )
-                .at(name.span, "defined again here")
-                .with(prev, "first defined here")
-                .hint("rename one of them"),
-            );
+            self.emit(err(codes::DUPLICATE, format!("output `{}` is defined twice", name.name)).at(name.span, "defined again here").with(prev, "first defined here").hint("rename one of them"));
             return;
         }
         self.output_spans.insert(name.name.clone(), name.span);
@@ -1020,11 +730,7 @@ impl<'c, 'w> Body<'c, 'w> {
         };
         if let Some(v) = v {
             self.g.outputs.push(v);
-            self.outputs.push(Port {
-                name: name.name.clone(),
-                value: v,
-                doc: doc.clone(),
-            });
+            self.outputs.push(Port { name: name.name.clone(), value: v, doc: doc.clone() });
         }
     }
 
@@ -1032,21 +738,12 @@ impl<'c, 'w> Body<'c, 'w> {
 
     fn objective(&mut self, kind: &'w ast::Ident, args: &'w [ast::Arg], span: Span) {
         if let Some(prev) = self.objective_span {
-            self.emit(
-                err(
-                    codes::DUPLICATE,
-                    "a model has one objective; found a second",
-                )
-                .at(span, "second objective")
-                .with(prev, "first objective")
-                .hint("remove one of them"),
-            );
+            self.emit(err(codes::DUPLICATE, "a model has one objective; found a second").at(span, "second objective").with(prev, "first objective").hint("remove one of them"));
             return;
         }
         self.objective_span = Some(span);
         let Some((k, pattern)) = prims::objective(&kind.name) else {
-            let mut d = err(codes::UNKNOWN, format!("unknown objective `{}`", kind.name))
-                .at(kind.span, "not an objective");
+            let mut d = err(codes::UNKNOWN, format!("unknown objective `{}`", kind.name)).at(kind.span, "not an objective");
             if let Some(s) = did_you_mean(&kind.name, prims::OBJECTIVES.iter().copied()) {
                 d = d.hint(format!("did you mean `{s}`?"));
             } else {
@@ -1057,50 +754,21 @@ impl<'c, 'w> Body<'c, 'w> {
         };
         let names: Vec<&str> = pattern.iter().map(|p| p.0).collect();
         let what = format!("objective `{}`", kind.name);
-        let Some(slots) = self.bind_args(&what, &names, args, span) else {
-            return;
-        };
+        let Some(slots) = self.bind_args(&what, &names, args, span) else { return };
         let mut vars: HashMap<&str, Dim> = HashMap::new();
         let mut ids = vec![];
         for (i, slot) in slots.iter().enumerate() {
             let (aname, float, dims) = pattern[i];
             let Some(arg) = slot else {
-                self.emit(
-                    err(
-                        codes::MISSING_ARG,
-                        format!("missing argument `{aname}` for {what}"),
-                    )
-                    .at(span, format!("`{aname}` is not given")),
-                );
+                self.emit(err(codes::MISSING_ARG, format!("missing argument `{aname}` for {what}")).at(span, format!("`{aname}` is not given")));
                 return;
             };
-            let Some(v) = self
-                .eval(&arg.value)
-                .and_then(|ev| self.need_tensor(ev, arg.value.span))
-            else {
-                return;
-            };
+            let Some(v) = self.eval(&arg.value).and_then(|ev| self.need_tensor(ev, arg.value.span)) else { return };
             let t = self.g.values[v].ty.clone();
-            let shown: Vec<String> = dims
-                .iter()
-                .map(|v| {
-                    vars.get(v)
-                        .map(|d| d.to_string())
-                        .unwrap_or_else(|| v.to_string())
-                })
-                .collect();
-            let want = format!(
-                "{}[{}]",
-                if float { "f32" } else { "i64" },
-                shown.join(", ")
-            );
-            let dtype_ok = if float {
-                matches!(t.dtype, DType::F32 | DType::F16 | DType::Bf16)
-            } else {
-                t.dtype == DType::I64
-            };
-            let rank_ok =
-                t.shape.len() == dims.len() || (dims.is_empty() && t.shape == [Dim::known(1)]);
+            let shown: Vec<String> = dims.iter().map(|v| vars.get(v).map(|d| d.to_string()).unwrap_or_else(|| v.to_string())).collect();
+            let want = format!("{}[{}]", if float { "f32" } else { "i64" }, shown.join(", "));
+            let dtype_ok = if float { matches!(t.dtype, DType::F32 | DType::F16 | DType::Bf16) } else { t.dtype == DType::I64 };
+            let rank_ok = t.shape.len() == dims.len() || (dims.is_empty() && t.shape == [Dim::known(1)]);
             let mut ok = dtype_ok && rank_ok;
             if ok && !dims.is_empty() {
                 for (d, var) in t.shape.iter().zip(dims.iter()) {
@@ -1114,52 +782,25 @@ impl<'c, 'w> Body<'c, 'w> {
                 }
             }
             if !ok {
-                let mut d = err(
-                    codes::OBJECTIVE,
-                    format!("{what}: argument `{aname}` expected `{want}`, found `{t}`"),
-                )
-                .at(arg.value.span, format!("this is `{t}`"));
+                let mut d = err(codes::OBJECTIVE, format!("{what}: argument `{aname}` expected `{want}`, found `{t}`")).at(arg.value.span, format!("this is `{t}`"));
                 if self.g.values[v].span != arg.value.span {
                     d = d.with(self.g.values[v].span, "produced here");
                 }
-                d = d.hint(format!(
-                    "{what} takes {}",
-                    pattern
-                        .iter()
-                        .map(|(n, f, ds)| format!(
-                            "`{n}: {}[{}]`",
-                            if *f { "f32" } else { "i64" },
-                            ds.join(", ")
-                        ))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
+                d = d.hint(format!("{what} takes {}", pattern.iter().map(|(n, f, ds)| format!("`{n}: {}[{}]`", if *f { "f32" } else { "i64" }, ds.join(", "))).collect::<Vec<_>>().join(", ")));
                 self.emit(d);
                 return;
             }
             ids.push(v);
         }
-        self.objective = Some(Objective {
-            kind: k,
-            args: ids,
-            span,
-        });
+        self.objective = Some(Objective { kind: k, args: ids, span });
     }
 
     fn expect(&mut self, kind: &'w ast::ExpectKind, span: Span) {
         match kind {
             ast::ExpectKind::Params { op, value } => {
-                let Some(n) = self
-                    .eval(value)
-                    .and_then(|ev| self.need_int(ev, value.span))
-                else {
-                    return;
-                };
+                let Some(n) = self.eval(value).and_then(|ev| self.need_int(ev, value.span)) else { return };
                 let Some(actual) = count_params(&self.g) else {
-                    self.emit(
-                        err(codes::OVERFLOW, "the parameter count overflows 128 bits")
-                            .at(span, "cannot count"),
-                    );
+                    self.emit(err(codes::OVERFLOW, "the parameter count overflows 128 bits").at(span, "cannot count"));
                     return;
                 };
                 let want = n as i128;
@@ -1172,78 +813,33 @@ impl<'c, 'w> Body<'c, 'w> {
                     BinOp::Gt => a > want,
                     BinOp::Ge => a >= want,
                     _ => {
-                        self.emit(
-                            err(
-                                codes::TYPE,
-                                format!(
-                                    "expected a comparison in `expect params`, found `{}`",
-                                    op.symbol()
-                                ),
-                            )
-                            .at(span, "not a comparison"),
-                        );
+                        self.emit(err(codes::TYPE, format!("expected a comparison in `expect params`, found `{}`", op.symbol())).at(span, "not a comparison"));
                         return;
                     }
                 };
-                let description = format!(
-                    "params {} {} (found {})",
-                    op.symbol(),
-                    fmt_num(n.max(0) as u128),
-                    fmt_num(actual)
-                );
+                let description = format!("params {} {} (found {})", op.symbol(), fmt_num(n.max(0) as u128), fmt_num(actual));
                 if !pass {
                     let diff = a - want;
-                    let mut d = err(
-                        codes::EXPECT,
-                        format!(
-                            "expectation failed: expected params {} {}, found {}",
-                            op.symbol(),
-                            fmt_num(n.max(0) as u128),
-                            fmt_num(actual)
-                        ),
-                    )
-                    .at(
-                        span,
-                        format!("the model has {} trainable parameters", fmt_num(actual)),
-                    );
+                    let mut d = err(codes::EXPECT, format!("expectation failed: expected params {} {}, found {}", op.symbol(), fmt_num(n.max(0) as u128), fmt_num(actual)))
+                        .at(span, format!("the model has {} trainable parameters", fmt_num(actual)));
                     if *op == BinOp::Eq {
                         d = d.hint(format!("the difference is {}{}; tied weights count once, fixed tables not at all", if diff > 0 { "+" } else { "-" }, fmt_num(diff.unsigned_abs())));
                     }
                     self.emit(d);
                 }
-                self.expectations.push(ExpectOutcome {
-                    span,
-                    description,
-                    passed: pass,
-                });
+                self.expectations.push(ExpectOutcome { span, description, passed: pass });
             }
             ast::ExpectKind::Type { name, ty, given } => {
                 let mut env: HashMap<String, i64> = HashMap::new();
                 for (var, e) in given {
-                    let Some(n) = self.eval(e).and_then(|ev| self.need_int(ev, e.span)) else {
-                        return;
-                    };
+                    let Some(n) = self.eval(e).and_then(|ev| self.need_int(ev, e.span)) else { return };
                     if n < 0 {
-                        self.emit(
-                            err(
-                                codes::BAD_DIM,
-                                format!(
-                                    "expected a size of at least 0 for `{}`, found {n}",
-                                    var.name
-                                ),
-                            )
-                            .at(e.span, "negative"),
-                        );
+                        self.emit(err(codes::BAD_DIM, format!("expected a size of at least 0 for `{}`, found {n}", var.name)).at(e.span, "negative"));
                         return;
                     }
                     env.insert(var.name.clone(), n);
                 }
-                let value = self
-                    .outputs
-                    .iter()
-                    .find(|p| p.name == name.name)
-                    .map(|p| p.value)
-                    .or_else(|| self.tensors.get(&name.name).copied().flatten());
+                let value = self.outputs.iter().find(|p| p.name == name.name).map(|p| p.value).or_else(|| self.tensors.get(&name.name).copied().flatten());
                 let Some(v) = value else {
                     if !self.tensors.contains_key(&name.name) {
                         self.unknown(&name.name, name.span);
@@ -1258,15 +854,10 @@ impl<'c, 'w> Body<'c, 'w> {
                     for (c, msg) in self.input_constraints.clone() {
                         let mut names = vec![];
                         collect_names(c, &mut names);
-                        if names.iter().any(|n| {
-                            self.shape_vars.contains(n)
-                                && !env.contains_key(n)
-                                && !self.params.contains_key(n)
-                        }) {
+                        if names.iter().any(|n| self.shape_vars.contains(n) && !env.contains_key(n) && !self.params.contains_key(n)) {
                             continue;
                         }
-                        if let Some(false) = self.eval(c).and_then(|ev| self.need_bool(ev, c.span))
-                        {
+                        if let Some(false) = self.eval(c).and_then(|ev| self.need_bool(ev, c.span)) {
                             violated = Some((c.span, msg, self.values_in(c)));
                             break;
                         }
@@ -1274,63 +865,36 @@ impl<'c, 'w> Body<'c, 'w> {
                 }
                 self.given = None;
                 let Some(want) = want else { return };
-                let sub: HashMap<String, Dim> = env
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Dim::constant(*v)))
-                    .collect();
-                let subst = |t: &TensorType| TensorType {
-                    dtype: t.dtype,
-                    shape: t.shape.iter().map(|d| d.subst(&sub)).collect(),
-                };
+                let sub: HashMap<String, Dim> = env.iter().map(|(k, v)| (k.clone(), Dim::constant(*v))).collect();
+                let subst = |t: &TensorType| TensorType { dtype: t.dtype, shape: t.shape.iter().map(|d| d.subst(&sub)).collect() };
                 let actual = subst(&self.g.values[v].ty);
                 let want = subst(&want);
                 let given_txt = if given.is_empty() {
                     String::new()
                 } else {
-                    let mut g: Vec<String> = given
-                        .iter()
-                        .map(|(n, _)| {
-                            format!("{} = {}", n.name, env.get(&n.name).copied().unwrap_or(0))
-                        })
-                        .collect();
+                    let mut g: Vec<String> = given.iter().map(|(n, _)| format!("{} = {}", n.name, env.get(&n.name).copied().unwrap_or(0))).collect();
                     g.dedup();
                     format!(" given {}", g.join(", "))
                 };
                 let description = format!("{}: {want}{given_txt} (found {actual})", name.name);
                 let mut pass = actual == want;
                 if !pass {
-                    let d = err(
-                        codes::EXPECT,
-                        format!(
-                            "expectation failed: `{}` expected `{want}`, found `{actual}`",
-                            name.name
-                        ),
-                    )
-                    .at(span, format!("`{}` is `{actual}`{given_txt}", name.name))
-                    .with(self.g.values[v].span, "produced here");
+                    let d = err(codes::EXPECT, format!("expectation failed: `{}` expected `{want}`, found `{actual}`", name.name))
+                        .at(span, format!("`{}` is `{actual}`{given_txt}", name.name))
+                        .with(self.g.values[v].span, "produced here");
                     self.emit(d);
                 }
                 if let Some((cspan, msg, vals)) = violated {
                     pass = false;
-                    let mut d = err(
-                        codes::EXPECT,
-                        format!(
-                            "expectation failed: the input constraint does not hold{given_txt}{}",
-                            msg.map(|m| format!(": {m}")).unwrap_or_default()
-                        ),
-                    )
-                    .at(span, "with these sizes")
-                    .with(cspan, "this is false");
+                    let mut d = err(codes::EXPECT, format!("expectation failed: the input constraint does not hold{given_txt}{}", msg.map(|m| format!(": {m}")).unwrap_or_default()))
+                        .at(span, "with these sizes")
+                        .with(cspan, "this is false");
                     if !vals.is_empty() {
                         d = d.hint(format!("with {}", vals.join(", ")));
                     }
                     self.emit(d);
                 }
-                self.expectations.push(ExpectOutcome {
-                    span,
-                    description,
-                    passed: pass,
-                });
+                self.expectations.push(ExpectOutcome { span, description, passed: pass });
             }
         }
     }
@@ -1364,32 +928,21 @@ impl<'c, 'w> Body<'c, 'w> {
                         Val::Int(i) => match i.checked_neg() {
                             Some(n) => Some(Ev::Val(Val::Int(n))),
                             None => {
-                                self.emit(
-                                    err(codes::OVERFLOW, "integer overflow in negation")
-                                        .at(e.span, "overflows"),
-                                );
+                                self.emit(err(codes::OVERFLOW, "integer overflow in negation").at(e.span, "overflows"));
                                 None
                             }
                         },
                         Val::Float(f) => Some(Ev::Val(Val::Float(-f))),
-                        other => self.bad_operand(
-                            &format!("cannot negate {} `{other}`", other.type_name()),
-                            expr.span,
-                        ),
+                        other => self.bad_operand(&format!("cannot negate {} `{other}`", other.type_name()), expr.span),
                     },
                     (UnOp::Neg, Ev::Dim(d)) => Some(Ev::Dim(d.neg())),
-                    (UnOp::Neg, Ev::Tensor(v)) => {
-                        self.prim_node(Prim::Neg, vec![(v, expr.span)], e.span, "-")
-                    }
+                    (UnOp::Neg, Ev::Tensor(v)) => self.prim_node(Prim::Neg, vec![(v, expr.span)], e.span, "-"),
                     (UnOp::Not, Ev::Val(Val::Bool(b))) => Some(Ev::Val(Val::Bool(!b))),
                     (_, Ev::Sym(s)) => {
                         self.unknown(&s, expr.span);
                         None
                     }
-                    (op, other) => self.bad_operand(
-                        &format!("cannot apply `{}` to {}", op.symbol(), describe(&other)),
-                        expr.span,
-                    ),
+                    (op, other) => self.bad_operand(&format!("cannot apply `{}` to {}", op.symbol(), describe(&other)), expr.span),
                 }
             }
             ExprKind::Transpose(inner) => {
@@ -1405,11 +958,7 @@ impl<'c, 'w> Body<'c, 'w> {
                 axes.swap(rank - 1, rank - 2);
                 self.prim_node(Prim::Permute { axes }, vec![(v, inner.span)], e.span, "^T")
             }
-            ExprKind::If {
-                cond,
-                then,
-                otherwise,
-            } => {
+            ExprKind::If { cond, then, otherwise } => {
                 let c = self.eval(cond)?;
                 let b = self.need_bool(c, cond.span)?;
                 if b {
@@ -1449,9 +998,7 @@ impl<'c, 'w> Body<'c, 'w> {
                 self.emit(
                     err(codes::KIND, format!("`{n}` is a layer, not a tensor"))
                         .at(first.span, "a layer instance")
-                        .hint(format!(
-                            "apply it (`{n}(x)`) or read one of its weights (`{n}.weight`)"
-                        )),
+                        .hint(format!("apply it (`{n}(x)`) or read one of its weights (`{n}.weight`)")),
                 );
                 return None;
             }
@@ -1464,10 +1011,7 @@ impl<'c, 'w> Body<'c, 'w> {
         if self.insts.contains_key(&first.name) {
             return self.weight_ref(p);
         }
-        if self.world.modules[self.module]
-            .namespaces
-            .contains_key(&first.name)
-        {
+        if self.world.modules[self.module].namespaces.contains_key(&first.name) {
             self.emit(
                 err(codes::KIND, format!("`{}` is not a value", p.dotted()))
                     .at(p.span, "not a value")
@@ -1481,11 +1025,7 @@ impl<'c, 'w> Body<'c, 'w> {
 
     fn weight_ref(&mut self, p: &'w ast::Path) -> O<Ev> {
         let inst_name = &p.segments[0].name;
-        let inner = p.segments[1..]
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect::<Vec<_>>()
-            .join(".");
+        let inner = p.segments[1..].iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(".");
         let rest_span = p.segments[1].span.to(p.span);
         let (path, param) = match self.insts.get(inst_name)? {
             Inst::Poisoned => return None,
@@ -1494,21 +1034,13 @@ impl<'c, 'w> Body<'c, 'w> {
                 match params.iter().find(|id| self.g.params[**id].name == full) {
                     Some(id) => (vec![], *id),
                     None => {
-                        let names: Vec<String> = params
-                            .iter()
-                            .map(|id| self.g.params[*id].name[inst_name.len() + 1..].to_string())
-                            .collect();
+                        let names: Vec<String> = params.iter().map(|id| self.g.params[*id].name[inst_name.len() + 1..].to_string()).collect();
                         self.no_weight(inst_name, &inner, &names, rest_span);
                         return None;
                     }
                 }
             }
-            Inst::Child {
-                child,
-                repeat,
-                shared,
-                ..
-            } => {
+            Inst::Child { child, repeat, shared, .. } => {
                 if *repeat && !*shared {
                     self.emit(
                         err(codes::KIND, format!("cannot read `{}`: each copy of the repeat `{inst_name}` has its own weights", p.dotted()))
@@ -1525,13 +1057,11 @@ impl<'c, 'w> Body<'c, 'w> {
                     }
                     None => {
                         let mut names = vec![];
-                        self.g.children[child]
-                            .graph
-                            .for_each_param("", &mut |n, _| {
-                                if names.len() < 4096 {
-                                    names.push(n.to_string())
-                                }
-                            });
+                        self.g.children[child].graph.for_each_param("", &mut |n, _| {
+                            if names.len() < 4096 {
+                                names.push(n.to_string())
+                            }
+                        });
                         self.no_weight(inst_name, &inner, &names, rest_span);
                         return None;
                     }
@@ -1542,28 +1072,15 @@ impl<'c, 'w> Body<'c, 'w> {
         for c in &path {
             g = &g.children[*c].graph;
         }
-        let shape = g.params[param]
-            .shape
-            .iter()
-            .map(|d| Dim::known(*d))
-            .collect();
-        let ty = TensorType {
-            dtype: DType::F32,
-            shape,
-        };
+        let shape = g.params[param].shape.iter().map(|d| Dim::known(*d)).collect();
+        let ty = TensorType { dtype: DType::F32, shape };
         let v = self.new_value(ty, p.span);
-        self.g.nodes.push(Node {
-            op: Op::Weight { path, param },
-            inputs: vec![],
-            outputs: vec![v],
-            span: p.span,
-        });
+        self.g.nodes.push(Node { op: Op::Weight { path, param }, inputs: vec![], outputs: vec![v], span: p.span });
         Some(Ev::Tensor(v))
     }
 
     fn no_weight(&mut self, inst: &str, inner: &str, names: &[String], span: Span) {
-        let mut d = err(codes::UNKNOWN, format!("`{inst}` has no weight `{inner}`"))
-            .at(span, "no such weight");
+        let mut d = err(codes::UNKNOWN, format!("`{inst}` has no weight `{inner}`")).at(span, "no such weight");
         if let Some(s) = did_you_mean(inner, names.iter().map(|s| s.as_str())) {
             d = d.hint(format!("did you mean `{inst}.{s}`?"));
         } else if !names.is_empty() {
@@ -1574,24 +1091,15 @@ impl<'c, 'w> Body<'c, 'w> {
     }
 
     fn new_value(&mut self, ty: TensorType, span: Span) -> ValueId {
-        self.g.values.push(Value {
-            ty,
-            name: None,
-            span,
-        });
+        self.g.values.push(Value { ty, name: None, span });
         self.g.values.len() - 1
     }
 
     fn binary(&mut self, op: BinOp, a: Ev, ae: &'w Expr, b: Ev, be: &'w Expr, span: Span) -> O<Ev> {
         use Ev::*;
         match (a, b) {
-            (Sym(s), Val(crate::value::Val::Choice(c)))
-            | (Val(crate::value::Val::Choice(c)), Sym(s))
-                if matches!(op, BinOp::Eq | BinOp::Ne) =>
-            {
-                Some(Ev::Val(crate::value::Val::Bool(
-                    (s == c) == (op == BinOp::Eq),
-                )))
+            (Sym(s), Val(crate::value::Val::Choice(c))) | (Val(crate::value::Val::Choice(c)), Sym(s)) if matches!(op, BinOp::Eq | BinOp::Ne) => {
+                Some(Ev::Val(crate::value::Val::Bool((s == c) == (op == BinOp::Eq))))
             }
             (Sym(s), _) => {
                 self.unknown(&s, ae.span);
@@ -1613,12 +1121,8 @@ impl<'c, 'w> Body<'c, 'w> {
                 }
             },
             (Dim(x), Dim(y)) => self.dim_binop(op, x, y, span, be.span),
-            (Dim(x), Val(crate::value::Val::Int(y))) => {
-                self.dim_binop(op, x, tfm_ir::Dim::constant(y), span, be.span)
-            }
-            (Val(crate::value::Val::Int(x)), Dim(y)) => {
-                self.dim_binop(op, tfm_ir::Dim::constant(x), y, span, be.span)
-            }
+            (Dim(x), Val(crate::value::Val::Int(y))) => self.dim_binop(op, x, tfm_ir::Dim::constant(y), span, be.span),
+            (Val(crate::value::Val::Int(x)), Dim(y)) => self.dim_binop(op, tfm_ir::Dim::constant(x), y, span, be.span),
             (Tensor(x), Tensor(y)) => {
                 let prim = match op {
                     BinOp::Add => Prim::Add,
@@ -1626,23 +1130,14 @@ impl<'c, 'w> Body<'c, 'w> {
                     BinOp::Mul => Prim::Mul,
                     BinOp::Div => Prim::Div,
                     BinOp::MatMul => Prim::MatMul,
-                    _ => {
-                        return self.bad_operand(
-                            &format!("cannot apply `{}` to two tensors", op.symbol()),
-                            span,
-                        )
-                    }
+                    _ => return self.bad_operand(&format!("cannot apply `{}` to two tensors", op.symbol()), span),
                 };
                 self.prim_node(prim, vec![(x, ae.span), (y, be.span)], span, op.symbol())
             }
-            (Tensor(x), Val(v))
-                if matches!(op, BinOp::Mul | BinOp::Div) && v.as_f64().is_some() =>
-            {
+            (Tensor(x), Val(v)) if matches!(op, BinOp::Mul | BinOp::Div) && v.as_f64().is_some() => {
                 let c = v.as_f64().unwrap_or(1.0);
                 if op == BinOp::Div && c == 0.0 {
-                    self.emit(
-                        err(codes::DIV_ZERO, "division of a tensor by zero").at(be.span, "zero"),
-                    );
+                    self.emit(err(codes::DIV_ZERO, "division of a tensor by zero").at(be.span, "zero"));
                     return None;
                 }
                 let c = if op == BinOp::Div { 1.0 / c } else { c };
@@ -1658,19 +1153,7 @@ impl<'c, 'w> Body<'c, 'w> {
                 } else {
                     "both sides must be numbers, booleans or dims"
                 };
-                self.emit(
-                    err(
-                        codes::TYPE,
-                        format!(
-                            "cannot apply `{}` to {} and {}",
-                            op.symbol(),
-                            describe(&a),
-                            describe(&b)
-                        ),
-                    )
-                    .at(span, "here")
-                    .hint(hint),
-                );
+                self.emit(err(codes::TYPE, format!("cannot apply `{}` to {} and {}", op.symbol(), describe(&a), describe(&b))).at(span, "here").hint(hint));
                 None
             }
         }
@@ -1696,10 +1179,7 @@ impl<'c, 'w> Body<'c, 'w> {
             BinOp::Sub => Some(Ev::Dim(x.sub(&y))),
             BinOp::Mul => Some(Ev::Dim(x.mul(&y))),
             BinOp::Div => match y.as_const() {
-                Some(c) if c > 0 => Some(Ev::Dim(
-                    x.div_exact(c as u64)
-                        .unwrap_or_else(|| x.floor_div(c as u64)),
-                )),
+                Some(c) if c > 0 => Some(Ev::Dim(x.div_exact(c as u64).unwrap_or_else(|| x.floor_div(c as u64)))),
                 _ => {
                     self.emit(err(codes::TYPE, format!("a dimension can only be divided by a positive constant, found `{y}`")).at(rhs_span, "not a positive constant"));
                     None
@@ -1714,58 +1194,24 @@ impl<'c, 'w> Body<'c, 'w> {
                 None
             }
             _ => {
-                self.emit(
-                    err(
-                        codes::TYPE,
-                        format!(
-                            "cannot apply `{}` to the dimensions `{x}` and `{y}`",
-                            op.symbol()
-                        ),
-                    )
-                    .at(span, "here"),
-                );
+                self.emit(err(codes::TYPE, format!("cannot apply `{}` to the dimensions `{x}` and `{y}`", op.symbol())).at(span, "here"));
                 None
             }
         }
     }
 
     /// Adds a primitive node after checking its shape rule; reports a mismatch at the argument.
-    pub(crate) fn prim_node(
-        &mut self,
-        prim: Prim,
-        args: Vec<(ValueId, Span)>,
-        span: Span,
-        what: &str,
-    ) -> O<Ev> {
+    pub(crate) fn prim_node(&mut self, prim: Prim, args: Vec<(ValueId, Span)>, span: Span, what: &str) -> O<Ev> {
         self.prim_node_w(prim, args, vec![], span, what)
     }
 
-    pub(crate) fn prim_node_w(
-        &mut self,
-        prim: Prim,
-        args: Vec<(ValueId, Span)>,
-        params: Vec<ParamId>,
-        span: Span,
-        what: &str,
-    ) -> O<Ev> {
-        let tys: Vec<TensorType> = args
-            .iter()
-            .map(|(v, _)| self.g.values[*v].ty.clone())
-            .collect();
-        let shapes: Vec<&[u64]> = params
-            .iter()
-            .map(|p| self.g.params[*p].shape.as_slice())
-            .collect();
+    pub(crate) fn prim_node_w(&mut self, prim: Prim, args: Vec<(ValueId, Span)>, params: Vec<ParamId>, span: Span, what: &str) -> O<Ev> {
+        let tys: Vec<TensorType> = args.iter().map(|(v, _)| self.g.values[*v].ty.clone()).collect();
+        let shapes: Vec<&[u64]> = params.iter().map(|p| self.g.params[*p].shape.as_slice()).collect();
         match tfm_shape::infer(&prim, &tys, &shapes) {
             Ok(outs) => {
-                let outputs: Vec<ValueId> =
-                    outs.into_iter().map(|t| self.new_value(t, span)).collect();
-                self.g.nodes.push(Node {
-                    op: Op::Prim { prim, params },
-                    inputs: args.iter().map(|a| a.0).collect(),
-                    outputs: outputs.clone(),
-                    span,
-                });
+                let outputs: Vec<ValueId> = outs.into_iter().map(|t| self.new_value(t, span)).collect();
+                self.g.nodes.push(Node { op: Op::Prim { prim, params }, inputs: args.iter().map(|a| a.0).collect(), outputs: outputs.clone(), span });
                 if outputs.len() == 1 {
                     Some(Ev::Tensor(outputs[0]))
                 } else {
@@ -1842,19 +1288,9 @@ impl<'c, 'w> Body<'c, 'w> {
                 let target = &self.world.modules[*mid];
                 let mut cands: Vec<&str> = target.items.keys().map(|s| s.as_str()).collect();
                 if target.is_std {
-                    cands.extend(
-                        prims::LAYERS
-                            .iter()
-                            .chain(prims::FUNCTIONS)
-                            .chain(prims::BUILTINS)
-                            .copied(),
-                    );
+                    cands.extend(prims::LAYERS.iter().chain(prims::FUNCTIONS).chain(prims::BUILTINS).copied());
                 }
-                let mut d = err(
-                    codes::UNKNOWN,
-                    format!("`{}` has no `{}`", ns.name, name.name),
-                )
-                .at(name.span, "not found in this namespace");
+                let mut d = err(codes::UNKNOWN, format!("`{}` has no `{}`", ns.name, name.name)).at(name.span, "not found in this namespace");
                 if let Some(s) = did_you_mean(&name.name, cands) {
                     d = d.hint(format!("did you mean `{}.{s}`?", ns.name));
                 }
@@ -1871,10 +1307,7 @@ impl<'c, 'w> Body<'c, 'w> {
             return;
         }
         let what = if for_layer { "a layer" } else { "a function" };
-        self.emit(
-            err(codes::UNKNOWN, format!("`{}` is not {what}", p.dotted()))
-                .at(p.span, "cannot be called"),
-        );
+        self.emit(err(codes::UNKNOWN, format!("`{}` is not {what}", p.dotted())).at(p.span, "cannot be called"));
     }
 
     /// Reports an unknown name with a did-you-mean over everything in scope.
@@ -1887,15 +1320,8 @@ impl<'c, 'w> Body<'c, 'w> {
         cands.extend(self.shape_vars.iter().map(|s| s.as_str()));
         cands.extend(m.items.keys().map(|s| s.as_str()));
         cands.extend(m.namespaces.keys().map(|s| s.as_str()));
-        cands.extend(
-            prims::LAYERS
-                .iter()
-                .chain(prims::FUNCTIONS)
-                .chain(prims::BUILTINS)
-                .copied(),
-        );
-        let mut d =
-            err(codes::UNKNOWN, format!("unknown name `{n}`")).at(span, "not found in this scope");
+        cands.extend(prims::LAYERS.iter().chain(prims::FUNCTIONS).chain(prims::BUILTINS).copied());
+        let mut d = err(codes::UNKNOWN, format!("unknown name `{n}`")).at(span, "not found in this scope");
         if n == "std" {
             d = d.hint("add `import std` at the top of the file");
         } else if let Some(s) = did_you_mean(n, cands) {
@@ -1910,32 +1336,20 @@ impl<'c, 'w> Body<'c, 'w> {
             Callee::Func(f) => prims::function(self, f, c),
             Callee::Builtin(f) => prims::builtin(self, f, c),
             Callee::Item(r) => {
-                let kind = if matches!(self.world.item(r), ast::Item::Block(_)) {
-                    "block"
-                } else {
-                    "model"
-                };
+                let kind = if matches!(self.world.item(r), ast::Item::Block(_)) { "block" } else { "model" };
                 let n = c.callee.dotted();
                 self.emit(
-                    err(
-                        codes::KIND,
-                        format!("`{n}` is a {kind}: declare an instance before applying it"),
-                    )
-                    .at(c.callee.span, "needs an instance")
-                    .hint(format!("`layer name = {n}(...)`, then `name(x)`")),
+                    err(codes::KIND, format!("`{n}` is a {kind}: declare an instance before applying it"))
+                        .at(c.callee.span, "needs an instance")
+                        .hint(format!("`layer name = {n}(...)`, then `name(x)`")),
                 );
                 None
             }
             Callee::LayerPrim(p) => {
                 self.emit(
-                    err(
-                        codes::KIND,
-                        format!(
-                            "`{p}` is a layer with weights: declare an instance before applying it"
-                        ),
-                    )
-                    .at(c.callee.span, "needs an instance")
-                    .hint(format!("`layer name = {p}(...)`, then `name(x)`")),
+                    err(codes::KIND, format!("`{p}` is a layer with weights: declare an instance before applying it"))
+                        .at(c.callee.span, "needs an instance")
+                        .hint(format!("`layer name = {p}(...)`, then `name(x)`")),
                 );
                 None
             }
@@ -1954,16 +1368,8 @@ impl<'c, 'w> Body<'c, 'w> {
                 let (spec, params) = (spec.clone(), params.clone());
                 prims::apply_layer(self, n, &spec, params, c)
             }
-            Inst::Child {
-                child,
-                block,
-                ports,
-                outs,
-                repeat,
-                ..
-            } => {
-                let (child, block, ports, outs, repeat) =
-                    (*child, block.clone(), ports.clone(), outs.clone(), *repeat);
+            Inst::Child { child, block, ports, outs, repeat, .. } => {
+                let (child, block, ports, outs, repeat) = (*child, block.clone(), ports.clone(), outs.clone(), *repeat);
                 let names: Vec<&str> = ports.iter().map(|p| p.name.as_str()).collect();
                 let what = format!("`{n}` (an instance of `{block}`)");
                 let slots = self.bind_args(&what, &names, &c.args, c.span)?;
@@ -1971,24 +1377,15 @@ impl<'c, 'w> Body<'c, 'w> {
                 for (i, s) in slots.iter().enumerate() {
                     match s {
                         Some(a) => {
-                            let v = self
-                                .eval(&a.value)
-                                .and_then(|ev| self.need_tensor(ev, a.value.span))?;
+                            let v = self.eval(&a.value).and_then(|ev| self.need_tensor(ev, a.value.span))?;
                             args.push((v, a.value.span));
                         }
                         None => {
                             self.emit(
-                                err(
-                                    codes::MISSING_ARG,
-                                    format!("missing input `{}` for {what}", ports[i].name),
-                                )
-                                .at(c.span, format!("`{}` is not given", ports[i].name))
-                                .with(ports[i].span, "input declared here")
-                                .hint(format!(
-                                    "pass {} tensor(s): {}",
-                                    ports.len(),
-                                    names.join(", ")
-                                )),
+                                err(codes::MISSING_ARG, format!("missing input `{}` for {what}", ports[i].name))
+                                    .at(c.span, format!("`{}` is not given", ports[i].name))
+                                    .with(ports[i].span, "input declared here")
+                                    .hint(format!("pass {} tensor(s): {}", ports.len(), names.join(", "))),
                             );
                             return None;
                         }
@@ -1998,23 +1395,10 @@ impl<'c, 'w> Body<'c, 'w> {
                 let out_tys: Vec<TensorType> = if repeat {
                     vec![self.g.values[args[0].0].ty.clone()]
                 } else {
-                    outs.iter()
-                        .map(|t| TensorType {
-                            dtype: t.dtype,
-                            shape: t.shape.iter().map(|d| d.subst(&env)).collect(),
-                        })
-                        .collect()
+                    outs.iter().map(|t| TensorType { dtype: t.dtype, shape: t.shape.iter().map(|d| d.subst(&env)).collect() }).collect()
                 };
-                let outputs: Vec<ValueId> = out_tys
-                    .into_iter()
-                    .map(|t| self.new_value(t, c.span))
-                    .collect();
-                self.g.nodes.push(Node {
-                    op: Op::Apply { child },
-                    inputs: args.iter().map(|a| a.0).collect(),
-                    outputs: outputs.clone(),
-                    span: c.span,
-                });
+                let outputs: Vec<ValueId> = out_tys.into_iter().map(|t| self.new_value(t, c.span)).collect();
+                self.g.nodes.push(Node { op: Op::Apply { child }, inputs: args.iter().map(|a| a.0).collect(), outputs: outputs.clone(), span: c.span });
                 if outputs.len() == 1 {
                     Some(Ev::Tensor(outputs[0]))
                 } else {
@@ -2025,12 +1409,7 @@ impl<'c, 'w> Body<'c, 'w> {
     }
 
     /// Binds the block's shape variables to the argument dims and checks every port.
-    fn unify(
-        &mut self,
-        ports: &[PortSig],
-        args: &[(ValueId, Span)],
-        block: &str,
-    ) -> O<HashMap<String, Dim>> {
+    fn unify(&mut self, ports: &[PortSig], args: &[(ValueId, Span)], block: &str) -> O<HashMap<String, Dim>> {
         let mut env: HashMap<String, Dim> = HashMap::new();
         for (p, (v, _)) in ports.iter().zip(args) {
             let at = &self.g.values[*v].ty;
@@ -2045,19 +1424,9 @@ impl<'c, 'w> Body<'c, 'w> {
         }
         for (p, (v, s)) in ports.iter().zip(args) {
             let at = self.g.values[*v].ty.clone();
-            let want = TensorType {
-                dtype: p.ty.dtype,
-                shape: p.ty.shape.iter().map(|d| d.subst(&env)).collect(),
-            };
+            let want = TensorType { dtype: p.ty.dtype, shape: p.ty.shape.iter().map(|d| d.subst(&env)).collect() };
             if want != at {
-                let mut d = err(
-                    codes::PORT,
-                    format!(
-                        "shape mismatch: input `{}` of `{block}` expected `{want}`, found `{at}`",
-                        p.name
-                    ),
-                )
-                .at(*s, format!("this is `{at}`"));
+                let mut d = err(codes::PORT, format!("shape mismatch: input `{}` of `{block}` expected `{want}`, found `{at}`", p.name)).at(*s, format!("this is `{at}`"));
                 let vs = self.g.values[*v].span;
                 if vs != *s {
                     let label = match &self.g.values[*v].name {
@@ -2076,13 +1445,7 @@ impl<'c, 'w> Body<'c, 'w> {
 
     /// Matches positional then named arguments to `names`. Reports unknown, duplicated and
     /// surplus arguments; missing ones are left `None` for the caller to judge.
-    pub(crate) fn bind_args(
-        &mut self,
-        what: &str,
-        names: &[&str],
-        args: &'w [ast::Arg],
-        call_span: Span,
-    ) -> O<Vec<Option<&'w ast::Arg>>> {
+    pub(crate) fn bind_args(&mut self, what: &str, names: &[&str], args: &'w [ast::Arg], call_span: Span) -> O<Vec<Option<&'w ast::Arg>>> {
         let mut slots: Vec<Option<&ast::Arg>> = vec![None; names.len()];
         let mut ok = true;
         let mut pos = 0;
@@ -2091,20 +1454,9 @@ impl<'c, 'w> Body<'c, 'w> {
                 None => {
                     if pos >= names.len() {
                         self.emit(
-                            err(
-                                codes::BAD_ARG,
-                                format!(
-                                    "too many arguments for {what}: expected at most {}, found {}",
-                                    names.len(),
-                                    args.iter().filter(|a| a.name.is_none()).count()
-                                ),
-                            )
-                            .at(a.span, "extra argument")
-                            .hint(if names.is_empty() {
-                                "it takes no arguments".to_string()
-                            } else {
-                                format!("it takes: {}", names.join(", "))
-                            }),
+                            err(codes::BAD_ARG, format!("too many arguments for {what}: expected at most {}, found {}", names.len(), args.iter().filter(|a| a.name.is_none()).count()))
+                                .at(a.span, "extra argument")
+                                .hint(if names.is_empty() { "it takes no arguments".to_string() } else { format!("it takes: {}", names.join(", ")) }),
                         );
                         ok = false;
                         break;
@@ -2115,25 +1467,14 @@ impl<'c, 'w> Body<'c, 'w> {
                 Some(n) => match names.iter().position(|x| *x == n.name) {
                     Some(i) => {
                         if let Some(prev) = slots[i] {
-                            self.emit(
-                                err(
-                                    codes::BAD_ARG,
-                                    format!("argument `{}` is given twice", n.name),
-                                )
-                                .at(a.span, "given again here")
-                                .with(prev.span, "first given here"),
-                            );
+                            self.emit(err(codes::BAD_ARG, format!("argument `{}` is given twice", n.name)).at(a.span, "given again here").with(prev.span, "first given here"));
                             ok = false;
                         } else {
                             slots[i] = Some(a);
                         }
                     }
                     None => {
-                        let mut d = err(
-                            codes::UNKNOWN_ARG,
-                            format!("unknown argument `{}` for {what}", n.name),
-                        )
-                        .at(n.span, "no such argument");
+                        let mut d = err(codes::UNKNOWN_ARG, format!("unknown argument `{}` for {what}", n.name)).at(n.span, "no such argument");
                         d = match did_you_mean(&n.name, names.iter().copied()) {
                             Some(s) => d.hint(format!("did you mean `{s}`?")),
                             None if names.is_empty() => d.hint("it takes no arguments"),
@@ -2154,27 +1495,19 @@ impl<'c, 'w> Body<'c, 'w> {
     pub(crate) fn need_val(&mut self, ev: Ev, span: Span) -> O<Val> {
         match ev {
             Ev::Val(v) => Some(v),
-            Ev::Dim(d) => {
-                match d.as_const() {
-                    Some(c) => Some(Val::Int(c)),
-                    None => {
-                        self.emit(err(codes::SYMBOLIC, format!("expected a compile-time value, found the shape-dependent `{d}`")).at(span, "depends on a shape variable"));
-                        None
-                    }
+            Ev::Dim(d) => match d.as_const() {
+                Some(c) => Some(Val::Int(c)),
+                None => {
+                    self.emit(err(codes::SYMBOLIC, format!("expected a compile-time value, found the shape-dependent `{d}`")).at(span, "depends on a shape variable"));
+                    None
                 }
-            }
+            },
             Ev::Sym(s) => {
                 self.unknown(&s, span);
                 None
             }
             other => {
-                self.emit(
-                    err(
-                        codes::TYPE,
-                        format!("expected a compile-time value, found {}", describe(&other)),
-                    )
-                    .at(span, "not a compile-time value"),
-                );
+                self.emit(err(codes::TYPE, format!("expected a compile-time value, found {}", describe(&other))).at(span, "not a compile-time value"));
                 None
             }
         }
@@ -2184,13 +1517,7 @@ impl<'c, 'w> Body<'c, 'w> {
         match self.need_val(ev, span)? {
             Val::Int(i) => Some(i),
             other => {
-                self.emit(
-                    err(
-                        codes::TYPE,
-                        format!("expected an int, found {} `{other}`", other.type_name()),
-                    )
-                    .at(span, "not an int"),
-                );
+                self.emit(err(codes::TYPE, format!("expected an int, found {} `{other}`", other.type_name())).at(span, "not an int"));
                 None
             }
         }
@@ -2199,13 +1526,7 @@ impl<'c, 'w> Body<'c, 'w> {
     pub(crate) fn need_size(&mut self, ev: Ev, span: Span, what: &str) -> O<u64> {
         let i = self.need_int(ev, span)?;
         if i <= 0 {
-            self.emit(
-                err(
-                    codes::BAD_DIM,
-                    format!("expected a positive size for `{what}`, found {i}"),
-                )
-                .at(span, "must be at least 1"),
-            );
+            self.emit(err(codes::BAD_DIM, format!("expected a positive size for `{what}`, found {i}")).at(span, "must be at least 1"));
             return None;
         }
         Some(i as u64)
@@ -2215,13 +1536,7 @@ impl<'c, 'w> Body<'c, 'w> {
         match self.need_val(ev, span)? {
             v @ (Val::Int(_) | Val::Float(_)) => v.as_f64(),
             other => {
-                self.emit(
-                    err(
-                        codes::TYPE,
-                        format!("expected a float, found {} `{other}`", other.type_name()),
-                    )
-                    .at(span, "not a number"),
-                );
+                self.emit(err(codes::TYPE, format!("expected a float, found {} `{other}`", other.type_name())).at(span, "not a number"));
                 None
             }
         }
@@ -2231,13 +1546,7 @@ impl<'c, 'w> Body<'c, 'w> {
         match self.need_val(ev, span)? {
             Val::Bool(b) => Some(b),
             other => {
-                self.emit(
-                    err(
-                        codes::TYPE,
-                        format!("expected a bool, found {} `{other}`", other.type_name()),
-                    )
-                    .at(span, "not a bool"),
-                );
+                self.emit(err(codes::TYPE, format!("expected a bool, found {} `{other}`", other.type_name())).at(span, "not a bool"));
                 None
             }
         }
@@ -2247,28 +1556,14 @@ impl<'c, 'w> Body<'c, 'w> {
         let s = match ev {
             Ev::Sym(s) | Ev::Val(Val::Choice(s)) => s,
             other => {
-                self.emit(
-                    err(
-                        codes::TYPE,
-                        format!(
-                            "expected one of {}, found {}",
-                            options.join(" | "),
-                            describe(&other)
-                        ),
-                    )
-                    .at(span, "not a choice"),
-                );
+                self.emit(err(codes::TYPE, format!("expected one of {}, found {}", options.join(" | "), describe(&other))).at(span, "not a choice"));
                 return None;
             }
         };
         if options.contains(&s.as_str()) {
             return Some(s);
         }
-        let mut d = err(
-            codes::TYPE,
-            format!("expected one of {}, found `{s}`", options.join(" | ")),
-        )
-        .at(span, "not an option");
+        let mut d = err(codes::TYPE, format!("expected one of {}, found `{s}`", options.join(" | "))).at(span, "not an option");
         if let Some(x) = did_you_mean(&s, options.iter().copied()) {
             d = d.hint(format!("did you mean `{x}`?"));
         }
@@ -2285,16 +1580,7 @@ impl<'c, 'w> Body<'c, 'w> {
                 None
             }
             other => {
-                self.emit(
-                    err(
-                        codes::TYPE,
-                        format!(
-                            "expected a dimension (an int or a shape variable), found {}",
-                            describe(&other)
-                        ),
-                    )
-                    .at(span, "not a dimension"),
-                );
+                self.emit(err(codes::TYPE, format!("expected a dimension (an int or a shape variable), found {}", describe(&other))).at(span, "not a dimension"));
                 None
             }
         }
@@ -2309,13 +1595,7 @@ impl<'c, 'w> Body<'c, 'w> {
                 None
             }
             other => {
-                self.emit(
-                    err(
-                        codes::TYPE,
-                        format!("expected a tensor, found {}", describe(&other)),
-                    )
-                    .at(span, "not a tensor"),
-                );
+                self.emit(err(codes::TYPE, format!("expected a tensor, found {}", describe(&other))).at(span, "not a tensor"));
                 None
             }
         }
@@ -2325,13 +1605,7 @@ impl<'c, 'w> Body<'c, 'w> {
         match ev {
             Ev::List(l) => Some(l),
             other => {
-                self.emit(
-                    err(
-                        codes::TYPE,
-                        format!("expected a list `[...]`, found {}", describe(&other)),
-                    )
-                    .at(span, "not a list"),
-                );
+                self.emit(err(codes::TYPE, format!("expected a list `[...]`, found {}", describe(&other))).at(span, "not a list"));
                 None
             }
         }
@@ -2340,17 +1614,9 @@ impl<'c, 'w> Body<'c, 'w> {
     /// Reports names that resolve to nothing anywhere in the body (used for unchecked blocks,
     /// where missing parameter values silence the ordinary checks).
     fn resolve_walk(&mut self, decl: &'w ast::Decl) {
-        let mut options: HashSet<String> = prims::ACT_NAMES
-            .iter()
-            .chain(["normal", "zeros", "ones", "constant"].iter())
-            .map(|s| s.to_string())
-            .collect();
+        let mut options: HashSet<String> = prims::ACT_NAMES.iter().chain(["normal", "zeros", "ones", "constant"].iter()).map(|s| s.to_string()).collect();
         for s in &decl.body {
-            if let Stmt::Param {
-                ty: TypeExpr::Choice(opts),
-                ..
-            } = s
-            {
+            if let Stmt::Param { ty: TypeExpr::Choice(opts), .. } = s {
                 options.extend(opts.iter().map(|o| o.name.clone()));
             }
         }
@@ -2358,11 +1624,7 @@ impl<'c, 'w> Body<'c, 'w> {
         let mut calls: Vec<&'w ast::Call> = vec![];
         for s in &decl.body {
             match s {
-                Stmt::Param {
-                    default,
-                    constraint,
-                    ..
-                } => {
+                Stmt::Param { default, constraint, .. } => {
                     exprs.extend(default.iter());
                     exprs.extend(constraint.iter().map(|c| &c.cond));
                 }
@@ -2397,9 +1659,7 @@ impl<'c, 'w> Body<'c, 'w> {
     fn walk_expr(&mut self, e: &'w Expr, options: &HashSet<String>) {
         match &e.kind {
             ExprKind::Name(p) => {
-                let Some(first) = p.segments.first() else {
-                    return;
-                };
+                let Some(first) = p.segments.first() else { return };
                 let known = self.params.contains_key(&first.name)
                     || self.tensors.contains_key(&first.name)
                     || self.insts.contains_key(&first.name)
@@ -2417,22 +1677,14 @@ impl<'c, 'w> Body<'c, 'w> {
                 if matches!(self.resolve_callee(&c.callee, false), Callee::Unknown) {
                     self.unknown_callee(&c.callee, false);
                 }
-                c.args
-                    .iter()
-                    .for_each(|a| self.walk_expr(&a.value, options));
+                c.args.iter().for_each(|a| self.walk_expr(&a.value, options));
             }
             ExprKind::Binary { lhs, rhs, .. } => {
                 self.walk_expr(lhs, options);
                 self.walk_expr(rhs, options);
             }
-            ExprKind::Unary { expr, .. } | ExprKind::Transpose(expr) => {
-                self.walk_expr(expr, options)
-            }
-            ExprKind::If {
-                cond,
-                then,
-                otherwise,
-            } => {
+            ExprKind::Unary { expr, .. } | ExprKind::Transpose(expr) => self.walk_expr(expr, options),
+            ExprKind::If { cond, then, otherwise } => {
                 self.walk_expr(cond, options);
                 self.walk_expr(then, options);
                 self.walk_expr(otherwise, options);
@@ -2444,6 +1696,7 @@ impl<'c, 'w> Body<'c, 'w> {
     pub(crate) fn value_type(&self, v: ValueId) -> &TensorType {
         &self.g.values[v].ty
     }
+
 
     pub(crate) fn emit_pub(&mut self, d: Diagnostic) {
         self.emit(d)
@@ -2489,40 +1742,25 @@ fn type_name(t: &TypeExpr) -> String {
         TypeExpr::Int(_) => "int".into(),
         TypeExpr::Float(_) => "float".into(),
         TypeExpr::Bool(_) => "bool".into(),
-        TypeExpr::Choice(opts) => opts
-            .iter()
-            .map(|o| o.name.as_str())
-            .collect::<Vec<_>>()
-            .join(" | "),
+        TypeExpr::Choice(opts) => opts.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(" | "),
     }
 }
 
 /// Converts a value to a parameter's declared type (an int is accepted for a float).
 pub(crate) fn coerce(v: &Val, ty: &TypeExpr) -> Result<Val, String> {
     match (ty, v) {
-        (TypeExpr::Int(_), Val::Int(_))
-        | (TypeExpr::Float(_), Val::Float(_))
-        | (TypeExpr::Bool(_), Val::Bool(_)) => Ok(v.clone()),
+        (TypeExpr::Int(_), Val::Int(_)) | (TypeExpr::Float(_), Val::Float(_)) | (TypeExpr::Bool(_), Val::Bool(_)) => Ok(v.clone()),
         (TypeExpr::Float(_), Val::Int(i)) => Ok(Val::Float(*i as f64)),
         (TypeExpr::Choice(opts), Val::Choice(c)) => {
             if opts.iter().any(|o| o.name == *c) {
                 Ok(v.clone())
             } else {
                 let names: Vec<&str> = opts.iter().map(|o| o.name.as_str()).collect();
-                let dym = did_you_mean(c, names.iter().copied())
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default();
-                Err(format!(
-                    "expected one of {}, found `{c}`{dym}",
-                    names.join(" | ")
-                ))
+                let dym = did_you_mean(c, names.iter().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+                Err(format!("expected one of {}, found `{c}`{dym}", names.join(" | ")))
             }
         }
-        (t, v) => Err(format!(
-            "expected {}, found {} `{v}`",
-            type_name(t),
-            v.type_name()
-        )),
+        (t, v) => Err(format!("expected {}, found {} `{v}`", type_name(t), v.type_name())),
     }
 }
 
@@ -2541,11 +1779,7 @@ pub(crate) fn collect_names(e: &Expr, out: &mut Vec<String>) {
             collect_names(rhs, out);
         }
         ExprKind::Unary { expr, .. } | ExprKind::Transpose(expr) => collect_names(expr, out),
-        ExprKind::If {
-            cond,
-            then,
-            otherwise,
-        } => {
+        ExprKind::If { cond, then, otherwise } => {
             collect_names(cond, out);
             collect_names(then, out);
             collect_names(otherwise, out);
@@ -2561,9 +1795,7 @@ fn find_param(g: &Graph, name: &str) -> Option<(Vec<ChildId>, ParamId)> {
         return Some((vec![], i));
     }
     for (ci, c) in g.children.iter().enumerate() {
-        let rest = name
-            .strip_prefix(c.name.as_str())
-            .and_then(|r| r.strip_prefix('.'));
+        let rest = name.strip_prefix(c.name.as_str()).and_then(|r| r.strip_prefix('.'));
         let Some(rest) = rest else { continue };
         if matches!(c.kind, ChildKind::Repeat { shared: false, .. }) {
             continue;
@@ -2581,10 +1813,7 @@ pub(crate) fn count_params(g: &Graph) -> Option<u128> {
     let mut total: u128 = 0;
     for p in &g.params {
         if p.kind == ParamKind::Trainable {
-            let n = p
-                .shape
-                .iter()
-                .try_fold(1u128, |a, &b| a.checked_mul(b as u128))?;
+            let n = p.shape.iter().try_fold(1u128, |a, &b| a.checked_mul(b as u128))?;
             total = total.checked_add(n)?;
         }
     }
@@ -2592,10 +1821,7 @@ pub(crate) fn count_params(g: &Graph) -> Option<u128> {
         let n = count_params(&c.graph)?;
         let n = match c.kind {
             ChildKind::Block | ChildKind::Repeat { shared: true, .. } => n,
-            ChildKind::Repeat {
-                count,
-                shared: false,
-            } => n.checked_mul(count as u128)?,
+            ChildKind::Repeat { count, shared: false } => n.checked_mul(count as u128)?,
         };
         total = total.checked_add(n)?;
     }

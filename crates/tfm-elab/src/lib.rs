@@ -140,49 +140,21 @@ pub fn check_file(path: &std::path::Path, opts: &CheckOptions, sources: &mut Sou
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
-            let d = Diagnostic::error(
-                codes::IMPORT,
-                format!("cannot read `{name}`: {}", e.to_string().to_lowercase()),
-            )
-            .hint("check the path");
-            return Checked {
-                models: vec![],
-                diagnostics: vec![d],
-            };
+            let d = Diagnostic::error(codes::IMPORT, format!("cannot read `{name}`: {}", e.to_string().to_lowercase())).hint("check the path");
+            return Checked { models: vec![], diagnostics: vec![d] };
         }
     };
-    let dir = path
-        .parent()
-        .map(|p| {
-            if p.as_os_str().is_empty() {
-                std::path::Path::new(".")
-            } else {
-                p
-            }
-        })
-        .unwrap_or(std::path::Path::new("."));
+    let dir = path.parent().map(|p| if p.as_os_str().is_empty() { std::path::Path::new(".") } else { p }).unwrap_or(std::path::Path::new("."));
     let canonical = std::fs::canonicalize(path).ok();
     check_text(&name, &text, dir, canonical, opts, sources)
 }
 
 /// Checks source text; imports are relative to the current directory.
-pub fn check_source(
-    name: &str,
-    text: &str,
-    opts: &CheckOptions,
-    sources: &mut SourceMap,
-) -> Checked {
+pub fn check_source(name: &str, text: &str, opts: &CheckOptions, sources: &mut SourceMap) -> Checked {
     check_text(name, text, std::path::Path::new("."), None, opts, sources)
 }
 
-fn check_text(
-    name: &str,
-    text: &str,
-    dir: &std::path::Path,
-    canonical: Option<std::path::PathBuf>,
-    opts: &CheckOptions,
-    sources: &mut SourceMap,
-) -> Checked {
+fn check_text(name: &str, text: &str, dir: &std::path::Path, canonical: Option<std::path::PathBuf>, opts: &CheckOptions, sources: &mut SourceMap) -> Checked {
     let mut world = World::default();
     let root = world.load_root(name, text, dir, canonical, sources);
     let file = world.modules[root].files[0].0;
@@ -198,22 +170,13 @@ fn check_text(
                 diags.push(
                     Diagnostic::error(codes::NOT_MODEL, format!("`{m}` is a block, not a model"))
                         .at(items[i].name().span, "a block")
-                        .hint(
-                            "select a model with `--model`; blocks are checked where they are used",
-                        ),
+                        .hint("select a model with `--model`; blocks are checked where they are used"),
                 );
             }
             Some(i) => selected.push(i),
             None => {
-                let names: Vec<&str> = items
-                    .iter()
-                    .filter(|it| !matches!(it, ast::Item::Block(_)))
-                    .map(|it| it.name().name.as_str())
-                    .collect();
-                let mut d = Diagnostic::error(
-                    codes::UNKNOWN_MODEL,
-                    format!("no model named `{m}` in `{name}`"),
-                );
+                let names: Vec<&str> = items.iter().filter(|it| !matches!(it, ast::Item::Block(_))).map(|it| it.name().name.as_str()).collect();
+                let mut d = Diagnostic::error(codes::UNKNOWN_MODEL, format!("no model named `{m}` in `{name}`"));
                 d = match did_you_mean(m, names.iter().copied()) {
                     Some(s) => d.hint(format!("did you mean `{s}`?")),
                     None if names.is_empty() => d.hint("the file declares no models"),
@@ -222,11 +185,7 @@ fn check_text(
                 diags.push(d);
             }
         },
-        None => {
-            selected = (0..items.len())
-                .filter(|i| !matches!(items[*i], ast::Item::Block(_)))
-                .collect()
-        }
+        None => selected = (0..items.len()).filter(|i| !matches!(items[*i], ast::Item::Block(_))).collect(),
     }
 
     // Parse `--set` values once.
@@ -243,30 +202,18 @@ fn check_text(
 
     let mut cx = Ctx::new(&world);
     for i in selected {
-        let r = ItemRef {
-            module: root,
-            file: 0,
-            item: i,
-        };
+        let r = ItemRef { module: root, file: 0, item: i };
         let before = cx.errors();
         if let Some(m) = check_model(&mut cx, r, &cli) {
             if cx.errors() == before {
-                models.push(CheckedModel {
-                    model: m.0,
-                    file,
-                    expectations: m.1,
-                });
+                models.push(CheckedModel { model: m.0, file, expectations: m.1 });
             }
         }
     }
     // Blocks of this file that no model used: check them with what is known without arguments.
     let used: HashSet<ItemRef> = cx.used.clone();
     for (i, it) in world.modules[root].files[0].1.items.iter().enumerate() {
-        let r = ItemRef {
-            module: root,
-            file: 0,
-            item: i,
-        };
+        let r = ItemRef { module: root, file: 0, item: i };
         if let ast::Item::Block(d) = it {
             if !used.contains(&r) && opts.model.is_none() {
                 cx.check_unused_block(r, d);
@@ -274,18 +221,13 @@ fn check_text(
         }
     }
     diags.extend(std::mem::take(&mut cx.diags));
-    Checked {
-        models,
-        diagnostics: dedup(diags),
-    }
+    Checked { models, diagnostics: dedup(diags) }
 }
 
 fn dedup(diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
     let mut out: Vec<Diagnostic> = Vec::with_capacity(diags.len());
     for d in diags {
-        if !out.iter().any(|o| {
-            o.code == d.code && o.message == d.message && o.primary_span() == d.primary_span()
-        }) {
+        if !out.iter().any(|o| o.code == d.code && o.message == d.message && o.primary_span() == d.primary_span()) {
             out.push(d);
         }
     }
@@ -303,11 +245,7 @@ fn decl_params(d: &ast::Decl) -> Vec<&ast::Ident> {
 }
 
 /// Elaborates one model or variant with the command-line overrides.
-fn check_model(
-    cx: &mut Ctx<'_>,
-    r: ItemRef,
-    cli: &[(String, String, Val)],
-) -> Option<(tfm_ir::Model, Vec<ExpectOutcome>)> {
+fn check_model(cx: &mut Ctx<'_>, r: ItemRef, cli: &[(String, String, Val)]) -> Option<(tfm_ir::Model, Vec<ExpectOutcome>)> {
     let world = cx.world;
     let item = world.item(r);
     let (name, doc, span) = match item {
@@ -324,29 +262,12 @@ fn check_model(
     let mut ok = true;
     for (k, raw, val) in cli {
         if pnames.iter().any(|p| p.name == *k) {
-            given.insert(
-                k.clone(),
-                Given {
-                    val: val.clone(),
-                    span: None,
-                    raw: Some(raw.clone()),
-                },
-            );
+            given.insert(k.clone(), Given { val: val.clone(), span: None, raw: Some(raw.clone()) });
         } else {
-            let mut d = Diagnostic::error(
-                codes::UNKNOWN_OVERRIDE,
-                format!("model `{name}` has no parameter `{k}` (from `--set {raw}`)"),
-            );
+            let mut d = Diagnostic::error(codes::UNKNOWN_OVERRIDE, format!("model `{name}` has no parameter `{k}` (from `--set {raw}`)"));
             d = match did_you_mean(k, pnames.iter().map(|p| p.name.as_str())) {
                 Some(s) => d.hint(format!("did you mean `{s}`?")),
-                None => d.hint(format!(
-                    "its parameters: {}",
-                    pnames
-                        .iter()
-                        .map(|p| p.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
+                None => d.hint(format!("its parameters: {}", pnames.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "))),
             };
             cx.diags.push(d);
             ok = false;
@@ -377,21 +298,11 @@ fn resolve_variant(cx: &mut Ctx<'_>, r: ItemRef) -> Option<(ItemRef, HashMap<Str
     let mut cur = r;
     loop {
         if chain.contains(&cur) {
-            let names: Vec<String> = chain
-                .iter()
-                .chain(std::iter::once(&cur))
-                .map(|x| format!("`{}`", world.item(*x).name().name))
-                .collect();
+            let names: Vec<String> = chain.iter().chain(std::iter::once(&cur)).map(|x| format!("`{}`", world.item(*x).name().name)).collect();
             cx.diags.push(
-                Diagnostic::error(
-                    codes::RECURSION,
-                    format!("variant cycle: {}", names.join(" -> ")),
-                )
-                .at(
-                    world.item(r).name().span,
-                    "this variant never reaches a model",
-                )
-                .hint("a variant must be based on a model"),
+                Diagnostic::error(codes::RECURSION, format!("variant cycle: {}", names.join(" -> ")))
+                    .at(world.item(r).name().span, "this variant never reaches a model")
+                    .hint("a variant must be based on a model"),
             );
             return None;
         }
@@ -401,35 +312,22 @@ fn resolve_variant(cx: &mut Ctx<'_>, r: ItemRef) -> Option<(ItemRef, HashMap<Str
                 let m = &world.modules[cur.module];
                 let next = match v.base.segments.as_slice() {
                     [one] => m.items.get(&one.name).copied(),
-                    [ns, n] => m
-                        .namespaces
-                        .get(&ns.name)
-                        .and_then(|mid| world.modules[*mid].items.get(&n.name).copied()),
+                    [ns, n] => m.namespaces.get(&ns.name).and_then(|mid| world.modules[*mid].items.get(&n.name).copied()),
                     _ => None,
                 };
                 match next {
                     Some(n) if matches!(world.item(n), ast::Item::Block(_)) => {
                         cx.diags.push(
-                            Diagnostic::error(
-                                codes::NOT_MODEL,
-                                format!(
-                                    "`{}` is a block; a variant must be based on a model",
-                                    v.base.dotted()
-                                ),
-                            )
-                            .at(v.base.span, "a block")
-                            .hint("declare it with `model`, or wrap it in a model"),
+                            Diagnostic::error(codes::NOT_MODEL, format!("`{}` is a block; a variant must be based on a model", v.base.dotted()))
+                                .at(v.base.span, "a block")
+                                .hint("declare it with `model`, or wrap it in a model"),
                         );
                         return None;
                     }
                     Some(n) => cur = n,
                     None => {
                         let names: Vec<&str> = m.items.keys().map(|s| s.as_str()).collect();
-                        let mut d = Diagnostic::error(
-                            codes::UNKNOWN,
-                            format!("unknown model `{}`", v.base.dotted()),
-                        )
-                        .at(v.base.span, "not found");
+                        let mut d = Diagnostic::error(codes::UNKNOWN, format!("unknown model `{}`", v.base.dotted())).at(v.base.span, "not found");
                         if let Some(s) = did_you_mean(&v.base.dotted(), names) {
                             d = d.hint(format!("did you mean `{s}`?"));
                         }
@@ -451,16 +349,10 @@ fn resolve_variant(cx: &mut Ctx<'_>, r: ItemRef) -> Option<(ItemRef, HashMap<Str
     let mut ok = true;
     // Innermost variant first so outer ones overwrite.
     for vr in chain.iter().rev() {
-        let ast::Item::Variant(v) = world.item(*vr) else {
-            continue;
-        };
+        let ast::Item::Variant(v) = world.item(*vr) else { continue };
         for (k, e) in &v.overrides {
             if !pnames.iter().any(|p| p.name == k.name) {
-                let mut d = Diagnostic::error(
-                    codes::UNKNOWN_OVERRIDE,
-                    format!("`{}` has no parameter `{}`", decl.name.name, k.name),
-                )
-                .at(k.span, "not a parameter");
+                let mut d = Diagnostic::error(codes::UNKNOWN_OVERRIDE, format!("`{}` has no parameter `{}`", decl.name.name, k.name)).at(k.span, "not a parameter");
                 if let Some(s) = did_you_mean(&k.name, pnames.iter().map(|p| p.name.as_str())) {
                     d = d.hint(format!("did you mean `{s}`?"));
                 }
@@ -470,14 +362,7 @@ fn resolve_variant(cx: &mut Ctx<'_>, r: ItemRef) -> Option<(ItemRef, HashMap<Str
             }
             match cx.const_expr(vr.module, e) {
                 Some(val) => {
-                    given.insert(
-                        k.name.clone(),
-                        Given {
-                            val,
-                            span: Some(e.span),
-                            raw: None,
-                        },
-                    );
+                    given.insert(k.name.clone(), Given { val, span: Some(e.span), raw: None });
                 }
                 None => ok = false,
             }

@@ -43,14 +43,7 @@ impl World {
     }
 
     /// Loads the root file from text; `dir` is where its imports are found.
-    pub fn load_root(
-        &mut self,
-        name: &str,
-        text: &str,
-        dir: &Path,
-        canonical: Option<PathBuf>,
-        sources: &mut SourceMap,
-    ) -> ModId {
+    pub fn load_root(&mut self, name: &str, text: &str, dir: &Path, canonical: Option<PathBuf>, sources: &mut SourceMap) -> ModId {
         let file = sources.add(name, text);
         let (ast, diags) = tfm_syntax::parse(text, file);
         self.diags.extend(diags);
@@ -75,32 +68,17 @@ impl World {
                 if let Some(prev) = items.get(&name.name) {
                     let prev_span = files[prev.file].1.items[prev.item].name().span;
                     self.diags.push(
-                        Diagnostic::error(
-                            codes::DUPLICATE,
-                            format!("`{}` is defined twice", name.name),
-                        )
-                        .at(name.span, "defined again here")
-                        .with(prev_span, "first defined here")
-                        .hint("rename one of them"),
+                        Diagnostic::error(codes::DUPLICATE, format!("`{}` is defined twice", name.name))
+                            .at(name.span, "defined again here")
+                            .with(prev_span, "first defined here")
+                            .hint("rename one of them"),
                     );
                     continue;
                 }
-                items.insert(
-                    name.name.clone(),
-                    ItemRef {
-                        module: id,
-                        file: fi,
-                        item: ii,
-                    },
-                );
+                items.insert(name.name.clone(), ItemRef { module: id, file: fi, item: ii });
             }
         }
-        self.modules.push(Module {
-            files,
-            items,
-            namespaces: HashMap::new(),
-            is_std,
-        });
+        self.modules.push(Module { files, items, namespaces: HashMap::new(), is_std });
         id
     }
 
@@ -123,34 +101,17 @@ impl World {
     }
 
     fn resolve_imports(&mut self, id: ModId, dir: &Path, display: &str, sources: &mut SourceMap) {
-        let imports: Vec<ast::Import> = self.modules[id]
-            .files
-            .iter()
-            .flat_map(|(_, f)| f.imports.clone())
-            .collect();
-        let display_dir = Path::new(display)
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        let imports: Vec<ast::Import> = self.modules[id].files.iter().flat_map(|(_, f)| f.imports.clone()).collect();
+        let display_dir = Path::new(display).parent().map(Path::to_path_buf).unwrap_or_default();
         let mut seen: HashMap<String, Span> = HashMap::new();
         for imp in imports {
             let (ns, target) = match &imp.target {
                 ast::ImportTarget::Std => {
                     let s = self.load_std(sources);
-                    (
-                        imp.alias
-                            .as_ref()
-                            .map(|a| a.name.clone())
-                            .unwrap_or_else(|| "std".into()),
-                        s,
-                    )
+                    (imp.alias.as_ref().map(|a| a.name.clone()).unwrap_or_else(|| "std".into()), s)
                 }
                 ast::ImportTarget::Path(p) => {
-                    let stem = Path::new(p)
-                        .file_stem()
-                        .and_then(|s| s.to_str())
-                        .unwrap_or("")
-                        .to_string();
+                    let stem = Path::new(p).file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
                     let ns = imp.alias.as_ref().map(|a| a.name.clone()).unwrap_or(stem);
                     match self.load_path(p, dir, &display_dir, imp.span, sources) {
                         Some(t) => (ns, t),
@@ -160,13 +121,10 @@ impl World {
             };
             if let Some(prev) = seen.get(&ns) {
                 self.diags.push(
-                    Diagnostic::error(
-                        codes::DUPLICATE,
-                        format!("the namespace `{ns}` is imported twice"),
-                    )
-                    .at(imp.span, "imported again here")
-                    .with(*prev, "first imported here")
-                    .hint("give one of them another name with `as`"),
+                    Diagnostic::error(codes::DUPLICATE, format!("the namespace `{ns}` is imported twice"))
+                        .at(imp.span, "imported again here")
+                        .with(*prev, "first imported here")
+                        .hint("give one of them another name with `as`"),
                 );
                 continue;
             }
@@ -175,46 +133,27 @@ impl World {
         }
     }
 
-    fn load_path(
-        &mut self,
-        p: &str,
-        dir: &Path,
-        display_dir: &Path,
-        span: Span,
-        sources: &mut SourceMap,
-    ) -> Option<ModId> {
+    fn load_path(&mut self, p: &str, dir: &Path, display_dir: &Path, span: Span, sources: &mut SourceMap) -> Option<ModId> {
         let path = dir.join(p);
         let display = display_dir.join(p).to_string_lossy().replace('\\', "/");
         let canonical = match std::fs::canonicalize(&path) {
             Ok(c) => c,
             Err(e) => {
                 self.diags.push(
-                    Diagnostic::error(
-                        codes::IMPORT,
-                        format!(
-                            "cannot read the imported file `{p}`: {}",
-                            e.to_string().to_lowercase()
-                        ),
-                    )
-                    .at(span, "imported here")
-                    .hint("import paths are relative to the importing file"),
+                    Diagnostic::error(codes::IMPORT, format!("cannot read the imported file `{p}`: {}", e.to_string().to_lowercase()))
+                        .at(span, "imported here")
+                        .hint("import paths are relative to the importing file"),
                 );
                 return None;
             }
         };
         if let Some(pos) = self.stack.iter().position(|(c, _)| *c == canonical) {
-            let mut chain: Vec<String> = self.stack[pos..]
-                .iter()
-                .map(|(_, n)| format!("`{n}`"))
-                .collect();
+            let mut chain: Vec<String> = self.stack[pos..].iter().map(|(_, n)| format!("`{n}`")).collect();
             chain.push(format!("`{}`", self.stack[pos].1));
             self.diags.push(
-                Diagnostic::error(
-                    codes::IMPORT_CYCLE,
-                    format!("import cycle: {}", chain.join(" -> ")),
-                )
-                .at(span, "this import closes the cycle")
-                .hint("move what both files need into a third file that imports neither"),
+                Diagnostic::error(codes::IMPORT_CYCLE, format!("import cycle: {}", chain.join(" -> ")))
+                    .at(span, "this import closes the cycle")
+                    .hint("move what both files need into a third file that imports neither"),
             );
             return None;
         }
@@ -225,14 +164,8 @@ impl World {
             Ok(t) => t,
             Err(e) => {
                 self.diags.push(
-                    Diagnostic::error(
-                        codes::IMPORT,
-                        format!(
-                            "cannot read the imported file `{p}`: {}",
-                            e.to_string().to_lowercase()
-                        ),
-                    )
-                    .at(span, "imported here"),
+                    Diagnostic::error(codes::IMPORT, format!("cannot read the imported file `{p}`: {}", e.to_string().to_lowercase()))
+                        .at(span, "imported here"),
                 );
                 return None;
             }
@@ -243,10 +176,7 @@ impl World {
         let id = self.add_module(vec![(file, ast)], false);
         self.by_path.insert(canonical.clone(), id);
         self.stack.push((canonical.clone(), display.clone()));
-        let sub_dir = canonical
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        let sub_dir = canonical.parent().map(Path::to_path_buf).unwrap_or_default();
         self.resolve_imports(id, &sub_dir, &display, sources);
         self.stack.pop();
         Some(id)
@@ -255,19 +185,11 @@ impl World {
 
 /// Parses a standard-library file once per process and file id: the parse depends only on the
 /// (embedded, constant) text and the id, and checking a folder imports std once per spec.
-fn parse_std(
-    name: &'static str,
-    text: &'static str,
-    file: FileId,
-) -> (tfm_syntax::ast::File, Vec<Diagnostic>) {
+fn parse_std(name: &'static str, text: &'static str, file: FileId) -> (tfm_syntax::ast::File, Vec<Diagnostic>) {
     type Cache = Mutex<HashMap<(u32, &'static str), (tfm_syntax::ast::File, Vec<Diagnostic>)>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
-    if let Some(hit) = cache
-        .lock()
-        .ok()
-        .and_then(|c| c.get(&(file.0, name)).cloned())
-    {
+    if let Some(hit) = cache.lock().ok().and_then(|c| c.get(&(file.0, name)).cloned()) {
         return hit;
     }
     let parsed = tfm_syntax::parse(text, file);

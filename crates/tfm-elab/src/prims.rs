@@ -10,64 +10,19 @@ use tfm_shape::{normalize_axis, LayerSpec};
 use tfm_syntax::ast;
 
 /// Primitive layers (own weights; declared with `layer`).
-pub(crate) const LAYERS: &[&str] = &[
-    "embedding",
-    "linear",
-    "layer_norm",
-    "rms_norm",
-    "attention",
-    "mlp",
-    "patch_embed",
-    "conv1d",
-    "sinusoidal",
-    "relative_bias",
-    "parameter",
-];
+pub(crate) const LAYERS: &[&str] =
+    &["embedding", "linear", "layer_norm", "rms_norm", "attention", "mlp", "patch_embed", "conv1d", "sinusoidal", "relative_bias", "parameter"];
 
 /// Functions on tensors (no weights).
 pub(crate) const FUNCTIONS: &[&str] = &[
-    "gelu",
-    "gelu_exact",
-    "relu",
-    "silu",
-    "swiglu",
-    "geglu",
-    "tanh",
-    "sigmoid",
-    "exp",
-    "sqrt",
-    "neg",
-    "softmax",
-    "log_softmax",
-    "dropout",
-    "arange",
-    "reshape",
-    "transpose",
-    "permute",
-    "concat",
-    "split",
-    "slice",
-    "expand",
-    "first",
-    "mean",
-    "sum",
-    "normalize",
-    "alibi",
-    "pad_mask",
-    "scale",
+    "gelu", "gelu_exact", "relu", "silu", "swiglu", "geglu", "tanh", "sigmoid", "exp", "sqrt", "neg", "softmax", "log_softmax", "dropout", "arange",
+    "reshape", "transpose", "permute", "concat", "split", "slice", "expand", "first", "mean", "sum", "normalize", "alibi", "pad_mask", "scale",
 ];
 
 /// Functions on compile-time values. (`sqrt` of a number is handled with the tensor `sqrt`.)
 pub(crate) const BUILTINS: &[&str] = &["min", "max", "floor_div", "ceil_div", "float", "int"];
 
-pub(crate) const OBJECTIVES: &[&str] = &[
-    "next_token",
-    "masked_token",
-    "classify",
-    "seq2seq",
-    "contrastive",
-    "speech_to_text",
-];
+pub(crate) const OBJECTIVES: &[&str] = &["next_token", "masked_token", "classify", "seq2seq", "contrastive", "speech_to_text"];
 
 pub(crate) const ACT_NAMES: &[&str] = &["gelu", "gelu_exact", "relu", "silu", "swiglu", "geglu"];
 
@@ -75,33 +30,14 @@ pub(crate) const ACT_NAMES: &[&str] = &["gelu", "gelu_exact", "relu", "silu", "s
 pub(crate) type Pattern = &'static [(&'static str, bool, &'static [&'static str])];
 
 pub(crate) fn objective(name: &str) -> Option<(ObjectiveKind, Pattern)> {
-    const LM: Pattern = &[
-        ("logits", true, &["B", "T", "V"]),
-        ("tokens", false, &["B", "T"]),
-    ];
+    const LM: Pattern = &[("logits", true, &["B", "T", "V"]), ("tokens", false, &["B", "T"])];
     Some(match name {
         "next_token" => (ObjectiveKind::NextToken, LM),
         "masked_token" => (ObjectiveKind::MaskedToken, LM),
         "speech_to_text" => (ObjectiveKind::SpeechToText, LM),
-        "seq2seq" => (
-            ObjectiveKind::Seq2seq,
-            &[
-                ("logits", true, &["B", "T", "V"]),
-                ("targets", false, &["B", "T"]),
-            ],
-        ),
-        "classify" => (
-            ObjectiveKind::Classify,
-            &[("logits", true, &["B", "C"]), ("labels", false, &["B"])],
-        ),
-        "contrastive" => (
-            ObjectiveKind::Contrastive,
-            &[
-                ("a", true, &["B", "D"]),
-                ("b", true, &["B", "D"]),
-                ("scale", true, &[]),
-            ],
-        ),
+        "seq2seq" => (ObjectiveKind::Seq2seq, &[("logits", true, &["B", "T", "V"]), ("targets", false, &["B", "T"])]),
+        "classify" => (ObjectiveKind::Classify, &[("logits", true, &["B", "C"]), ("labels", false, &["B"])]),
+        "contrastive" => (ObjectiveKind::Contrastive, &[("a", true, &["B", "D"]), ("b", true, &["B", "D"]), ("scale", true, &[])]),
         _ => return None,
     })
 }
@@ -155,12 +91,9 @@ impl A<'_, '_, '_, '_> {
     fn req(&mut self, i: usize) -> Option<(Ev, Span)> {
         let r = self.take(i);
         if r.is_none() {
-            let d = Diagnostic::error(
-                codes::MISSING_ARG,
-                format!("missing argument `{}` for {}", self.names[i], self.what),
-            )
-            .at(self.span, format!("`{}` is not given", self.names[i]))
-            .hint(format!("it takes: {}", self.names.join(", ")));
+            let d = Diagnostic::error(codes::MISSING_ARG, format!("missing argument `{}` for {}", self.names[i], self.what))
+                .at(self.span, format!("`{}` is not given", self.names[i]))
+                .hint(format!("it takes: {}", self.names.join(", ")));
             self.b.emit_pub(d);
         }
         r
@@ -180,13 +113,7 @@ impl A<'_, '_, '_, '_> {
             Some((ev, s)) => {
                 let n = self.b.need_int(ev, s)?;
                 if n < 0 {
-                    self.b.emit_pub(
-                        Diagnostic::error(
-                            codes::BAD_DIM,
-                            format!("expected `{}` of at least 0, found {n}", self.names[i]),
-                        )
-                        .at(s, "negative"),
-                    );
+                    self.b.emit_pub(Diagnostic::error(codes::BAD_DIM, format!("expected `{}` of at least 0, found {n}", self.names[i])).at(s, "negative"));
                     return None;
                 }
                 Some(n as u64)
@@ -274,23 +201,7 @@ pub(crate) fn layer_spec<'w>(b: &mut Body<'_, 'w>, p: &str, c: &'w ast::Call) ->
         "linear" => &["in", "out", "bias"],
         "layer_norm" => &["dim", "eps", "bias"],
         "rms_norm" => &["dim", "eps"],
-        "attention" => &[
-            "d_model",
-            "heads",
-            "kv_heads",
-            "head_dim",
-            "causal",
-            "bias",
-            "out_bias",
-            "fused_qkv",
-            "window",
-            "rotary",
-            "rope_theta",
-            "kv_dim",
-            "dropout",
-            "scale",
-            "k_bias",
-        ],
+        "attention" => &["d_model", "heads", "kv_heads", "head_dim", "causal", "bias", "out_bias", "fused_qkv", "window", "rotary", "rope_theta", "kv_dim", "dropout", "scale", "k_bias"],
         "mlp" => &["d_model", "hidden", "act", "bias"],
         "patch_embed" => &["channels", "dim", "patch", "bias"],
         "conv1d" => &["in", "out", "kernel", "stride", "padding", "bias"],
@@ -301,33 +212,12 @@ pub(crate) fn layer_spec<'w>(b: &mut Body<'_, 'w>, p: &str, c: &'w ast::Call) ->
     };
     let what = format!("`{p}`");
     let mut slots = args(b, &what, names, c)?;
-    let mut a = A {
-        b,
-        slots: &mut slots,
-        names,
-        what,
-        span: c.span,
-    };
+    let mut a = A { b, slots: &mut slots, names, what, span: c.span };
     Some(match p {
-        "embedding" => LayerSpec::Embedding {
-            num: a.size(0)?,
-            dim: a.size(1)?,
-            std: a.float_or(2, 0.02)?,
-        },
-        "linear" => LayerSpec::Linear {
-            input: a.size(0)?,
-            output: a.size(1)?,
-            bias: a.bool_or(2, true)?,
-        },
-        "layer_norm" => LayerSpec::LayerNorm {
-            dim: a.size(0)?,
-            eps: a.float_or(1, 1e-5)?,
-            bias: a.bool_or(2, true)?,
-        },
-        "rms_norm" => LayerSpec::RmsNorm {
-            dim: a.size(0)?,
-            eps: a.float_or(1, 1e-6)?,
-        },
+        "embedding" => LayerSpec::Embedding { num: a.size(0)?, dim: a.size(1)?, std: a.float_or(2, 0.02)? },
+        "linear" => LayerSpec::Linear { input: a.size(0)?, output: a.size(1)?, bias: a.bool_or(2, true)? },
+        "layer_norm" => LayerSpec::LayerNorm { dim: a.size(0)?, eps: a.float_or(1, 1e-5)?, bias: a.bool_or(2, true)? },
+        "rms_norm" => LayerSpec::RmsNorm { dim: a.size(0)?, eps: a.float_or(1, 1e-6)? },
         "attention" => {
             let d_model = a.size(0)?;
             let heads = a.size(1)?;
@@ -370,25 +260,11 @@ pub(crate) fn layer_spec<'w>(b: &mut Body<'_, 'w>, p: &str, c: &'w ast::Call) ->
                 return None;
             }
             if fused_qkv && bias && !k_bias {
-                a.b.emit_pub(
-                    Diagnostic::error(
-                        codes::CONSTRAINT,
-                        "`attention`: `k_bias: false` needs `fused_qkv: false`",
-                    )
-                    .at(c.span, "a fused qkv projection has one bias for q, k and v")
-                    .hint("drop `fused_qkv` to leave out the key bias"),
-                );
+                a.b.emit_pub(Diagnostic::error(codes::CONSTRAINT, "`attention`: `k_bias: false` needs `fused_qkv: false`").at(c.span, "a fused qkv projection has one bias for q, k and v").hint("drop `fused_qkv` to leave out the key bias"));
                 return None;
             }
             if fused_qkv && kv_dim != d_model {
-                a.b.emit_pub(
-                    Diagnostic::error(
-                        codes::CONSTRAINT,
-                        "`attention`: a fused qkv projection needs kv_dim == d_model",
-                    )
-                    .at(c.span, "fused_qkv with kv_dim")
-                    .hint("drop `fused_qkv` for cross-attention"),
-                );
+                a.b.emit_pub(Diagnostic::error(codes::CONSTRAINT, "`attention`: a fused qkv projection needs kv_dim == d_model").at(c.span, "fused_qkv with kv_dim").hint("drop `fused_qkv` for cross-attention"));
                 return None;
             }
             if rotary && head_dim % 2 != 0 {
@@ -413,29 +289,15 @@ pub(crate) fn layer_spec<'w>(b: &mut Body<'_, 'w>, p: &str, c: &'w ast::Call) ->
                 has_mask: false,
                 has_bias: false,
             };
-            LayerSpec::Attention {
-                d_model,
-                kv_dim,
-                cfg,
-            }
+            LayerSpec::Attention { d_model, kv_dim, cfg }
         }
         "mlp" => {
             let d_model = a.size(0)?;
             let hidden = a.size(1)?;
             let act = a.choice_or(2, ACT_NAMES, "gelu")?;
-            LayerSpec::Mlp {
-                d_model,
-                hidden,
-                act: activation(&act)?,
-                bias: a.bool_or(3, true)?,
-            }
+            LayerSpec::Mlp { d_model, hidden, act: activation(&act)?, bias: a.bool_or(3, true)? }
         }
-        "patch_embed" => LayerSpec::PatchEmbed {
-            channels: a.size(0)?,
-            dim: a.size(1)?,
-            patch: a.size(2)?,
-            bias: a.bool_or(3, true)?,
-        },
+        "patch_embed" => LayerSpec::PatchEmbed { channels: a.size(0)?, dim: a.size(1)?, patch: a.size(2)?, bias: a.bool_or(3, true)? },
         "conv1d" => LayerSpec::Conv1d {
             input: a.size(0)?,
             output: a.size(1)?,
@@ -444,10 +306,7 @@ pub(crate) fn layer_spec<'w>(b: &mut Body<'_, 'w>, p: &str, c: &'w ast::Call) ->
             padding: a.nonneg_or(4, 0)?,
             bias: a.bool_or(5, true)?,
         },
-        "sinusoidal" => LayerSpec::Sinusoidal {
-            len: a.size(0)?,
-            dim: a.size(1)?,
-        },
+        "sinusoidal" => LayerSpec::Sinusoidal { len: a.size(0)?, dim: a.size(1)? },
         "relative_bias" => LayerSpec::RelativeBias {
             heads: a.size(0)?,
             buckets: a.size_or(1, 32)?,
@@ -469,10 +328,7 @@ pub(crate) fn layer_spec<'w>(b: &mut Body<'_, 'w>, p: &str, c: &'w ast::Call) ->
                 "zeros" => Init::Zeros,
                 "ones" => Init::Ones,
                 "constant" => Init::Constant(value),
-                _ => Init::Normal {
-                    std,
-                    residual: false,
-                },
+                _ => Init::Normal { std, residual: false },
             };
             LayerSpec::Parameter { dims, init, decay }
         }
@@ -481,24 +337,15 @@ pub(crate) fn layer_spec<'w>(b: &mut Body<'_, 'w>, p: &str, c: &'w ast::Call) ->
 }
 
 /// Applies a primitive layer instance `n` to the call's arguments.
-pub(crate) fn apply_layer<'w>(
-    b: &mut Body<'_, 'w>,
-    n: &str,
-    spec: &LayerSpec,
-    params: Vec<ParamId>,
-    c: &'w ast::Call,
-) -> Option<Ev> {
+pub(crate) fn apply_layer<'w>(b: &mut Body<'_, 'w>, n: &str, spec: &LayerSpec, params: Vec<ParamId>, c: &'w ast::Call) -> Option<Ev> {
     let what = format!("`{n}` (a `{}` layer)", spec.name());
     let mut prim = match spec.prim() {
         Some(p) => p,
         None => {
             b.emit_pub(
-                Diagnostic::error(
-                    codes::KIND,
-                    format!("`{n}` is a free parameter and cannot be applied"),
-                )
-                .at(c.callee.span, "not applicable")
-                .hint(format!("read it as a tensor: `{n}.weight`")),
+                Diagnostic::error(codes::KIND, format!("`{n}` is a free parameter and cannot be applied"))
+                    .at(c.callee.span, "not applicable")
+                    .hint(format!("read it as a tensor: `{n}.weight`")),
             );
             return None;
         }
@@ -509,13 +356,7 @@ pub(crate) fn apply_layer<'w>(
         _ => &["x"],
     };
     let mut slots = args(b, &what, names, c)?;
-    let mut a = A {
-        b,
-        slots: &mut slots,
-        names,
-        what: what.clone(),
-        span: c.span,
-    };
+    let mut a = A { b, slots: &mut slots, names, what: what.clone(), span: c.span };
     let mut inputs = vec![];
     match &mut prim {
         Prim::Attention(cfg) => {
@@ -564,42 +405,19 @@ pub(crate) fn function<'w>(b: &mut Body<'_, 'w>, f: &str, c: &'w ast::Call) -> O
         if let Some(Some((Ev::Val(v), s))) = slots.first() {
             let (v, s) = (v.clone(), *s);
             let Some(x) = v.as_f64() else {
-                b.emit_pub(
-                    Diagnostic::error(
-                        codes::TYPE,
-                        format!(
-                            "expected a number or a tensor, found {} `{v}`",
-                            v.type_name()
-                        ),
-                    )
-                    .at(s, "here"),
-                );
+                b.emit_pub(Diagnostic::error(codes::TYPE, format!("expected a number or a tensor, found {} `{v}`", v.type_name())).at(s, "here"));
                 return None;
             };
             if x < 0.0 {
-                b.emit_pub(
-                    Diagnostic::error(
-                        codes::TYPE,
-                        format!("square root of the negative number {x}"),
-                    )
-                    .at(s, "negative"),
-                );
+                b.emit_pub(Diagnostic::error(codes::TYPE, format!("square root of the negative number {x}")).at(s, "negative"));
                 return None;
             }
             return Some(Ev::Val(Val::Float(x.sqrt())));
         }
     }
-    let mut a = A {
-        b,
-        slots: &mut slots,
-        names,
-        what,
-        span: c.span,
-    };
+    let mut a = A { b, slots: &mut slots, names, what, span: c.span };
     let (prim, inputs) = match f {
-        "gelu" | "gelu_exact" | "relu" | "silu" | "swiglu" | "geglu" => {
-            (Prim::Act(activation(f)?), vec![a.tensor(0)?])
-        }
+        "gelu" | "gelu_exact" | "relu" | "silu" | "swiglu" | "geglu" => (Prim::Act(activation(f)?), vec![a.tensor(0)?]),
         "tanh" => (Prim::Tanh, vec![a.tensor(0)?]),
         "sigmoid" => (Prim::Sigmoid, vec![a.tensor(0)?]),
         "exp" => (Prim::Exp, vec![a.tensor(0)?]),
@@ -610,11 +428,7 @@ pub(crate) fn function<'w>(b: &mut Body<'_, 'w>, f: &str, c: &'w ast::Call) -> O
         "softmax" | "log_softmax" | "mean" | "sum" => {
             let x = a.tensor(0)?;
             let rank = a.b.value_type(x.0).shape.len();
-            let default = if f.ends_with("softmax") {
-                Some(-1)
-            } else {
-                None
-            };
+            let default = if f.ends_with("softmax") { Some(-1) } else { None };
             let axis = a.axis(1, default, rank)?;
             let prim = match f {
                 "softmax" => Prim::Softmax { axis },
@@ -629,13 +443,7 @@ pub(crate) fn function<'w>(b: &mut Body<'_, 'w>, f: &str, c: &'w ast::Call) -> O
             let (ev, s) = a.req(1)?;
             let p = a.b.need_float(ev, s)?;
             if !(0.0..1.0).contains(&p) {
-                a.b.emit_pub(
-                    Diagnostic::error(
-                        codes::CONSTRAINT,
-                        format!("expected a dropout probability in [0, 1), found {p}"),
-                    )
-                    .at(s, "out of range"),
-                );
+                a.b.emit_pub(Diagnostic::error(codes::CONSTRAINT, format!("expected a dropout probability in [0, 1), found {p}")).at(s, "out of range"));
                 return None;
             }
             (Prim::Dropout { p }, vec![x])
@@ -674,15 +482,7 @@ pub(crate) fn function<'w>(b: &mut Body<'_, 'w>, f: &str, c: &'w ast::Call) -> O
                 match normalize_axis(raw, rank) {
                     Some(ax) => axes.push(ax),
                     None => {
-                        a.b.emit_pub(
-                            Diagnostic::error(
-                                codes::SHAPE,
-                                format!(
-                                    "expected an axis of a tensor with {rank} dims, found {raw}"
-                                ),
-                            )
-                            .at(s, "axis out of range"),
-                        );
+                        a.b.emit_pub(Diagnostic::error(codes::SHAPE, format!("expected an axis of a tensor with {rank} dims, found {raw}")).at(s, "axis out of range"));
                         return None;
                     }
                 }
@@ -696,10 +496,7 @@ pub(crate) fn function<'w>(b: &mut Body<'_, 'w>, f: &str, c: &'w ast::Call) -> O
             for (ev, s) in list {
                 xs.push((a.b.need_tensor(ev, s)?, s));
             }
-            let rank = xs
-                .first()
-                .map(|x| a.b.value_type(x.0).shape.len())
-                .unwrap_or(0);
+            let rank = xs.first().map(|x| a.b.value_type(x.0).shape.len()).unwrap_or(0);
             let axis = a.axis(1, Some(0), rank.max(1))?;
             (Prim::Concat { axis }, xs)
         }
@@ -720,22 +517,11 @@ pub(crate) fn function<'w>(b: &mut Body<'_, 'w>, f: &str, c: &'w ast::Call) -> O
         }
         "alibi" => {
             let heads = a.size(0)?;
-            (
-                Prim::Alibi {
-                    heads,
-                    len: a.dim(1)?,
-                },
-                vec![],
-            )
+            (Prim::Alibi { heads, len: a.dim(1)? }, vec![])
         }
         "pad_mask" => {
             let x = a.tensor(0)?;
-            (
-                Prim::PadMask {
-                    pad_id: a.int_or(1, 0)?,
-                },
-                vec![x],
-            )
+            (Prim::PadMask { pad_id: a.int_or(1, 0)? }, vec![x])
         }
         _ => return None,
     };
@@ -750,13 +536,7 @@ pub(crate) fn builtin<'w>(b: &mut Body<'_, 'w>, f: &str, c: &'w ast::Call) -> Op
     };
     let what = format!("`{f}`");
     let mut slots = args(b, &what, names, c)?;
-    let mut a = A {
-        b,
-        slots: &mut slots,
-        names,
-        what,
-        span: c.span,
-    };
+    let mut a = A { b, slots: &mut slots, names, what, span: c.span };
     match f {
         "float" => {
             let (ev, s) = a.req(0)?;
@@ -766,13 +546,7 @@ pub(crate) fn builtin<'w>(b: &mut Body<'_, 'w>, f: &str, c: &'w ast::Call) -> Op
             let (ev, s) = a.req(0)?;
             let x = a.b.need_float(ev, s)?;
             if !(x.is_finite() && x.abs() < 9.2e18) {
-                a.b.emit_pub(
-                    Diagnostic::error(
-                        codes::OVERFLOW,
-                        format!("`int({x})` does not fit in 64 bits"),
-                    )
-                    .at(s, "too large"),
-                );
+                a.b.emit_pub(Diagnostic::error(codes::OVERFLOW, format!("`int({x})` does not fit in 64 bits")).at(s, "too large"));
                 return None;
             }
             Some(Ev::Val(Val::Int(x.trunc() as i64)))
@@ -782,13 +556,7 @@ pub(crate) fn builtin<'w>(b: &mut Body<'_, 'w>, f: &str, c: &'w ast::Call) -> Op
             let (y, ys) = a.req(1)?;
             let y = a.b.need_int(y, ys)?;
             if y <= 0 {
-                a.b.emit_pub(
-                    Diagnostic::error(
-                        codes::DIV_ZERO,
-                        format!("`{f}` needs a positive divisor, found {y}"),
-                    )
-                    .at(ys, "not positive"),
-                );
+                a.b.emit_pub(Diagnostic::error(codes::DIV_ZERO, format!("`{f}` needs a positive divisor, found {y}")).at(ys, "not positive"));
                 return None;
             }
             let up = f == "ceil_div";
@@ -812,33 +580,12 @@ pub(crate) fn builtin<'w>(b: &mut Body<'_, 'w>, f: &str, c: &'w ast::Call) -> Op
             let y = a.b.need_val(y, ys)?;
             let pick_first = |p: bool| if (f == "min") == p { 0 } else { 1 };
             match (&x, &y) {
-                (Val::Int(i), Val::Int(j)) => Some(Ev::Val(Val::Int(if pick_first(i <= j) == 0 {
-                    *i
-                } else {
-                    *j
-                }))),
+                (Val::Int(i), Val::Int(j)) => Some(Ev::Val(Val::Int(if pick_first(i <= j) == 0 { *i } else { *j }))),
                 _ => match (x.as_f64(), y.as_f64()) {
-                    (Some(i), Some(j)) => Some(Ev::Val(Val::Float(if pick_first(i <= j) == 0 {
-                        i
-                    } else {
-                        j
-                    }))),
+                    (Some(i), Some(j)) => Some(Ev::Val(Val::Float(if pick_first(i <= j) == 0 { i } else { j }))),
                     _ => {
-                        let bad = if x.as_f64().is_none() {
-                            (&x, xs)
-                        } else {
-                            (&y, ys)
-                        };
-                        a.b.emit_pub(
-                            Diagnostic::error(
-                                codes::TYPE,
-                                format!(
-                                    "expected a number, found {}",
-                                    describe(&Ev::Val(bad.0.clone()))
-                                ),
-                            )
-                            .at(bad.1, "not a number"),
-                        );
+                        let bad = if x.as_f64().is_none() { (&x, xs) } else { (&y, ys) };
+                        a.b.emit_pub(Diagnostic::error(codes::TYPE, format!("expected a number, found {}", describe(&Ev::Val(bad.0.clone())))).at(bad.1, "not a number"));
                         None
                     }
                 },

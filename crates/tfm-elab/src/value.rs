@@ -62,12 +62,7 @@ pub(crate) fn binop(op: BinOp, a: &Val, b: &Val) -> Result<Val, OpError> {
     let mismatch = || -> OpError {
         (
             crate::codes::TYPE,
-            format!(
-                "cannot apply `{}` to {} `{a}` and {} `{b}`",
-                op.symbol(),
-                a.type_name(),
-                b.type_name()
-            ),
+            format!("cannot apply `{}` to {} `{a}` and {} `{b}`", op.symbol(), a.type_name(), b.type_name()),
             None,
         )
     };
@@ -99,11 +94,7 @@ pub(crate) fn binop(op: BinOp, a: &Val, b: &Val) -> Result<Val, OpError> {
         (Sub, Int(x), Int(y)) => Int(x.checked_sub(*y).ok_or_else(|| overflow(op, x, y))?),
         (Mul, Int(x), Int(y)) => Int(x.checked_mul(*y).ok_or_else(|| overflow(op, x, y))?),
         (Div | Rem, Int(_), Int(0)) => {
-            return Err((
-                crate::codes::DIV_ZERO,
-                format!("division by zero in `{a} {} {b}`", op.symbol()),
-                None,
-            ))
+            return Err((crate::codes::DIV_ZERO, format!("division by zero in `{a} {} {b}`", op.symbol()), None))
         }
         (Div, Int(x), Int(y)) => {
             if x.checked_rem(*y) != Some(0) {
@@ -118,11 +109,7 @@ pub(crate) fn binop(op: BinOp, a: &Val, b: &Val) -> Result<Val, OpError> {
         (Rem, Int(x), Int(y)) => Int(x.checked_rem_euclid(*y).ok_or_else(|| overflow(op, x, y))?),
         (Pow, Int(x), Int(y)) => {
             let e = u32::try_from(*y).map_err(|_| -> OpError {
-                (
-                    crate::codes::TYPE,
-                    format!("negative exponent in `{x} ** {y}`"),
-                    Some("use floats: `float(x) ** y`".into()),
-                )
+                (crate::codes::TYPE, format!("negative exponent in `{x} ** {y}`"), Some("use floats: `float(x) ** y`".into()))
             })?;
             Int(x.checked_pow(e).ok_or_else(|| overflow(op, x, y))?)
         }
@@ -136,11 +123,7 @@ pub(crate) fn binop(op: BinOp, a: &Val, b: &Val) -> Result<Val, OpError> {
                 _ => x.powf(y),
             };
             if !r.is_finite() {
-                return Err((
-                    crate::codes::OVERFLOW,
-                    format!("`{a} {} {b}` is not a finite number", op.symbol()),
-                    None,
-                ));
+                return Err((crate::codes::OVERFLOW, format!("`{a} {} {b}` is not a finite number", op.symbol()), None));
             }
             Float(r)
         }
@@ -166,9 +149,7 @@ pub(crate) fn parse_override(raw: &str) -> Option<Val> {
         }
     }
     let mut chars = s.chars();
-    let ident = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    let ident = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
     ident.then(|| Val::Choice(s.to_string()))
 }
@@ -179,60 +160,18 @@ mod tests {
 
     #[test]
     fn checked_arithmetic() {
-        assert_eq!(
-            binop(BinOp::Mul, &Val::Int(1_000_000), &Val::Int(1_000_000_000)),
-            Ok(Val::Int(1_000_000_000_000_000))
-        );
-        assert_eq!(
-            binop(BinOp::Mul, &Val::Int(i64::MAX), &Val::Int(2)).map_err(|e| e.0),
-            Err(crate::codes::OVERFLOW)
-        );
-        assert_eq!(
-            binop(BinOp::Div, &Val::Int(768), &Val::Int(12)),
-            Ok(Val::Int(64))
-        );
-        let e = binop(BinOp::Div, &Val::Int(7), &Val::Int(2))
-            .err()
-            .map(|e| e.2);
-        assert_eq!(
-            e,
-            Some(Some(
-                "write `floor_div(7, 2)` or `ceil_div(7, 2)`, or `float(7) / 2` for a float"
-                    .to_string()
-            ))
-        );
-        assert_eq!(
-            binop(BinOp::Rem, &Val::Int(7), &Val::Int(0)).map_err(|e| e.0),
-            Err(crate::codes::DIV_ZERO)
-        );
-        assert_eq!(
-            binop(BinOp::Pow, &Val::Int(10), &Val::Int(15)),
-            Ok(Val::Int(1_000_000_000_000_000))
-        );
-        assert_eq!(
-            binop(BinOp::Pow, &Val::Int(10), &Val::Int(19)).map_err(|e| e.0),
-            Err(crate::codes::OVERFLOW)
-        );
-        assert_eq!(
-            binop(BinOp::Div, &Val::Float(1.0), &Val::Int(4)),
-            Ok(Val::Float(0.25))
-        );
-        assert_eq!(
-            binop(BinOp::Le, &Val::Int(3), &Val::Float(3.5)),
-            Ok(Val::Bool(true))
-        );
-        assert_eq!(
-            binop(
-                BinOp::Eq,
-                &Val::Choice("gelu".into()),
-                &Val::Choice("gelu".into())
-            ),
-            Ok(Val::Bool(true))
-        );
-        assert_eq!(
-            binop(BinOp::Add, &Val::Bool(true), &Val::Int(1)).map_err(|e| e.0),
-            Err(crate::codes::TYPE)
-        );
+        assert_eq!(binop(BinOp::Mul, &Val::Int(1_000_000), &Val::Int(1_000_000_000)), Ok(Val::Int(1_000_000_000_000_000)));
+        assert_eq!(binop(BinOp::Mul, &Val::Int(i64::MAX), &Val::Int(2)).map_err(|e| e.0), Err(crate::codes::OVERFLOW));
+        assert_eq!(binop(BinOp::Div, &Val::Int(768), &Val::Int(12)), Ok(Val::Int(64)));
+        let e = binop(BinOp::Div, &Val::Int(7), &Val::Int(2)).err().map(|e| e.2);
+        assert_eq!(e, Some(Some("write `floor_div(7, 2)` or `ceil_div(7, 2)`, or `float(7) / 2` for a float".to_string())));
+        assert_eq!(binop(BinOp::Rem, &Val::Int(7), &Val::Int(0)).map_err(|e| e.0), Err(crate::codes::DIV_ZERO));
+        assert_eq!(binop(BinOp::Pow, &Val::Int(10), &Val::Int(15)), Ok(Val::Int(1_000_000_000_000_000)));
+        assert_eq!(binop(BinOp::Pow, &Val::Int(10), &Val::Int(19)).map_err(|e| e.0), Err(crate::codes::OVERFLOW));
+        assert_eq!(binop(BinOp::Div, &Val::Float(1.0), &Val::Int(4)), Ok(Val::Float(0.25)));
+        assert_eq!(binop(BinOp::Le, &Val::Int(3), &Val::Float(3.5)), Ok(Val::Bool(true)));
+        assert_eq!(binop(BinOp::Eq, &Val::Choice("gelu".into()), &Val::Choice("gelu".into())), Ok(Val::Bool(true)));
+        assert_eq!(binop(BinOp::Add, &Val::Bool(true), &Val::Int(1)).map_err(|e| e.0), Err(crate::codes::TYPE));
     }
 
     #[test]

@@ -9,11 +9,7 @@ fn check(src: &str, opts: &CheckOptions) -> Checked {
 }
 
 fn codes(c: &Checked) -> Vec<&'static str> {
-    c.diagnostics
-        .iter()
-        .filter(|d| d.is_error())
-        .map(|d| d.code)
-        .collect()
+    c.diagnostics.iter().filter(|d| d.is_error()).map(|d| d.code).collect()
 }
 
 const TWO: &str = "
@@ -26,62 +22,32 @@ fn every_model_or_the_selected_one() {
     let all = check(TWO, &CheckOptions::default());
     // `b.d` has no value: `b` fails, `a` is clean.
     assert_eq!(codes(&all), ["E0303"]);
-    assert_eq!(
-        all.models
-            .iter()
-            .map(|m| m.model.name.as_str())
-            .collect::<Vec<_>>(),
-        ["a"]
-    );
+    assert_eq!(all.models.iter().map(|m| m.model.name.as_str()).collect::<Vec<_>>(), ["a"]);
 
-    let opts = CheckOptions {
-        overrides: vec![("d".into(), "5".into())],
-        model: Some("b".into()),
-    };
+    let opts = CheckOptions { overrides: vec![("d".into(), "5".into())], model: Some("b".into()) };
     let b = check(TWO, &opts);
     assert!(codes(&b).is_empty(), "{:?}", b.diagnostics);
     let m = &b.models[0].model;
     assert_eq!(m.name, "b");
-    assert_eq!(
-        m.params,
-        vec![("d".to_string(), tfm_ir::ConstValue::Int(5))]
-    );
+    assert_eq!(m.params, vec![("d".to_string(), tfm_ir::ConstValue::Int(5))]);
     assert_eq!(m.graph.params[0].shape, vec![3, 5]);
     assert_eq!(m.outputs[0].name, "y");
-    assert_eq!(
-        m.graph.values[m.outputs[0].value].ty.to_string(),
-        "f32[B, 3]"
-    );
+    assert_eq!(m.graph.values[m.outputs[0].value].ty.to_string(), "f32[B, 3]");
 }
 
 #[test]
 fn unknown_model_and_override() {
-    let c = check(
-        TWO,
-        &CheckOptions {
-            overrides: vec![],
-            model: Some("bb".into()),
-        },
-    );
+    let c = check(TWO, &CheckOptions { overrides: vec![], model: Some("bb".into()) });
     assert_eq!(codes(&c), ["E0106"]);
     assert!(c.models.is_empty());
-    let c = check(
-        TWO,
-        &CheckOptions {
-            overrides: vec![("nn".into(), "1".into())],
-            model: Some("a".into()),
-        },
-    );
+    let c = check(TWO, &CheckOptions { overrides: vec![("nn".into(), "1".into())], model: Some("a".into()) });
     assert_eq!(codes(&c), ["E0107"]);
     assert_eq!(c.diagnostics[0].hints, ["did you mean `n`?"]);
 }
 
 #[test]
 fn missing_import_is_reported() {
-    let c = check(
-        "import \"no/such/file.tfm\" as lib\nmodel m { input x: f32[B]; output y = x }",
-        &CheckOptions::default(),
-    );
+    let c = check("import \"no/such/file.tfm\" as lib\nmodel m { input x: f32[B]; output y = x }", &CheckOptions::default());
     assert_eq!(codes(&c), ["E0401"]);
 }
 
@@ -126,12 +92,7 @@ model m {
     let c = check(src, &CheckOptions::default());
     assert!(codes(&c).is_empty(), "{:?}", c.diagnostics);
     assert!(c.models[0].expectations.iter().all(|e| e.passed));
-    assert_eq!(
-        c.models[0].model.graph.values[c.models[0].model.outputs[0].value]
-            .ty
-            .to_string(),
-        "f32[B, 10]"
-    );
+    assert_eq!(c.models[0].model.graph.values[c.models[0].model.outputs[0].value].ty.to_string(), "f32[B, 10]");
 }
 
 #[test]
@@ -141,50 +102,20 @@ fn attention_without_a_key_bias() {
     assert!(codes(&c).is_empty(), "{:?}", c.diagnostics);
     let g = &c.models[0].model.graph;
     let names: Vec<&str> = g.params.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "a.q.weight",
-            "a.k.weight",
-            "a.v.weight",
-            "a.o.weight",
-            "a.q.bias",
-            "a.v.bias",
-            "a.o.bias"
-        ]
-    );
+    assert_eq!(names, ["a.q.weight", "a.k.weight", "a.v.weight", "a.o.weight", "a.q.bias", "a.v.bias", "a.o.bias"]);
     let sizes: Vec<Vec<u64>> = g.params.iter().map(|p| p.shape.clone()).collect();
     assert_eq!(sizes[4..], [vec![8], vec![8], vec![8]]);
 
     // The default keeps the key bias.
-    let c = check(
-        "model m { input x: f32[B, T, 8]; layer a = attention(8, 2); output y = a(x) }",
-        &CheckOptions::default(),
-    );
-    let names: Vec<&str> = c.models[0]
-        .model
-        .graph
-        .params
-        .iter()
-        .map(|p| p.name.as_str())
-        .collect();
+    let c = check("model m { input x: f32[B, T, 8]; layer a = attention(8, 2); output y = a(x) }", &CheckOptions::default());
+    let names: Vec<&str> = c.models[0].model.graph.params.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names[4..], ["a.q.bias", "a.k.bias", "a.v.bias", "a.o.bias"]);
 
     // A fused projection has one bias for q, k and v; a key bias needs the others.
     let fused = check("model m { input x: f32[B, T, 8]; layer a = attention(8, 2, fused_qkv: true, k_bias: false); output y = a(x) }", &CheckOptions::default());
     assert_eq!(codes(&fused), [tfm_elab::codes::CONSTRAINT]);
-    assert!(
-        fused.diagnostics[0]
-            .message
-            .contains("`k_bias: false` needs `fused_qkv: false`"),
-        "{:?}",
-        fused.diagnostics
-    );
+    assert!(fused.diagnostics[0].message.contains("`k_bias: false` needs `fused_qkv: false`"), "{:?}", fused.diagnostics);
     let lone = check("model m { input x: f32[B, T, 8]; layer a = attention(8, 2, bias: false, k_bias: true); output y = a(x) }", &CheckOptions::default());
     assert_eq!(codes(&lone), [tfm_elab::codes::CONSTRAINT]);
-    assert!(
-        lone.diagnostics[0].message.contains("found `k_bias: true`"),
-        "{:?}",
-        lone.diagnostics
-    );
+    assert!(lone.diagnostics[0].message.contains("found `k_bias: true`"), "{:?}", lone.diagnostics);
 }

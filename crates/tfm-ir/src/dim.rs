@@ -33,9 +33,7 @@ impl Dim {
         Dim { terms }
     }
     pub fn var(name: &str) -> Dim {
-        Dim {
-            terms: BTreeMap::from([(vec![Atom::Var(name.to_string())], 1)]),
-        }
+        Dim { terms: BTreeMap::from([(vec![Atom::Var(name.to_string())], 1)]) }
     }
     /// The value if no shape variable occurs.
     pub fn as_const(&self) -> Option<i64> {
@@ -88,13 +86,7 @@ impl Dim {
         Dim { terms }
     }
     pub fn neg(&self) -> Dim {
-        Dim {
-            terms: self
-                .terms
-                .iter()
-                .map(|(m, c)| (m.clone(), c.saturating_neg()))
-                .collect(),
-        }
+        Dim { terms: self.terms.iter().map(|(m, c)| (m.clone(), c.saturating_neg())).collect() }
     }
     pub fn sub(&self, o: &Dim) -> Dim {
         self.add(&o.neg())
@@ -105,9 +97,7 @@ impl Dim {
             for (m2, c2) in &o.terms {
                 let mut m: Vec<Atom> = m1.iter().chain(m2).cloned().collect();
                 m.sort();
-                out = out.add(&Dim {
-                    terms: BTreeMap::from([(m, c1.saturating_mul(*c2))]),
-                });
+                out = out.add(&Dim { terms: BTreeMap::from([(m, c1.saturating_mul(*c2))]) });
             }
         }
         out
@@ -116,9 +106,7 @@ impl Dim {
     pub fn div_exact(&self, d: u64) -> Option<Dim> {
         let d = i64::try_from(d).ok().filter(|d| *d > 0)?;
         if self.terms.values().all(|c| c % d == 0) {
-            Some(Dim {
-                terms: self.terms.iter().map(|(m, c)| (m.clone(), c / d)).collect(),
-            })
+            Some(Dim { terms: self.terms.iter().map(|(m, c)| (m.clone(), c / d)).collect() })
         } else {
             None
         }
@@ -134,9 +122,7 @@ impl Dim {
         if let Some(q) = self.div_exact(d) {
             return q;
         }
-        Dim {
-            terms: BTreeMap::from([(vec![Atom::FloorDiv(Box::new(self.clone()), d)], 1)]),
-        }
+        Dim { terms: BTreeMap::from([(vec![Atom::FloorDiv(Box::new(self.clone()), d)], 1)]) }
     }
     /// Evaluates with the given shape variables; `None` if one is unbound or the result is negative.
     pub fn eval(&self, env: &DimEnv) -> Option<u64> {
@@ -177,11 +163,7 @@ impl fmt::Display for Atom {
         match self {
             Atom::Var(v) => write!(f, "{v}"),
             Atom::FloorDiv(d, k) => {
-                if d.terms.len() > 1 {
-                    write!(f, "({d})/{k}")
-                } else {
-                    write!(f, "{d}/{k}")
-                }
+                if d.terms.len() > 1 { write!(f, "({d})/{k}") } else { write!(f, "{d}/{k}") }
             }
         }
     }
@@ -197,11 +179,7 @@ impl fmt::Display for Dim {
         terms.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(b.0)));
         for (i, (m, c)) in terms.iter().enumerate() {
             let c = **c;
-            let (sign, abs) = if c < 0 {
-                ("-", c.unsigned_abs())
-            } else {
-                ("+", c as u64)
-            };
+            let (sign, abs) = if c < 0 { ("-", c.unsigned_abs()) } else { ("+", c as u64) };
             if i == 0 {
                 if c < 0 {
                     write!(f, "-")?;

@@ -89,10 +89,7 @@ pub struct Value {
 #[serde(rename_all = "snake_case")]
 pub enum Init {
     /// Normal(0, std). `residual` marks output projections that get GPT-2's 1/sqrt(2 * layers) scale.
-    Normal {
-        std: f64,
-        residual: bool,
-    },
+    Normal { std: f64, residual: bool },
     Zeros,
     Ones,
     Constant(f64),
@@ -220,46 +217,23 @@ pub enum Prim {
     /// params: [weight]; inputs: [ids]
     Embedding,
     /// params: [weight, bias?]
-    Linear {
-        bias: bool,
-    },
+    Linear { bias: bool },
     /// params: [weight, bias?]
-    LayerNorm {
-        eps: f64,
-        bias: bool,
-    },
+    LayerNorm { eps: f64, bias: bool },
     /// params: [weight]
-    RmsNorm {
-        eps: f64,
-    },
+    RmsNorm { eps: f64 },
     /// params: q,k,v,o weights then biases (or qkv, o when fused): see `tfm-elab` docs.
     Attention(AttentionCfg),
     /// params: [up.w, up.b?, down.w, down.b?] or gated [gate.w, gate.b?, up.w, up.b?, down.w, down.b?]
-    Mlp {
-        act: Activation,
-        bias: bool,
-    },
+    Mlp { act: Activation, bias: bool },
     /// params: [weight, bias?]; f32[B, C, H, W] -> f32[B, (H/p)*(W/p), dim]
-    PatchEmbed {
-        patch: u64,
-        bias: bool,
-    },
+    PatchEmbed { patch: u64, bias: bool },
     /// params: [weight, bias?]
-    Conv1d {
-        stride: u64,
-        padding: u64,
-        bias: bool,
-    },
+    Conv1d { stride: u64, padding: u64, bias: bool },
     /// params: [table] (fixed); inputs: [positions]
     Sinusoidal,
     /// params: [weight [buckets, heads]]; no tensor inputs; outputs f32[heads, T, S] with dims T, S
-    RelativeBias {
-        buckets: u64,
-        max_distance: u64,
-        bidirectional: bool,
-        q_len: Dim,
-        k_len: Dim,
-    },
+    RelativeBias { buckets: u64, max_distance: u64, bidirectional: bool, q_len: Dim, k_len: Dim },
 
     // functions
     Add,
@@ -276,58 +250,26 @@ pub enum Prim {
     Sigmoid,
     Exp,
     Sqrt,
-    Softmax {
-        axis: usize,
-    },
-    LogSoftmax {
-        axis: usize,
-    },
-    Dropout {
-        p: f64,
-    },
-    Arange {
-        n: Dim,
-    },
-    Reshape {
-        shape: Vec<Dim>,
-    },
-    Permute {
-        axes: Vec<usize>,
-    },
-    Concat {
-        axis: usize,
-    },
-    Split {
-        axis: usize,
-        sizes: Vec<Dim>,
-    },
-    Slice {
-        axis: usize,
-        start: Dim,
-        end: Dim,
-    },
-    Expand {
-        shape: Vec<Dim>,
-    },
+    Softmax { axis: usize },
+    LogSoftmax { axis: usize },
+    Dropout { p: f64 },
+    Arange { n: Dim },
+    Reshape { shape: Vec<Dim> },
+    Permute { axes: Vec<usize> },
+    Concat { axis: usize },
+    Split { axis: usize, sizes: Vec<Dim> },
+    Slice { axis: usize, start: Dim, end: Dim },
+    Expand { shape: Vec<Dim> },
     /// f32[B, T, D] -> f32[B, D]
     First,
-    Mean {
-        axis: usize,
-    },
-    Sum {
-        axis: usize,
-    },
+    Mean { axis: usize },
+    Sum { axis: usize },
     /// L2-normalise the last axis.
     Normalize,
     /// f32[heads, T, T] ALiBi bias.
-    Alibi {
-        heads: u64,
-        len: Dim,
-    },
+    Alibi { heads: u64, len: Dim },
     /// i64[B, T] -> bool[B, T]: true where the token is not `pad_id`.
-    PadMask {
-        pad_id: i64,
-    },
+    PadMask { pad_id: i64 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -405,13 +347,8 @@ impl Graph {
         for c in &self.children {
             let base = join(prefix, &c.name);
             match c.kind {
-                ChildKind::Block | ChildKind::Repeat { shared: true, .. } => {
-                    c.graph.for_each_param(&base, f)
-                }
-                ChildKind::Repeat {
-                    count,
-                    shared: false,
-                } => {
+                ChildKind::Block | ChildKind::Repeat { shared: true, .. } => c.graph.for_each_param(&base, f),
+                ChildKind::Repeat { count, shared: false } => {
                     for i in 0..count {
                         c.graph.for_each_param(&format!("{base}.{i}"), f);
                     }
@@ -423,9 +360,5 @@ impl Graph {
 
 /// `a.b`, or `b` when `a` is empty.
 pub fn join(prefix: &str, name: &str) -> String {
-    if prefix.is_empty() {
-        name.to_string()
-    } else {
-        format!("{prefix}.{name}")
-    }
+    if prefix.is_empty() { name.to_string() } else { format!("{prefix}.{name}") }
 }

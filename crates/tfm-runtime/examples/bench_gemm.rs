@@ -8,30 +8,16 @@ use tfm_runtime::gemm::{sgemm, sgemm_g, sgemm_par, single_threaded_kernels, MatR
 fn main() {
     single_threaded_kernels();
     // (m, k, n, b transposed): forward x @ W^T, backward dX = dY @ W, dW = dY^T @ X
-    let shapes = [
-        (768, 128, 384, true),
-        (768, 128, 512, true),
-        (768, 512, 128, true),
-        (768, 384, 128, false),
-        (384, 768, 128, false),
-    ];
+    let shapes = [(768, 128, 384, true), (768, 128, 512, true), (768, 512, 128, true), (768, 384, 128, false), (384, 768, 128, false)];
     for (m, k, n, bt) in shapes {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 17) as f32 * 0.1).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i % 13) as f32 * 0.1).collect();
         let mut c = vec![0.0f32; m * n];
-        let bv = if bt {
-            MatRef::trans(&b, 0, k)
-        } else {
-            MatRef::rows(&b, 0, n)
-        };
+        let bv = if bt { MatRef::trans(&b, 0, k) } else { MatRef::rows(&b, 0, n) };
         let reps = 200;
         let mut line = format!("{m}x{k}x{n}:");
         for (name, f) in [
-            (
-                "matrixmultiply rayon-rows",
-                sgemm_par
-                    as fn(usize, usize, usize, f32, MatRef, MatRef, f32, &mut [f32], usize, usize),
-            ),
+            ("matrixmultiply rayon-rows", sgemm_par as fn(usize, usize, usize, f32, MatRef, MatRef, f32, &mut [f32], usize, usize)),
             ("matrixmultiply 1 thread", sgemm),
             ("gemm crate rayon", sgemm_g),
         ] {

@@ -12,26 +12,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let steps: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20);
     let generic = args.iter().any(|a| a == "generic");
-    let size = GptSize {
-        vocab: 65,
-        context: 64,
-        layers: 4,
-        heads: 4,
-        d_model: 128,
-        dropout: 0.0,
-    };
+    let size = GptSize { vocab: 65, context: 64, layers: 4, heads: 4, d_model: 128, dropout: 0.0 };
     let (b, t) = (12usize, 64usize);
     let mut rt = Runtime::new(gpt(size), Cpu::default())?;
     rt.set_fused(!generic);
     let mut store = rt.init_params(0);
     let tokens: Vec<i64> = (0..b * t).map(|i| ((i * 7 + i / 13) % 65) as i64).collect();
-    let batch = Batch {
-        inputs: vec![HostTensor::I64 {
-            shape: vec![b, t],
-            data: tokens,
-        }],
-        targets: None,
-    };
+    let batch = Batch { inputs: vec![HostTensor::I64 { shape: vec![b, t], data: tokens }], targets: None };
     let mut times = vec![];
     for step in 0..steps + 3 {
         let t0 = Instant::now();

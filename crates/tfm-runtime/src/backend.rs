@@ -19,11 +19,7 @@ pub struct Cols<'a, D: Device<f32>> {
 
 impl<'a, D: Device<f32>> Cols<'a, D> {
     pub fn all(x: &'a FT<D>) -> Self {
-        Cols {
-            x,
-            off: 0,
-            width: x.last(),
-        }
+        Cols { x, off: 0, width: x.last() }
     }
     pub fn row_stride(&self) -> usize {
         self.x.last()
@@ -87,12 +83,7 @@ pub trait Backend: Device<f32> + Sized {
         rt.forward_here(store, inputs, train, seed)
     }
     #[doc(hidden)]
-    fn pass_loss_and_grads(
-        rt: &Runtime<Self>,
-        store: &ParamStore<Self>,
-        batch: &Batch,
-        seed: u64,
-    ) -> R<(f32, Gradients<f32, Self>)> {
+    fn pass_loss_and_grads(rt: &Runtime<Self>, store: &ParamStore<Self>, batch: &Batch, seed: u64) -> R<(f32, Gradients<f32, Self>)> {
         rt.loss_and_grads_here(store, batch, seed)
     }
     #[doc(hidden)]
@@ -101,20 +92,11 @@ pub trait Backend: Device<f32> + Sized {
     }
 
     /// `x [*, in] @ w[out, in]^T + b`.
-    fn linear<T: Tape<f32, Self>>(
-        cx: &mut Ctx<Self, T>,
-        x: &FT<Self>,
-        w: &FT<Self>,
-        b: Option<&FT<Self>>,
-    ) -> R<FT<Self>> {
+    fn linear<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, w: &FT<Self>, b: Option<&FT<Self>>) -> R<FT<Self>> {
         generic::linear(cx, x, w, b)
     }
     /// Batched `a [.., m, k] @ b [.., k, n]` with broadcasting of the leading dims.
-    fn matmul<T: Tape<f32, Self>>(
-        cx: &mut Ctx<Self, T>,
-        a: &FT<Self>,
-        b: &FT<Self>,
-    ) -> R<FT<Self>> {
+    fn matmul<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, a: &FT<Self>, b: &FT<Self>) -> R<FT<Self>> {
         generic::matmul(cx, a, b)
     }
     fn layer_norm<T: Tape<f32, Self>>(
@@ -126,20 +108,11 @@ pub trait Backend: Device<f32> + Sized {
     ) -> R<FT<Self>> {
         generic::layer_norm(cx, x, w, b, eps)
     }
-    fn rms_norm<T: Tape<f32, Self>>(
-        cx: &mut Ctx<Self, T>,
-        x: &FT<Self>,
-        w: &FT<Self>,
-        eps: f32,
-    ) -> R<FT<Self>> {
+    fn rms_norm<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, w: &FT<Self>, eps: f32) -> R<FT<Self>> {
         generic::rms_norm(cx, x, w, eps)
     }
     /// Elementwise activation (`gelu`, `gelu_exact`, `relu`, `silu`; gated ones are built from these).
-    fn act<T: Tape<f32, Self>>(
-        cx: &mut Ctx<Self, T>,
-        x: &FT<Self>,
-        act: Activation,
-    ) -> R<FT<Self>> {
+    fn act<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, act: Activation) -> R<FT<Self>> {
         generic::act(cx, x, act)
     }
     /// Same-shape elementwise sum.
@@ -159,13 +132,7 @@ pub trait Backend: Device<f32> + Sized {
         generic::attention_core(cx, q, k, v, cfg, mask, bias)
     }
     /// Rotary embedding (rotate-half) of the `heads * hd` columns of `x [B, L, W]`, positions 0..L.
-    fn rope<T: Tape<f32, Self>>(
-        cx: &mut Ctx<Self, T>,
-        x: Cols<Self>,
-        heads: usize,
-        hd: usize,
-        theta: f32,
-    ) -> R<FT<Self>> {
+    fn rope<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: Cols<Self>, heads: usize, hd: usize, theta: f32) -> R<FT<Self>> {
         generic::rope(cx, x, heads, hd, theta)
     }
     /// Rows of `w [num, dim]` picked by `ids`.
@@ -173,11 +140,7 @@ pub trait Backend: Device<f32> + Sized {
         generic::embedding(cx, w, ids)
     }
     /// Mean cross-entropy of `logits [rows, V]` against `targets` (`-100` = ignored); a scalar.
-    fn cross_entropy<T: Tape<f32, Self>>(
-        cx: &mut Ctx<Self, T>,
-        logits: &FT<Self>,
-        targets: &[i64],
-    ) -> R<FT<Self>> {
+    fn cross_entropy<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, logits: &FT<Self>, targets: &[i64]) -> R<FT<Self>> {
         generic::cross_entropy(cx, logits, targets)
     }
     /// Inverted dropout with keep probability `1 - p`.
@@ -185,12 +148,7 @@ pub trait Backend: Device<f32> + Sized {
         generic::dropout(cx, x, p)
     }
     /// `out[i] = x[idx[i]]` with an accumulating backward.
-    fn gather<T: Tape<f32, Self>>(
-        cx: &mut Ctx<Self, T>,
-        x: &FT<Self>,
-        idx: Vec<usize>,
-        shape: Vec<usize>,
-    ) -> R<FT<Self>> {
+    fn gather<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, idx: Vec<usize>, shape: Vec<usize>) -> R<FT<Self>> {
         cx.gather(x, idx, shape)
     }
 }
@@ -260,26 +218,15 @@ pub(crate) fn rope_tables(l: usize, hd: usize, theta: f32) -> (Vec<f32>, Vec<f32
 pub mod generic {
     use super::*;
 
-    pub fn linear<D: Device<f32>, T: Tape<f32, D>>(
-        cx: &mut Ctx<D, T>,
-        x: &FT<D>,
-        w: &FT<D>,
-        b: Option<&FT<D>>,
-    ) -> R<FT<D>> {
+    pub fn linear<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &FT<D>, w: &FT<D>, b: Option<&FT<D>>) -> R<FT<D>> {
         let (o, i) = (w.shape[0], w.numel() / w.shape[0].max(1));
         let n = x.rows();
         let w = &cx.distinct(x, w);
         let xt = cx.tr(x).reshape_like(&(n, i));
-        let wt =
-            w.t.clone()
-                .reshape_like(&(o, i))
-                .permute::<(usize, usize), Axes2<1, 0>>();
+        let wt = w.t.clone().reshape_like(&(o, i)).permute::<(usize, usize), Axes2<1, 0>>();
         let mut y = xt.try_matmul(wt).map_err(dev_err)?;
         if let Some(b) = b {
-            let bb =
-                b.t.clone()
-                    .reshape_like(&(o,))
-                    .broadcast_like::<(usize, usize), Axis<0>>(&(n, o));
+            let bb = b.t.clone().reshape_like(&(o,)).broadcast_like::<(usize, usize), Axis<0>>(&(n, o));
             y = y + bb;
         }
         let mut shape = x.shape.clone();
@@ -289,30 +236,19 @@ pub mod generic {
         Ok(cx.keep(y, shape))
     }
 
-    pub fn matmul<D: Device<f32>, T: Tape<f32, D>>(
-        cx: &mut Ctx<D, T>,
-        a: &FT<D>,
-        b: &FT<D>,
-    ) -> R<FT<D>> {
+    pub fn matmul<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, a: &FT<D>, b: &FT<D>) -> R<FT<D>> {
         let (ra, rb) = (a.shape.len(), b.shape.len());
         if ra < 2 || rb < 2 {
             return Err(run_err("matmul: expected operands with at least 2 dims"));
         }
         let (m, k, n) = (a.shape[ra - 2], a.shape[ra - 1], b.shape[rb - 1]);
         if b.shape[rb - 2] != k {
-            return Err(run_err(format!(
-                "matmul: expected inner dims to agree, found {k} and {}",
-                b.shape[rb - 2]
-            )));
+            return Err(run_err(format!("matmul: expected inner dims to agree, found {k} and {}", b.shape[rb - 2])));
         }
         let b = &cx.distinct(a, b);
         if rb == 2 {
             let rows = a.numel() / k.max(1);
-            let y = cx
-                .tr(a)
-                .reshape_like(&(rows, k))
-                .try_matmul(b.t.clone().reshape_like(&(k, n)))
-                .map_err(dev_err)?;
+            let y = cx.tr(a).reshape_like(&(rows, k)).try_matmul(b.t.clone().reshape_like(&(k, n))).map_err(dev_err)?;
             let mut shape = a.shape.clone();
             shape[ra - 1] = n;
             return Ok(cx.keep(y, shape));
@@ -330,18 +266,11 @@ pub mod generic {
     }
 
     /// Broadcasts the leading dims of two matmul operands to a common batch shape.
-    pub fn broadcast_batch<D: Device<f32>, T: Tape<f32, D>>(
-        cx: &mut Ctx<D, T>,
-        a: &FT<D>,
-        b: &FT<D>,
-    ) -> R<(FT<D>, FT<D>, Vec<usize>)> {
+    pub fn broadcast_batch<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, a: &FT<D>, b: &FT<D>) -> R<(FT<D>, FT<D>, Vec<usize>)> {
         let (ra, rb) = (a.shape.len(), b.shape.len());
         let (ba, bb) = (&a.shape[..ra - 2], &b.shape[..rb - 2]);
-        let batch = layout::broadcast_shapes(ba, bb).ok_or_else(|| {
-            run_err(format!(
-                "matmul: batch dims {ba:?} and {bb:?} do not broadcast"
-            ))
-        })?;
+        let batch = layout::broadcast_shapes(ba, bb)
+            .ok_or_else(|| run_err(format!("matmul: batch dims {ba:?} and {bb:?} do not broadcast")))?;
         let expand = |cx: &mut Ctx<D, T>, x: &FT<D>, r: usize| -> R<FT<D>> {
             if x.shape[..r - 2] == batch[..] {
                 return Ok(x.clone());
@@ -364,58 +293,25 @@ pub mod generic {
         eps: f32,
     ) -> R<FT<D>> {
         let (r, n) = (x.rows(), x.last());
-        let xn = cx
-            .tr(x)
-            .reshape_like(&(r, n))
-            .try_normalize::<Axis<1>>(eps)
-            .map_err(dev_err)?;
-        let mut y = xn
-            * w.t
-                .clone()
-                .reshape_like(&(n,))
-                .broadcast_like::<(usize, usize), Axis<0>>(&(r, n));
+        let xn = cx.tr(x).reshape_like(&(r, n)).try_normalize::<Axis<1>>(eps).map_err(dev_err)?;
+        let mut y = xn * w.t.clone().reshape_like(&(n,)).broadcast_like::<(usize, usize), Axis<0>>(&(r, n));
         if let Some(b) = b {
-            y = y + b
-                .t
-                .clone()
-                .reshape_like(&(n,))
-                .broadcast_like::<(usize, usize), Axis<0>>(&(r, n));
+            y = y + b.t.clone().reshape_like(&(n,)).broadcast_like::<(usize, usize), Axis<0>>(&(r, n));
         }
         Ok(cx.keep(y, x.shape.clone()))
     }
 
-    pub fn rms_norm<D: Device<f32>, T: Tape<f32, D>>(
-        cx: &mut Ctx<D, T>,
-        x: &FT<D>,
-        w: &FT<D>,
-        eps: f32,
-    ) -> R<FT<D>> {
+    pub fn rms_norm<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &FT<D>, w: &FT<D>, eps: f32) -> R<FT<D>> {
         let (r, n) = (x.rows(), x.last());
-        let ms = cx
-            .tr(x)
-            .reshape_like(&(r, n))
-            .square()
-            .sum::<(usize,), Axis<1>>()
-            * (1.0 / n as f32);
+        let ms = cx.tr(x).reshape_like(&(r, n)).square().sum::<(usize,), Axis<1>>() * (1.0 / n as f32);
         let inv = (ms + eps).sqrt().recip();
         let inv = cx.keep(inv, vec![r]);
-        let y = cx
-            .tr(&inv)
-            .broadcast_like::<(usize, usize), Axis<1>>(&(r, n))
-            * x.t.clone().reshape_like(&(r, n));
-        let y = y * w
-            .t
-            .clone()
-            .reshape_like(&(n,))
-            .broadcast_like::<(usize, usize), Axis<0>>(&(r, n));
+        let y = cx.tr(&inv).broadcast_like::<(usize, usize), Axis<1>>(&(r, n)) * x.t.clone().reshape_like(&(r, n));
+        let y = y * w.t.clone().reshape_like(&(n,)).broadcast_like::<(usize, usize), Axis<0>>(&(r, n));
         Ok(cx.keep(y, x.shape.clone()))
     }
 
-    pub fn act<D: Device<f32>, T: Tape<f32, D>>(
-        cx: &mut Ctx<D, T>,
-        x: &FT<D>,
-        act: Activation,
-    ) -> R<FT<D>> {
+    pub fn act<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &FT<D>, act: Activation) -> R<FT<D>> {
         Ok(match act {
             Activation::Gelu => cx.map(x, |t| t.fast_gelu()),
             Activation::Relu => cx.map(x, |t| t.relu()),
@@ -425,9 +321,7 @@ pub mod generic {
             }
             Activation::GeluExact => gelu_exact(cx, x)?,
             Activation::Swiglu | Activation::Geglu => {
-                return Err(run_err(
-                    "gated activations apply to two tensors; use them through `mlp`",
-                ))
+                return Err(run_err("gated activations apply to two tensors; use them through `mlp`"))
             }
         })
     }
@@ -436,13 +330,7 @@ pub mod generic {
     /// differentiated by dfdx through elementary ops (never dfdx's `accurate_gelu`).
     pub fn gelu_exact<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &FT<D>) -> R<FT<D>> {
         const P: f32 = 0.327_591_1;
-        const A: [f32; 5] = [
-            0.254_829_6,
-            -0.284_496_74,
-            1.421_413_7,
-            -1.453_152_1,
-            1.061_405_4,
-        ];
+        const A: [f32; 5] = [0.254_829_6, -0.284_496_74, 1.421_413_7, -1.453_152_1, 1.061_405_4];
         let z = cx.map(x, |t| t.abs() * std::f32::consts::FRAC_1_SQRT_2);
         let tt = cx.map(&z, |z| (z * P + 1.0).recip());
         let mut poly = cx.map(&tt, |t| t * A[4]);
@@ -456,9 +344,7 @@ pub mod generic {
         let q = cx.zip(&poly, &e, |p, e| p * e * 0.5);
         let one_minus_q = cx.map(&q, |q| q.negate() + 1.0);
         let cond = x.t.clone().ge(0.0);
-        let phi = cond
-            .try_choose(cx.tr(&one_minus_q), q.t.clone())
-            .map_err(dev_err)?;
+        let phi = cond.try_choose(cx.tr(&one_minus_q), q.t.clone()).map_err(dev_err)?;
         let phi = cx.keep(phi, x.shape.clone());
         Ok(cx.zip(&phi, x, |p, x| p * x))
     }
@@ -478,109 +364,62 @@ pub mod generic {
     ) -> R<FT<D>> {
         let (b, t, s, h, hd) = (c.b, c.t, c.s, c.heads, c.hd);
         let group = h / c.kv_heads.max(1);
-        let aligned = |x: &Cols<D>| {
-            hd > 0 && x.off % hd == 0 && x.width % hd == 0 && x.row_stride() % hd == 0
-        };
+        let aligned = |x: &Cols<D>| hd > 0 && x.off % hd == 0 && x.width % hd == 0 && x.row_stride() % hd == 0;
         if !(aligned(&q) && aligned(&k) && aligned(&v)) {
             return attention_core_gathered(cx, q, k, v, c, mask, bias);
         }
+        type S4 = (usize, usize, usize, usize);
         let qh = split_heads(cx, q, b * t, h, hd, 1)?;
         let kh = split_heads(cx, k, b * s, h, hd, group)?;
         let vh = split_heads(cx, v, b * s, h, hd, group)?;
         // [B, H, T, hd] @ [B, H, hd, S], the scale folded into q (T hd products, not T S)
-        let q4 = cx
-            .tr(&qh)
-            .reshape_like(&(b, t, h, hd))
-            .permute::<(usize, usize, usize, usize), Axes4<0, 2, 1, 3>>()
-            * c.scale;
-        let kt =
-            kh.t.clone()
-                .reshape_like(&(b, s, h, hd))
-                .permute::<(usize, usize, usize, usize), Axes4<0, 2, 3, 1>>();
+        let q4 = cx.tr(&qh).reshape_like(&(b, t, h, hd)).permute::<S4, Axes4<0, 2, 1, 3>>() * c.scale;
+        let kt = kh.t.clone().reshape_like(&(b, s, h, hd)).permute::<S4, Axes4<0, 2, 3, 1>>();
         let sc = q4.try_matmul(kt).map_err(dev_err)?;
         let mut sc = cx.keep(sc, vec![b, h, t, s]);
         if let Some(bias) = bias {
-            let bb = bias
-                .t
-                .clone()
-                .reshape_like(&(h * t * s,))
-                .broadcast_like::<(usize, usize), Axis<0>>(&(b, h * t * s));
+            let bb = bias.t.clone().reshape_like(&(h * t * s,)).broadcast_like::<(usize, usize), Axis<0>>(&(b, h * t * s));
             let y = cx.tr(&sc).reshape_like(&(b, h * t * s)) + bb;
             sc = cx.keep(y, vec![b, h, t, s]);
         }
         if (0..t).any(|i| (0..s).any(|j| !c.allowed(i, j))) {
-            let table: Vec<f32> = (0..t * s)
-                .map(|ij| if c.allowed(ij / s, ij % s) { 0.0 } else { -1e9 })
-                .collect();
+            let table: Vec<f32> = (0..t * s).map(|ij| if c.allowed(ij / s, ij % s) { 0.0 } else { -1e9 }).collect();
             let m = cx.dev.try_tensor_from_vec(table, (t, s)).map_err(dev_err)?;
             let m = m.broadcast_like::<(usize, usize, usize), Axis<0>>(&(b * h, t, s));
             let y = cx.tr(&sc).reshape_like(&(b * h, t, s)) + m;
             sc = cx.keep(y, vec![b, h, t, s]);
         }
         if let Some(mask) = mask.filter(|m| m.data.iter().any(|k| !k)) {
-            let table: Vec<f32> = mask
-                .data
-                .iter()
-                .map(|&k| if k { 0.0 } else { -1e9 })
-                .collect();
+            let table: Vec<f32> = mask.data.iter().map(|&k| if k { 0.0 } else { -1e9 }).collect();
             let m = cx.dev.try_tensor_from_vec(table, (b, s)).map_err(dev_err)?;
             let m = m.broadcast_like::<(usize, usize, usize), Axis<1>>(&(b, h * t, s));
             let y = cx.tr(&sc).reshape_like(&(b, h * t, s)) + m;
             sc = cx.keep(y, vec![b, h, t, s]);
         }
-        let p = cx
-            .tr(&sc)
-            .reshape_like(&(b * h * t, s))
-            .softmax::<Axis<1>>();
+        let p = cx.tr(&sc).reshape_like(&(b * h * t, s)).softmax::<Axis<1>>();
         let mut p = cx.keep(p, vec![b, h, t, s]);
         if c.dropout > 0.0 {
             p = dropout(cx, &p, c.dropout)?;
         }
         // [B, H, T, S] @ [B, H, S, hd], then heads back beside each other: [B, T, H hd]
-        let v4 =
-            vh.t.clone()
-                .reshape_like(&(b, s, h, hd))
-                .permute::<(usize, usize, usize, usize), Axes4<0, 2, 1, 3>>();
-        let o = cx
-            .tr(&p)
-            .reshape_like(&(b, h, t, s))
-            .try_matmul(v4)
-            .map_err(dev_err)?;
-        let o = o
-            .permute::<(usize, usize, usize, usize), Axes4<0, 2, 1, 3>>()
-            .try_reshape_like(&(b * t * h * hd,))
-            .map_err(dev_err)?;
+        let v4 = vh.t.clone().reshape_like(&(b, s, h, hd)).permute::<S4, Axes4<0, 2, 1, 3>>();
+        let o = cx.tr(&p).reshape_like(&(b, h, t, s)).try_matmul(v4).map_err(dev_err)?;
+        let o = o.permute::<S4, Axes4<0, 2, 1, 3>>().try_reshape_like(&(b * t * h * hd,)).map_err(dev_err)?;
         Ok(cx.keep(o, vec![b, t, h * hd]))
     }
 
     /// `[rows, heads, hd]`: head `j` of each row is head `first + j / group` of the columns `c`
     /// (grouped keys and values are repeated for their query heads). Free when the columns are
     /// exactly the heads in order.
-    fn split_heads<D: Device<f32>, T: Tape<f32, D>>(
-        cx: &mut Ctx<D, T>,
-        c: Cols<D>,
-        rows: usize,
-        heads: usize,
-        hd: usize,
-        group: usize,
-    ) -> R<FT<D>> {
+    fn split_heads<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, c: Cols<D>, rows: usize, heads: usize, hd: usize, group: usize) -> R<FT<D>> {
         let total = c.row_stride() / hd;
         let first = c.off / hd;
         if first == 0 && total == heads && group == 1 {
             return Ok(c.x.reshaped(vec![rows, heads, hd]));
         }
-        let idx: Vec<usize> = (0..rows)
-            .flat_map(|_| (0..heads).map(|j| first + j / group))
-            .collect();
-        let it = cx
-            .dev
-            .try_tensor_from_vec(idx, (rows, heads))
-            .map_err(dev_err)?;
-        let y = cx
-            .tr(c.x)
-            .reshape_like(&(rows, total, hd))
-            .try_gather(it)
-            .map_err(dev_err)?;
+        let idx: Vec<usize> = (0..rows).flat_map(|_| (0..heads).map(|j| first + j / group)).collect();
+        let it = cx.dev.try_tensor_from_vec(idx, (rows, heads)).map_err(dev_err)?;
+        let y = cx.tr(c.x).reshape_like(&(rows, total, hd)).try_gather(it).map_err(dev_err)?;
         Ok(cx.keep(y, vec![rows, heads, hd]))
     }
 
@@ -632,11 +471,7 @@ pub mod generic {
             * c.scale;
         let mut sc = cx.keep(sc, vec![b, h, t, s]);
         if let Some(bias) = bias {
-            let bb = bias
-                .t
-                .clone()
-                .reshape_like(&(h * t * s,))
-                .broadcast_like::<(usize, usize), Axis<0>>(&(b, h * t * s));
+            let bb = bias.t.clone().reshape_like(&(h * t * s,)).broadcast_like::<(usize, usize), Axis<0>>(&(b, h * t * s));
             let y = cx.tr(&sc).reshape_like(&(b, h * t * s)) + bb;
             sc = cx.keep(y, vec![b, h, t, s]);
         }
@@ -654,10 +489,7 @@ pub mod generic {
         if keep.iter().any(|k| !k) {
             sc = cx.masked_fill(&sc, &keep, -1e9)?;
         }
-        let p = cx
-            .tr(&sc)
-            .reshape_like(&(b * h * t, s))
-            .softmax::<Axis<1>>();
+        let p = cx.tr(&sc).reshape_like(&(b * h * t, s)).softmax::<Axis<1>>();
         let mut p = cx.keep(p, vec![b * h, t, s]);
         if c.dropout > 0.0 {
             p = dropout(cx, &p, c.dropout)?;
@@ -674,13 +506,7 @@ pub mod generic {
 
     /// Rotary embedding with `[L, hd]` cos and signed sin tables broadcast over batch and heads on
     /// the device, and rotate-half as a swap of each head's halves (one index per row and head).
-    pub fn rope<D: Device<f32>, T: Tape<f32, D>>(
-        cx: &mut Ctx<D, T>,
-        x: Cols<D>,
-        heads: usize,
-        hd: usize,
-        theta: f32,
-    ) -> R<FT<D>> {
+    pub fn rope<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: Cols<D>, heads: usize, hd: usize, theta: f32) -> R<FT<D>> {
         let (b, l) = (x.x.shape[0], x.x.shape[1]);
         if hd == 0 || hd % 2 == 1 || x.off % hd != 0 || x.row_stride() % hd != 0 {
             return rope_gathered(cx, x, heads, hd, theta);
@@ -695,15 +521,8 @@ pub mod generic {
         };
         let (cos, sin) = (table(cos)?, table(sin)?);
         let swap: Vec<usize> = (0..rows).flat_map(|_| [1, 0]).collect();
-        let it = cx
-            .dev
-            .try_tensor_from_vec(swap, (rows, 2))
-            .map_err(dev_err)?;
-        let rot = cx
-            .tr(&xh)
-            .reshape_like(&(rows, 2, half))
-            .try_gather(it)
-            .map_err(dev_err)?;
+        let it = cx.dev.try_tensor_from_vec(swap, (rows, 2)).map_err(dev_err)?;
+        let rot = cx.tr(&xh).reshape_like(&(rows, 2, half)).try_gather(it).map_err(dev_err)?;
         let rot = rot.reshape_like(&(b, l, heads, hd)) * sin;
         let rot = cx.keep(rot, vec![b, l, heads * hd]);
         let a = cx.tr(&xh).reshape_like(&(b, l, heads, hd)) * cos;
@@ -712,13 +531,7 @@ pub mod generic {
     }
 
     /// Rotary embedding by index gathers built on the host, for columns off head boundaries.
-    fn rope_gathered<D: Device<f32>, T: Tape<f32, D>>(
-        cx: &mut Ctx<D, T>,
-        x: Cols<D>,
-        heads: usize,
-        hd: usize,
-        theta: f32,
-    ) -> R<FT<D>> {
+    fn rope_gathered<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: Cols<D>, heads: usize, hd: usize, theta: f32) -> R<FT<D>> {
         let (b, l, w) = (x.x.shape[0], x.x.shape[1], x.row_stride());
         let width = heads * hd;
         let half = hd / 2;
@@ -755,20 +568,12 @@ pub mod generic {
         Ok(cx.zip(&a, &r2, |a, b| a + b))
     }
 
-    pub fn embedding<D: Device<f32>, T: Tape<f32, D>>(
-        cx: &mut Ctx<D, T>,
-        w: &FT<D>,
-        ids: &IT,
-    ) -> R<FT<D>> {
+    pub fn embedding<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, w: &FT<D>, ids: &IT) -> R<FT<D>> {
         let (num, dim) = (w.shape[0], w.numel() / w.shape[0].max(1));
         let idx = check_ids(ids, num, "embedding")?;
         let n = idx.len();
         let it = cx.index(idx)?;
-        let y = cx
-            .tr(w)
-            .reshape_like(&(num, dim))
-            .try_gather(it)
-            .map_err(dev_err)?;
+        let y = cx.tr(w).reshape_like(&(num, dim)).try_gather(it).map_err(dev_err)?;
         let _: &Tensor<(usize, usize), f32, D, T> = &y;
         let mut shape = ids.shape.clone();
         shape.push(dim);
@@ -776,17 +581,10 @@ pub mod generic {
         Ok(cx.keep(y, shape))
     }
 
-    pub fn cross_entropy<D: Device<f32>, T: Tape<f32, D>>(
-        cx: &mut Ctx<D, T>,
-        logits: &FT<D>,
-        targets: &[i64],
-    ) -> R<FT<D>> {
+    pub fn cross_entropy<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, logits: &FT<D>, targets: &[i64]) -> R<FT<D>> {
         let (rows, v) = (logits.rows(), logits.last());
         if targets.len() != rows {
-            return Err(run_err(format!(
-                "cross-entropy: expected {rows} labels, found {}",
-                targets.len()
-            )));
+            return Err(run_err(format!("cross-entropy: expected {rows} labels, found {}", targets.len())));
         }
         let count = check_targets(targets, v)?;
         if count == 0 {
@@ -794,65 +592,38 @@ pub mod generic {
         }
         // log-softmax of every row, the target's entry picked per row; ignored rows pick entry 0
         // and are weighted out (host work per row, not per logit)
-        let sel: Vec<usize> = targets
-            .iter()
-            .map(|&t| if t == -100 { 0 } else { t as usize })
-            .collect();
+        let sel: Vec<usize> = targets.iter().map(|&t| if t == -100 { 0 } else { t as usize }).collect();
         let it = cx.index(sel)?;
-        let picked = cx
-            .tr(logits)
-            .reshape_like(&(rows, v))
-            .log_softmax::<Axis<1>>()
-            .try_select(it)
-            .map_err(dev_err)?;
+        let picked = cx.tr(logits).reshape_like(&(rows, v)).log_softmax::<Axis<1>>().try_select(it).map_err(dev_err)?;
         let _: &Tensor<(usize,), f32, D, T> = &picked;
         let picked = if count == rows {
             picked
         } else {
-            let w: Vec<f32> = targets
-                .iter()
-                .map(|&t| if t == -100 { 0.0 } else { 1.0 })
-                .collect();
+            let w: Vec<f32> = targets.iter().map(|&t| if t == -100 { 0.0 } else { 1.0 }).collect();
             picked * cx.dev.try_tensor_from_vec(w, (rows,)).map_err(dev_err)?
         };
         let loss = picked.sum::<(), Axis<0>>() * (-1.0 / count as f32);
         Ok(cx.keep(loss, vec![]))
     }
 
-    pub fn dropout<D: Device<f32>, T: Tape<f32, D>>(
-        cx: &mut Ctx<D, T>,
-        x: &FT<D>,
-        p: f32,
-    ) -> R<FT<D>> {
+    pub fn dropout<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &FT<D>, p: f32) -> R<FT<D>> {
         if p <= 0.0 {
             return Ok(x.clone());
         }
         // one multiplier per element (0, or 1 / (1 - p) where kept), drawn as the fused kernels
         // draw their mask; an index gather would send twice the bytes and a concatenation
         let s = 1.0 / (1.0 - p);
-        let scale: Vec<f32> = cx
-            .rng
-            .keep_mask(x.numel(), p)
-            .into_iter()
-            .map(|k| if k { s } else { 0.0 })
-            .collect();
+        let scale: Vec<f32> = cx.rng.keep_mask(x.numel(), p).into_iter().map(|k| if k { s } else { 0.0 }).collect();
         let m = cx.constant(scale, x.shape.clone())?;
         Ok(cx.zip(x, &m, |x, m| x * m))
     }
 
     /// Sum over `axis`.
-    pub fn sum_axis<D: Device<f32>, T: Tape<f32, D>>(
-        cx: &mut Ctx<D, T>,
-        x: &FT<D>,
-        axis: usize,
-    ) -> R<FT<D>> {
+    pub fn sum_axis<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &FT<D>, axis: usize) -> R<FT<D>> {
         let pre: usize = x.shape[..axis].iter().product();
         let n = x.shape[axis];
         let post: usize = x.shape[axis + 1..].iter().product();
-        let y = cx
-            .tr(x)
-            .reshape_like(&(pre, n, post))
-            .sum::<(usize, usize), Axis<1>>();
+        let y = cx.tr(x).reshape_like(&(pre, n, post)).sum::<(usize, usize), Axis<1>>();
         let mut shape = x.shape.clone();
         shape.remove(axis);
         Ok(cx.keep(y, shape))

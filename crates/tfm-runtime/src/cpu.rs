@@ -45,10 +45,7 @@ impl std::ops::Deref for HostData {
 fn host(x: &FT<Cpu>) -> HostData {
     crate::gemm::single_threaded_kernels();
     match x.host {
-        Some(at) if at.len == x.numel() => HostData::View {
-            _keep: x.t.clone(),
-            at,
-        },
+        Some(at) if at.len == x.numel() => HostData::View { _keep: x.t.clone(), at },
         _ => {
             let mut v = vec![0.0; x.numel()];
             x.t.copy_into(&mut v);
@@ -71,13 +68,11 @@ fn with_grad(grads: &mut Grads, t: &Flat<Cpu>, f: impl FnOnce(&mut [f32])) -> Re
 }
 
 fn add_into(dst: &mut [f32], src: &[f32]) {
-    dst.par_chunks_mut(CHUNK)
-        .zip(src.par_chunks(CHUNK))
-        .for_each(|(d, s)| {
-            for (a, b) in d.iter_mut().zip(s) {
-                *a += b;
-            }
-        });
+    dst.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(d, s)| {
+        for (a, b) in d.iter_mut().zip(s) {
+            *a += b;
+        }
+    });
 }
 
 fn out_shape_last(shape: &[usize], last: usize) -> Vec<usize> {
@@ -128,50 +123,38 @@ fn relu(x: f32) -> (f32, f32) {
 }
 
 /// An elementwise activation as a custom op; `f` returns (value, derivative).
-fn act_op<T: Tape<f32, Cpu>, F: Fn(f32) -> (f32, f32) + Sync + Send + Copy + 'static>(
-    cx: &mut Ctx<Cpu, T>,
-    x: &FT<Cpu>,
-    f: F,
-) -> R<FT<Cpu>> {
+fn act_op<T: Tape<f32, Cpu>, F: Fn(f32) -> (f32, f32) + Sync + Send + Copy + 'static>(cx: &mut Ctx<Cpu, T>, x: &FT<Cpu>, f: F) -> R<FT<Cpu>> {
     let xh = host(x);
     let mut y = vec![0.0; xh.len()];
     let out = if T::OWNS_TAPE {
         // keep the derivative (computed alongside the value) instead of the input: the backward
         // pass is then one multiply per element, and the input's buffer can be freed
         let mut dy = vec![0.0; xh.len()];
-        y.par_chunks_mut(CHUNK)
-            .zip(dy.par_chunks_mut(CHUNK))
-            .zip(xh.par_chunks(CHUNK))
-            .for_each(|((y, dy), x)| {
-                for ((o, d), &v) in y.iter_mut().zip(dy.iter_mut()).zip(x) {
-                    (*o, *d) = f(v);
-                }
-            });
+        y.par_chunks_mut(CHUNK).zip(dy.par_chunks_mut(CHUNK)).zip(xh.par_chunks(CHUNK)).for_each(|((y, dy), x)| {
+            for ((o, d), &v) in y.iter_mut().zip(dy.iter_mut()).zip(x) {
+                (*o, *d) = f(v);
+            }
+        });
         drop(xh);
         let out = cx.constant_cached(y, x.shape.clone())?;
         let (xt, ot) = (x.t.clone(), out.t.clone());
         cx.tape.add_backward_op(move |grads| {
             let gy = take_grad(grads, &ot)?;
             with_grad(grads, &xt, |gx| {
-                gx.par_chunks_mut(CHUNK)
-                    .zip(gy.par_chunks(CHUNK))
-                    .zip(dy.par_chunks(CHUNK))
-                    .for_each(|((gx, gy), dy)| {
-                        for ((a, g), d) in gx.iter_mut().zip(gy).zip(dy) {
-                            *a += g * d;
-                        }
-                    });
+                gx.par_chunks_mut(CHUNK).zip(gy.par_chunks(CHUNK)).zip(dy.par_chunks(CHUNK)).for_each(|((gx, gy), dy)| {
+                    for ((a, g), d) in gx.iter_mut().zip(gy).zip(dy) {
+                        *a += g * d;
+                    }
+                });
             })
         });
         out
     } else {
-        y.par_chunks_mut(CHUNK)
-            .zip(xh.par_chunks(CHUNK))
-            .for_each(|(y, x)| {
-                for (o, &v) in y.iter_mut().zip(x) {
-                    *o = f(v).0;
-                }
-            });
+        y.par_chunks_mut(CHUNK).zip(xh.par_chunks(CHUNK)).for_each(|(y, x)| {
+            for (o, &v) in y.iter_mut().zip(x) {
+                *o = f(v).0;
+            }
+        });
         cx.constant_cached(y, x.shape.clone())?
     };
     Ok(out)
@@ -185,14 +168,7 @@ fn act_op<T: Tape<f32, Cpu>, F: Fn(f32) -> (f32, f32) + Sync + Send + Copy + 'st
 fn keep_freed_memory() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let tuned = [
-            "MALLOC_MMAP_THRESHOLD_",
-            "MALLOC_TRIM_THRESHOLD_",
-            "MALLOC_TOP_PAD_",
-            "MALLOC_ARENA_MAX",
-        ]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some());
+        let tuned = ["MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX"].iter().any(|v| std::env::var_os(v).is_some());
         if !tuned {
             glibc_keep_freed_memory();
         }
@@ -229,22 +205,11 @@ impl Backend for Cpu {
     fn prepare_host() {
         keep_freed_memory();
     }
-    fn pass_forward(
-        rt: &Runtime<Cpu>,
-        store: &ParamStore<Cpu>,
-        inputs: &[HostTensor],
-        train: bool,
-        seed: u64,
-    ) -> R<Vec<HostTensor>> {
+    fn pass_forward(rt: &Runtime<Cpu>, store: &ParamStore<Cpu>, inputs: &[HostTensor], train: bool, seed: u64) -> R<Vec<HostTensor>> {
         keep_freed_memory();
         rayon::join(|| rt.forward_here(store, inputs, train, seed), || ()).0
     }
-    fn pass_loss_and_grads(
-        rt: &Runtime<Cpu>,
-        store: &ParamStore<Cpu>,
-        batch: &Batch,
-        seed: u64,
-    ) -> R<(f32, Grads)> {
+    fn pass_loss_and_grads(rt: &Runtime<Cpu>, store: &ParamStore<Cpu>, batch: &Batch, seed: u64) -> R<(f32, Grads)> {
         keep_freed_memory();
         rayon::join(|| rt.loss_and_grads_here(store, batch, seed), || ()).0
     }
@@ -253,12 +218,7 @@ impl Backend for Cpu {
         rayon::join(|| rt.loss_here(store, batch), || ()).0
     }
 
-    fn linear<T: Tape<f32, Self>>(
-        cx: &mut Ctx<Self, T>,
-        x: &FT<Self>,
-        w: &FT<Self>,
-        b: Option<&FT<Self>>,
-    ) -> R<FT<Self>> {
+    fn linear<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, w: &FT<Self>, b: Option<&FT<Self>>) -> R<FT<Self>> {
         if !cx.fused {
             return generic::linear(cx, x, w, b);
         }
@@ -278,55 +238,17 @@ impl Backend for Cpu {
         } else {
             0.0
         };
-        sgemm_par(
-            n,
-            i,
-            o,
-            1.0,
-            MatRef::rows(&xh, 0, i),
-            MatRef::trans(&wh, 0, i),
-            beta,
-            &mut y,
-            0,
-            o,
-        );
+        sgemm_par(n, i, o, 1.0, MatRef::rows(&xh, 0, i), MatRef::trans(&wh, 0, i), beta, &mut y, 0, o);
         let out = cx.constant_cached(y, out_shape_last(&x.shape, o))?;
         if T::OWNS_TAPE {
-            let (xt, wt, bt, ot) = (
-                x.t.clone(),
-                w.t.clone(),
-                b.map(|b| b.t.clone()),
-                out.t.clone(),
-            );
+            let (xt, wt, bt, ot) = (x.t.clone(), w.t.clone(), b.map(|b| b.t.clone()), out.t.clone());
             cx.tape.add_backward_op(move |grads| {
                 let gy = take_grad(grads, &ot)?;
                 with_grad(grads, &xt, |gx| {
-                    sgemm_par(
-                        n,
-                        o,
-                        i,
-                        1.0,
-                        MatRef::rows(&gy, 0, o),
-                        MatRef::rows(&wh, 0, i),
-                        1.0,
-                        gx,
-                        0,
-                        i,
-                    );
+                    sgemm_par(n, o, i, 1.0, MatRef::rows(&gy, 0, o), MatRef::rows(&wh, 0, i), 1.0, gx, 0, i);
                 })?;
                 with_grad(grads, &wt, |gw| {
-                    sgemm_par(
-                        o,
-                        n,
-                        i,
-                        1.0,
-                        MatRef::trans(&gy, 0, o),
-                        MatRef::rows(&xh, 0, i),
-                        1.0,
-                        gw,
-                        0,
-                        i,
-                    );
+                    sgemm_par(o, n, i, 1.0, MatRef::trans(&gy, 0, o), MatRef::rows(&xh, 0, i), 1.0, gw, 0, i);
                 })?;
                 if let Some(bt) = bt {
                     let db = gy
@@ -340,15 +262,12 @@ impl Backend for Cpu {
                             }
                             acc
                         })
-                        .reduce(
-                            || vec![0.0; o],
-                            |mut a, b| {
-                                for (x, y) in a.iter_mut().zip(&b) {
-                                    *x += y;
-                                }
-                                a
-                            },
-                        );
+                        .reduce(|| vec![0.0; o], |mut a, b| {
+                            for (x, y) in a.iter_mut().zip(&b) {
+                                *x += y;
+                            }
+                            a
+                        });
                     with_grad(grads, &bt, |gb| add_into(gb, &db))?;
                 }
                 Ok(())
@@ -357,22 +276,15 @@ impl Backend for Cpu {
         Ok(out)
     }
 
-    fn matmul<T: Tape<f32, Self>>(
-        cx: &mut Ctx<Self, T>,
-        a: &FT<Self>,
-        b: &FT<Self>,
-    ) -> R<FT<Self>> {
+    fn matmul<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, a: &FT<Self>, b: &FT<Self>) -> R<FT<Self>> {
         let (ra, rb) = (a.shape.len(), b.shape.len());
         if !cx.fused || ra < 2 || rb < 2 || a.shape[ra - 1] != b.shape[rb - 2] {
             return generic::matmul(cx, a, b);
         }
         let (m, k, n) = (a.shape[ra - 2], a.shape[ra - 1], b.shape[rb - 1]);
         let (ba, bb) = (&a.shape[..ra - 2], &b.shape[..rb - 2]);
-        let batch = layout::broadcast_shapes(ba, bb).ok_or_else(|| {
-            run_err(format!(
-                "matmul: batch dims {ba:?} and {bb:?} do not broadcast"
-            ))
-        })?;
+        let batch = layout::broadcast_shapes(ba, bb)
+            .ok_or_else(|| run_err(format!("matmul: batch dims {ba:?} and {bb:?} do not broadcast")))?;
         let nb: usize = batch.iter().product();
         // which a / b matrix each output matrix reads
         let (ia, ib) = if rb == 2 {
@@ -384,33 +296,11 @@ impl Backend for Cpu {
         let bh = host(b);
         let mut y = vec![0.0; nb * m * n];
         if rb == 2 {
-            sgemm_par(
-                nb * m,
-                k,
-                n,
-                1.0,
-                MatRef::rows(&ah, 0, k),
-                MatRef::rows(&bh, 0, n),
-                0.0,
-                &mut y,
-                0,
-                n,
-            );
+            sgemm_par(nb * m, k, n, 1.0, MatRef::rows(&ah, 0, k), MatRef::rows(&bh, 0, n), 0.0, &mut y, 0, n);
         } else {
             for bi in 0..nb {
                 let (oa, ob) = (ia[bi] * m * k, ib[bi] * k * n);
-                sgemm_par(
-                    m,
-                    k,
-                    n,
-                    1.0,
-                    MatRef::rows(&ah, oa, k),
-                    MatRef::rows(&bh, ob, n),
-                    0.0,
-                    &mut y,
-                    bi * m * n,
-                    n,
-                );
+                sgemm_par(m, k, n, 1.0, MatRef::rows(&ah, oa, k), MatRef::rows(&bh, ob, n), 0.0, &mut y, bi * m * n, n);
             }
         }
         let mut shape = batch;
@@ -422,65 +312,21 @@ impl Backend for Cpu {
                 let gy = take_grad(grads, &ot)?;
                 with_grad(grads, &at, |ga| {
                     if rb == 2 {
-                        sgemm_par(
-                            nb * m,
-                            n,
-                            k,
-                            1.0,
-                            MatRef::rows(&gy, 0, n),
-                            MatRef::trans(&bh, 0, n),
-                            1.0,
-                            ga,
-                            0,
-                            k,
-                        );
+                        sgemm_par(nb * m, n, k, 1.0, MatRef::rows(&gy, 0, n), MatRef::trans(&bh, 0, n), 1.0, ga, 0, k);
                     } else {
                         for bi in 0..nb {
                             let ob = ib[bi] * k * n;
-                            sgemm_par(
-                                m,
-                                n,
-                                k,
-                                1.0,
-                                MatRef::rows(&gy, bi * m * n, n),
-                                MatRef::trans(&bh, ob, n),
-                                1.0,
-                                ga,
-                                ia[bi] * m * k,
-                                k,
-                            );
+                            sgemm_par(m, n, k, 1.0, MatRef::rows(&gy, bi * m * n, n), MatRef::trans(&bh, ob, n), 1.0, ga, ia[bi] * m * k, k);
                         }
                     }
                 })?;
                 with_grad(grads, &bt, |gb| {
                     if rb == 2 {
-                        sgemm_par(
-                            k,
-                            nb * m,
-                            n,
-                            1.0,
-                            MatRef::trans(&ah, 0, k),
-                            MatRef::rows(&gy, 0, n),
-                            1.0,
-                            gb,
-                            0,
-                            n,
-                        );
+                        sgemm_par(k, nb * m, n, 1.0, MatRef::trans(&ah, 0, k), MatRef::rows(&gy, 0, n), 1.0, gb, 0, n);
                     } else {
                         for bi in 0..nb {
                             let oa = ia[bi] * m * k;
-                            sgemm_par(
-                                k,
-                                m,
-                                n,
-                                1.0,
-                                MatRef::trans(&ah, oa, k),
-                                MatRef::rows(&gy, bi * m * n, n),
-                                1.0,
-                                gb,
-                                ib[bi] * k * n,
-                                n,
-                            );
+                            sgemm_par(k, m, n, 1.0, MatRef::trans(&ah, oa, k), MatRef::rows(&gy, bi * m * n, n), 1.0, gb, ib[bi] * k * n, n);
                         }
                     }
                 })?;
@@ -503,23 +349,14 @@ impl Backend for Cpu {
         norm(cx, x, w, b, eps, false)
     }
 
-    fn rms_norm<T: Tape<f32, Self>>(
-        cx: &mut Ctx<Self, T>,
-        x: &FT<Self>,
-        w: &FT<Self>,
-        eps: f32,
-    ) -> R<FT<Self>> {
+    fn rms_norm<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, w: &FT<Self>, eps: f32) -> R<FT<Self>> {
         if !cx.fused {
             return generic::rms_norm(cx, x, w, eps);
         }
         norm(cx, x, w, None, eps, true)
     }
 
-    fn act<T: Tape<f32, Self>>(
-        cx: &mut Ctx<Self, T>,
-        x: &FT<Self>,
-        act: Activation,
-    ) -> R<FT<Self>> {
+    fn act<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, act: Activation) -> R<FT<Self>> {
         if !cx.fused || matches!(act, Activation::Swiglu | Activation::Geglu) {
             return generic::act(cx, x, act);
         }
@@ -537,18 +374,9 @@ impl Backend for Cpu {
         }
         let (ah, bh) = (host(a), host(b));
         if ah.len() != bh.len() {
-            return Err(run_err(format!(
-                "add: expected operands of equal size, found {} and {}",
-                ah.len(),
-                bh.len()
-            )));
+            return Err(run_err(format!("add: expected operands of equal size, found {} and {}", ah.len(), bh.len())));
         }
-        let y: Vec<f32> = ah
-            .par_iter()
-            .zip(bh.par_iter())
-            .with_min_len(CHUNK)
-            .map(|(u, v)| u + v)
-            .collect();
+        let y: Vec<f32> = ah.par_iter().zip(bh.par_iter()).with_min_len(CHUNK).map(|(u, v)| u + v).collect();
         let out = cx.constant_cached(y, a.shape.clone())?;
         if T::OWNS_TAPE {
             let (at, bt, ot) = (a.t.clone(), b.t.clone(), out.t.clone());
@@ -576,13 +404,7 @@ impl Backend for Cpu {
         attention(cx, q, k, v, cfg, mask, bias)
     }
 
-    fn rope<T: Tape<f32, Self>>(
-        cx: &mut Ctx<Self, T>,
-        x: Cols<Self>,
-        heads: usize,
-        hd: usize,
-        theta: f32,
-    ) -> R<FT<Self>> {
+    fn rope<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: Cols<Self>, heads: usize, hd: usize, theta: f32) -> R<FT<Self>> {
         if !cx.fused {
             return generic::rope(cx, x, heads, hd, theta);
         }
@@ -591,40 +413,35 @@ impl Backend for Cpu {
         let xh = host(x.x);
         let (cos, sin) = rope_tables(l, hd, theta);
         let mut y = vec![0.0; b * l * width];
-        y.par_chunks_mut(width.max(1))
-            .enumerate()
-            .for_each(|(r, row)| {
-                let p = r % l;
-                let src = &xh[r * w + off..r * w + off + width];
-                for h in 0..heads {
-                    for d in 0..hd {
-                        let pd = if d < half { d + half } else { d - half };
-                        row[h * hd + d] =
-                            src[h * hd + d] * cos[p * hd + d] + src[h * hd + pd] * sin[p * hd + d];
-                    }
+        y.par_chunks_mut(width.max(1)).enumerate().for_each(|(r, row)| {
+            let p = r % l;
+            let src = &xh[r * w + off..r * w + off + width];
+            for h in 0..heads {
+                for d in 0..hd {
+                    let pd = if d < half { d + half } else { d - half };
+                    row[h * hd + d] = src[h * hd + d] * cos[p * hd + d] + src[h * hd + pd] * sin[p * hd + d];
                 }
-            });
+            }
+        });
         let out = cx.constant_cached(y, vec![b, l, width])?;
         if T::OWNS_TAPE {
             let (xt, ot) = (x.x.t.clone(), out.t.clone());
             cx.tape.add_backward_op(move |grads| {
                 let gy = take_grad(grads, &ot)?;
                 with_grad(grads, &xt, |gx| {
-                    gx.par_chunks_mut(w.max(1))
-                        .enumerate()
-                        .for_each(|(r, grow)| {
-                            let p = r % l;
-                            let g = &gy[r * width..(r + 1) * width];
-                            let dst = &mut grow[off..off + width];
-                            for h in 0..heads {
-                                for d in 0..hd {
-                                    let pd = if d < half { d + half } else { d - half };
-                                    let gd = g[h * hd + d];
-                                    dst[h * hd + d] += gd * cos[p * hd + d];
-                                    dst[h * hd + pd] += gd * sin[p * hd + d];
-                                }
+                    gx.par_chunks_mut(w.max(1)).enumerate().for_each(|(r, grow)| {
+                        let p = r % l;
+                        let g = &gy[r * width..(r + 1) * width];
+                        let dst = &mut grow[off..off + width];
+                        for h in 0..heads {
+                            for d in 0..hd {
+                                let pd = if d < half { d + half } else { d - half };
+                                let gd = g[h * hd + d];
+                                dst[h * hd + d] += gd * cos[p * hd + d];
+                                dst[h * hd + pd] += gd * sin[p * hd + d];
                             }
-                        });
+                        }
+                    });
                 })
             });
         }
@@ -639,9 +456,7 @@ impl Backend for Cpu {
         let idx = check_ids(ids, num, "embedding")?;
         let wh = host(w);
         let mut y = vec![0.0; idx.len() * dim];
-        y.par_chunks_mut(dim.max(1))
-            .zip(idx.par_iter())
-            .for_each(|(row, &i)| row.copy_from_slice(&wh[i * dim..(i + 1) * dim]));
+        y.par_chunks_mut(dim.max(1)).zip(idx.par_iter()).for_each(|(row, &i)| row.copy_from_slice(&wh[i * dim..(i + 1) * dim]));
         let mut shape = ids.shape.clone();
         shape.push(dim);
         let out = cx.constant_cached(y, shape)?;
@@ -651,10 +466,7 @@ impl Backend for Cpu {
                 let gy = take_grad(grads, &ot)?;
                 with_grad(grads, &wt, |gw| {
                     for (r, &i) in idx.iter().enumerate() {
-                        for (a, g) in gw[i * dim..(i + 1) * dim]
-                            .iter_mut()
-                            .zip(&gy[r * dim..(r + 1) * dim])
-                        {
+                        for (a, g) in gw[i * dim..(i + 1) * dim].iter_mut().zip(&gy[r * dim..(r + 1) * dim]) {
                             *a += g;
                         }
                     }
@@ -664,20 +476,13 @@ impl Backend for Cpu {
         Ok(out)
     }
 
-    fn cross_entropy<T: Tape<f32, Self>>(
-        cx: &mut Ctx<Self, T>,
-        logits: &FT<Self>,
-        targets: &[i64],
-    ) -> R<FT<Self>> {
+    fn cross_entropy<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, logits: &FT<Self>, targets: &[i64]) -> R<FT<Self>> {
         if !cx.fused {
             return generic::cross_entropy(cx, logits, targets);
         }
         let (rows, v) = (logits.rows(), logits.last());
         if targets.len() != rows {
-            return Err(run_err(format!(
-                "cross-entropy: expected {rows} labels, found {}",
-                targets.len()
-            )));
+            return Err(run_err(format!("cross-entropy: expected {rows} labels, found {}", targets.len())));
         }
         let count = check_targets(targets, v)?;
         if count == 0 {
@@ -688,7 +493,9 @@ impl Backend for Cpu {
         // per row: log-sum-exp
         let lse: Vec<f32> = lh
             .par_chunks(v.max(1))
-            .map(|row| mathf::log_sum_exp(row))
+            .map(|row| {
+                mathf::log_sum_exp(row)
+            })
             .collect();
         let total: f64 = targets
             .iter()
@@ -702,19 +509,17 @@ impl Backend for Cpu {
             cx.tape.add_backward_op(move |grads| {
                 let gl = take_grad(grads, &ot)?.first().copied().unwrap_or(0.0) / count as f32;
                 with_grad(grads, &lt, |g| {
-                    g.par_chunks_mut(v.max(1))
-                        .enumerate()
-                        .for_each(|(r, grow)| {
-                            let t = targets[r];
-                            if t == -100 {
-                                return;
-                            }
-                            let (row, m) = (&lh[r * v..(r + 1) * v], lse[r]);
-                            for (d, &x) in grow.iter_mut().zip(row) {
-                                *d += gl * mathf::exp(x - m);
-                            }
-                            grow[t as usize] -= gl;
-                        });
+                    g.par_chunks_mut(v.max(1)).enumerate().for_each(|(r, grow)| {
+                        let t = targets[r];
+                        if t == -100 {
+                            return;
+                        }
+                        let (row, m) = (&lh[r * v..(r + 1) * v], lse[r]);
+                        for (d, &x) in grow.iter_mut().zip(row) {
+                            *d += gl * mathf::exp(x - m);
+                        }
+                        grow[t as usize] -= gl;
+                    });
                 })
             });
         }
@@ -751,20 +556,13 @@ impl Backend for Cpu {
         Ok(out)
     }
 
-    fn gather<T: Tape<f32, Self>>(
-        cx: &mut Ctx<Self, T>,
-        x: &FT<Self>,
-        idx: Vec<usize>,
-        shape: Vec<usize>,
-    ) -> R<FT<Self>> {
+    fn gather<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, idx: Vec<usize>, shape: Vec<usize>) -> R<FT<Self>> {
         if !cx.fused {
             return cx.gather(x, idx, shape);
         }
         let n = x.numel();
         if let Some(bad) = idx.iter().find(|&&i| i >= n) {
-            return Err(run_err(format!(
-                "internal: gather index {bad} out of range for {n} elements"
-            )));
+            return Err(run_err(format!("internal: gather index {bad} out of range for {n} elements")));
         }
         let xh = host(x);
         let y: Vec<f32> = idx.par_iter().map(|&i| xh[i]).collect();
@@ -785,14 +583,7 @@ impl Backend for Cpu {
 }
 
 /// Layer norm (`rms == false`) or RMS norm over the last axis, rows in parallel.
-fn norm<T: Tape<f32, Cpu>>(
-    cx: &mut Ctx<Cpu, T>,
-    x: &FT<Cpu>,
-    w: &FT<Cpu>,
-    b: Option<&FT<Cpu>>,
-    eps: f32,
-    rms: bool,
-) -> R<FT<Cpu>> {
+fn norm<T: Tape<f32, Cpu>>(cx: &mut Ctx<Cpu, T>, x: &FT<Cpu>, w: &FT<Cpu>, b: Option<&FT<Cpu>>, eps: f32, rms: bool) -> R<FT<Cpu>> {
     let n = x.last().max(1);
     let rows = x.rows();
     let xh = host(x);
@@ -804,57 +595,37 @@ fn norm<T: Tape<f32, Cpu>>(
     let rows_per = (CHUNK / n).max(1);
     {
         let (w, bias): (&[f32], Option<&[f32]>) = (&wh, bh.as_deref());
-        y.par_chunks_mut(rows_per * n)
-            .zip(xh.par_chunks(rows_per * n))
-            .zip(stats.par_chunks_mut(rows_per))
-            .for_each(|((yc, xc), sc)| {
-                for ((yr, xr), st) in yc
-                    .chunks_exact_mut(n)
-                    .zip(xc.chunks_exact(n))
-                    .zip(sc.iter_mut())
-                {
-                    let mean = if rms { 0.0 } else { mathf::sum(xr) / n as f32 };
-                    let var = mathf::sum_sq_dev(xr, mean) / n as f32;
-                    let rstd = 1.0 / (var + eps).sqrt();
-                    *st = (mean, rstd);
-                    match bias {
-                        Some(bias) => {
-                            for (((o, &v), &g), &c) in yr.iter_mut().zip(xr).zip(w).zip(bias) {
-                                *o = mathf::madd((v - mean) * rstd, g, c);
-                            }
+        y.par_chunks_mut(rows_per * n).zip(xh.par_chunks(rows_per * n)).zip(stats.par_chunks_mut(rows_per)).for_each(|((yc, xc), sc)| {
+            for ((yr, xr), st) in yc.chunks_exact_mut(n).zip(xc.chunks_exact(n)).zip(sc.iter_mut()) {
+                let mean = if rms { 0.0 } else { mathf::sum(xr) / n as f32 };
+                let var = mathf::sum_sq_dev(xr, mean) / n as f32;
+                let rstd = 1.0 / (var + eps).sqrt();
+                *st = (mean, rstd);
+                match bias {
+                    Some(bias) => {
+                        for (((o, &v), &g), &c) in yr.iter_mut().zip(xr).zip(w).zip(bias) {
+                            *o = mathf::madd((v - mean) * rstd, g, c);
                         }
-                        None => {
-                            for ((o, &v), &g) in yr.iter_mut().zip(xr).zip(w) {
-                                *o = (v - mean) * rstd * g;
-                            }
+                    }
+                    None => {
+                        for ((o, &v), &g) in yr.iter_mut().zip(xr).zip(w) {
+                            *o = (v - mean) * rstd * g;
                         }
                     }
                 }
-            });
+            }
+        });
     }
     let out = cx.constant_cached(y, x.shape.clone())?;
     if T::OWNS_TAPE {
-        let (xt, wt, bt, ot) = (
-            x.t.clone(),
-            w.t.clone(),
-            b.map(|b| b.t.clone()),
-            out.t.clone(),
-        );
+        let (xt, wt, bt, ot) = (x.t.clone(), w.t.clone(), b.map(|b| b.t.clone()), out.t.clone());
         cx.tape.add_backward_op(move |grads| {
             let gy = take_grad(grads, &ot)?;
             let w: &[f32] = &wh;
             with_grad(grads, &xt, |gx| {
-                gx.par_chunks_mut(rows_per * n)
-                    .zip(gy.par_chunks(rows_per * n))
-                    .zip(xh.par_chunks(rows_per * n))
-                    .zip(stats.par_chunks(rows_per))
-                    .for_each(|(((gxc, gyc), xc), sc)| {
-                        for (((gxr, gyr), xr), &(mean, rstd)) in gxc
-                            .chunks_exact_mut(n)
-                            .zip(gyc.chunks_exact(n))
-                            .zip(xc.chunks_exact(n))
-                            .zip(sc)
-                        {
+                gx.par_chunks_mut(rows_per * n).zip(gy.par_chunks(rows_per * n)).zip(xh.par_chunks(rows_per * n)).zip(stats.par_chunks(rows_per)).for_each(
+                    |(((gxc, gyc), xc), sc)| {
+                        for (((gxr, gyr), xr), &(mean, rstd)) in gxc.chunks_exact_mut(n).zip(gyc.chunks_exact(n)).zip(xc.chunks_exact(n)).zip(sc) {
                             // with g = gy * w and xhat = (x - mean) * rstd:
                             // s1 = mean(g), s2 = mean(g * xhat) = (sum(g x) - mean sum(g)) rstd / n
                             let gw = mathf::dot(gyr, w);
@@ -865,7 +636,8 @@ fn norm<T: Tape<f32, Cpu>>(
                                 *d += rstd * (g * wj - s1 - xhat * s2);
                             }
                         }
-                    });
+                    },
+                );
             })?;
             let (dw, db) = gy
                 .par_chunks(rows_per * n)
@@ -876,8 +648,7 @@ fn norm<T: Tape<f32, Cpu>>(
                     let mut db = vec![0.0f32; n];
                     for (r, (gyr, xr)) in gyc.chunks(n).zip(xc.chunks(n)).enumerate() {
                         let (mean, rstd) = stats[c * rows_per + r];
-                        for (((a, d), &g), &v) in dw.iter_mut().zip(db.iter_mut()).zip(gyr).zip(xr)
-                        {
+                        for (((a, d), &g), &v) in dw.iter_mut().zip(db.iter_mut()).zip(gyr).zip(xr) {
                             *a += g * (v - mean) * rstd;
                             *d += g;
                         }
@@ -922,13 +693,10 @@ fn row_blocks(c: &CoreCfg) -> Vec<(usize, usize, usize)> {
     if !causal_blocks(c) {
         return vec![(0, c.t, c.s)];
     }
-    (0..c.t)
-        .step_by(CAUSAL_BLOCK)
-        .map(|r0| {
-            let r1 = (r0 + CAUSAL_BLOCK).min(c.t);
-            (r0, r1, r1)
-        })
-        .collect()
+    (0..c.t).step_by(CAUSAL_BLOCK).map(|r0| {
+        let r1 = (r0 + CAUSAL_BLOCK).min(c.t);
+        (r0, r1, r1)
+    }).collect()
 }
 
 /// Key column blocks `(c0, c1, first_row)`: keys `c0..c1` are seen only by query rows
@@ -937,10 +705,7 @@ fn col_blocks(c: &CoreCfg) -> Vec<(usize, usize, usize)> {
     if !causal_blocks(c) {
         return vec![(0, c.s, 0)];
     }
-    (0..c.s)
-        .step_by(CAUSAL_BLOCK)
-        .map(|c0| (c0, (c0 + CAUSAL_BLOCK).min(c.s), c0))
-        .collect()
+    (0..c.s).step_by(CAUSAL_BLOCK).map(|c0| (c0, (c0 + CAUSAL_BLOCK).min(c.s), c0)).collect()
 }
 
 /// Takes the gradient buffer of `t` out of the store (zeros if it has none yet), to be put back
@@ -974,21 +739,7 @@ fn head_probs(
 ) {
     let (t, s) = (c.t, c.s);
     for &(r0, r1, cols) in rows {
-        mm(
-            r1 - r0,
-            c.hd,
-            cols,
-            c.scale,
-            MatRef {
-                off: q.off + r0 * q.rs,
-                ..q
-            },
-            k,
-            0.0,
-            p,
-            r0 * s,
-            s,
-        );
+        mm(r1 - r0, c.hd, cols, c.scale, MatRef { off: q.off + r0 * q.rs, ..q }, k, 0.0, p, r0 * s, s);
     }
     for i in 0..t {
         let row = &mut p[i * s..(i + 1) * s];
@@ -1050,11 +801,7 @@ fn attention<T: Tape<f32, Cpu>>(
     // nothing to attend to (or from): the output is zeros
     let empty = b * t * s * h * hd == 0;
     // short sequences: the unpacked kernel; long ones: blocked products (and causal skipping)
-    let mm: MatMul = if c.t <= SMALL_CORE && c.s <= SMALL_CORE {
-        sgemm_small
-    } else {
-        sgemm
-    };
+    let mm: MatMul = if c.t <= SMALL_CORE && c.s <= SMALL_CORE { sgemm_small } else { sgemm };
     let (rows, cols) = (row_blocks(&c), col_blocks(&c));
     let mut probs = vec![0.0f32; b * h * ts];
     // dropout scale per score (0 or 1/(1-p)), when dropout is on
@@ -1065,63 +812,33 @@ fn attention<T: Tape<f32, Cpu>>(
             Some(d) => d.chunks_mut(h * ts).map(Some).collect(),
             None => (0..b).map(|_| None).collect(),
         };
-        y.par_chunks_mut(t * width)
-            .zip(probs.par_chunks_mut(h * ts))
-            .zip(dchunks)
-            .enumerate()
-            .for_each(|(bi, ((yb, pb), mut db))| {
-                let mut pd = vec![0.0f32; if db.is_some() { ts } else { 0 }];
-                let key_ok = mk.as_ref().map(|m| &m[bi * s..(bi + 1) * s]);
-                for hi in 0..h {
-                    let g = hi / group;
-                    let p = &mut pb[hi * ts..(hi + 1) * ts];
-                    let (qb, kb, vb) = (
-                        bi * t * wq + qo + hi * hd,
-                        bi * s * wk + ko + g * hd,
-                        bi * s * wv + vo + g * hd,
-                    );
-                    let hb = bh.as_ref().map(|x| &x[hi * ts..(hi + 1) * ts]);
-                    head_probs(
-                        &c,
-                        &rows,
-                        mm,
-                        p,
-                        MatRef::rows(&qh, qb, wq),
-                        MatRef::trans(&kh, kb, wk),
-                        hb,
-                        key_ok,
-                    );
-                    let pv: &[f32] = match db.as_deref_mut() {
-                        Some(db) => {
-                            let d = &mut db[hi * ts..(hi + 1) * ts];
-                            let mut rng = Rng::new(
-                                seed ^ ((bi * h + hi) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-                            );
-                            let sc = 1.0 / (1.0 - c.dropout);
-                            for ((dm, x), &pp) in d.iter_mut().zip(pd.iter_mut()).zip(p.iter()) {
-                                *dm = if rng.uniform() >= c.dropout { sc } else { 0.0 };
-                                *x = pp * *dm;
-                            }
-                            &pd
+        y.par_chunks_mut(t * width).zip(probs.par_chunks_mut(h * ts)).zip(dchunks).enumerate().for_each(|(bi, ((yb, pb), mut db))| {
+            let mut pd = vec![0.0f32; if db.is_some() { ts } else { 0 }];
+            let key_ok = mk.as_ref().map(|m| &m[bi * s..(bi + 1) * s]);
+            for hi in 0..h {
+                let g = hi / group;
+                let p = &mut pb[hi * ts..(hi + 1) * ts];
+                let (qb, kb, vb) = (bi * t * wq + qo + hi * hd, bi * s * wk + ko + g * hd, bi * s * wv + vo + g * hd);
+                let hb = bh.as_ref().map(|x| &x[hi * ts..(hi + 1) * ts]);
+                head_probs(&c, &rows, mm, p, MatRef::rows(&qh, qb, wq), MatRef::trans(&kh, kb, wk), hb, key_ok);
+                let pv: &[f32] = match db.as_deref_mut() {
+                    Some(db) => {
+                        let d = &mut db[hi * ts..(hi + 1) * ts];
+                        let mut rng = Rng::new(seed ^ ((bi * h + hi) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                        let sc = 1.0 / (1.0 - c.dropout);
+                        for ((dm, x), &pp) in d.iter_mut().zip(pd.iter_mut()).zip(p.iter()) {
+                            *dm = if rng.uniform() >= c.dropout { sc } else { 0.0 };
+                            *x = pp * *dm;
                         }
-                        None => p,
-                    };
-                    for &(r0, r1, keys) in &rows {
-                        mm(
-                            r1 - r0,
-                            keys,
-                            hd,
-                            1.0,
-                            MatRef::rows(pv, r0 * s, s),
-                            MatRef::rows(&vh, vb, wv),
-                            0.0,
-                            yb,
-                            r0 * width + hi * hd,
-                            width,
-                        );
+                        &pd
                     }
+                    None => p,
+                };
+                for &(r0, r1, keys) in &rows {
+                    mm(r1 - r0, keys, hd, 1.0, MatRef::rows(pv, r0 * s, s), MatRef::rows(&vh, vb, wv), 0.0, yb, r0 * width + hi * hd, width);
                 }
-            });
+            }
+        });
     }
     let out = cx.constant_cached(y, vec![b, t, width])?;
     if T::OWNS_TAPE && !empty {
@@ -1132,16 +849,8 @@ fn attention<T: Tape<f32, Cpu>>(
             let gy = take_grad(grads, &ot)?;
             // the distinct gradient buffers (a fused projection gives q, k and v one tensor)
             let mut gq = take_buf(grads, &qt, lq)?;
-            let mut gk = if same_qk {
-                None
-            } else {
-                Some(take_buf(grads, &kt, lk)?)
-            };
-            let mut gv = if same_qv || same_kv {
-                None
-            } else {
-                Some(take_buf(grads, &vt, lv)?)
-            };
+            let mut gk = if same_qk { None } else { Some(take_buf(grads, &kt, lk)?) };
+            let mut gv = if same_qv || same_kv { None } else { Some(take_buf(grads, &vt, lv)?) };
             let ki = if same_qk { 0 } else { 1 };
             let vi = if same_qv {
                 0
@@ -1176,35 +885,18 @@ fn attention<T: Tape<f32, Cpu>>(
                         let p = &probs[at..at + ts];
                         let drop = drops.as_ref().map(|d| &d[at..at + ts]);
                         let gob = bi * t * width + hi * hd;
-                        let (qb, kb, vb) = (
-                            bi * t * wq + qo + hi * hd,
-                            bi * s * wk + ko + g * hd,
-                            bi * s * wv + vo + g * hd,
-                        );
+                        let (qb, kb, vb) = (bi * t * wq + qo + hi * hd, bi * s * wk + ko + g * hd, bi * s * wv + vo + g * hd);
                         // dP' = dO V^T (causal: only the blocks the forward computed; the rest is 0,
                         // reset here since `dp` is reused across heads)
                         if causal_blocks(&c) {
                             dp.fill(0.0);
                         }
                         for &(r0, r1, keys) in &rows {
-                            mm(
-                                r1 - r0,
-                                hd,
-                                keys,
-                                1.0,
-                                MatRef::rows(&gy, gob + r0 * width, width),
-                                MatRef::trans(&vh, vb, wv),
-                                0.0,
-                                &mut dp,
-                                r0 * s,
-                                s,
-                            );
+                            mm(r1 - r0, hd, keys, 1.0, MatRef::rows(&gy, gob + r0 * width, width), MatRef::trans(&vh, vb, wv), 0.0, &mut dp, r0 * s, s);
                         }
                         let pv: &[f32] = match drop {
                             Some(d) => {
-                                pd.iter_mut()
-                                    .zip(p.iter().zip(d))
-                                    .for_each(|(x, (a, m))| *x = a * m);
+                                pd.iter_mut().zip(p.iter().zip(d)).for_each(|(x, (a, m))| *x = a * m);
                                 &pd
                             }
                             None => p,
@@ -1212,18 +904,7 @@ fn attention<T: Tape<f32, Cpu>>(
                         // dV += P'^T dO over the query rows that see each key block
                         for &(c0, c1, r) in &cols {
                             let dst = &mut *bufs[vi];
-                            mm(
-                                c1 - c0,
-                                t - r,
-                                hd,
-                                1.0,
-                                MatRef::trans(pv, r * s + c0, s),
-                                MatRef::rows(&gy, gob + r * width, width),
-                                1.0,
-                                dst,
-                                c0 * wv + vo + g * hd,
-                                wv,
-                            );
+                            mm(c1 - c0, t - r, hd, 1.0, MatRef::trans(pv, r * s + c0, s), MatRef::rows(&gy, gob + r * width, width), 1.0, dst, c0 * wv + vo + g * hd, wv);
                         }
                         // dS = P * (dP - rowsum(P * dP))
                         if let Some(d) = drop {
@@ -1240,33 +921,11 @@ fn attention<T: Tape<f32, Cpu>>(
                         // dQ += scale dS K, dK += scale dS^T Q
                         for &(r0, r1, keys) in &rows {
                             let dst = &mut *bufs[0];
-                            mm(
-                                r1 - r0,
-                                keys,
-                                hd,
-                                c.scale,
-                                MatRef::rows(&dp, r0 * s, s),
-                                MatRef::rows(&kh, kb, wk),
-                                1.0,
-                                dst,
-                                r0 * wq + qo + hi * hd,
-                                wq,
-                            );
+                            mm(r1 - r0, keys, hd, c.scale, MatRef::rows(&dp, r0 * s, s), MatRef::rows(&kh, kb, wk), 1.0, dst, r0 * wq + qo + hi * hd, wq);
                         }
                         for &(c0, c1, r) in &cols {
                             let dst = &mut *bufs[ki];
-                            mm(
-                                c1 - c0,
-                                t - r,
-                                hd,
-                                c.scale,
-                                MatRef::trans(&dp, r * s + c0, s),
-                                MatRef::rows(&qh, qb + r * wq, wq),
-                                1.0,
-                                dst,
-                                c0 * wk + ko + g * hd,
-                                wk,
-                            );
+                            mm(c1 - c0, t - r, hd, c.scale, MatRef::trans(&dp, r * s + c0, s), MatRef::rows(&qh, qb + r * wq, wq), 1.0, dst, c0 * wk + ko + g * hd, wk);
                         }
                         if with_bias {
                             mathf::axpy(&mut dbias[hi * ts..(hi + 1) * ts], 1.0, &dp);

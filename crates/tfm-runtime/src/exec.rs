@@ -35,20 +35,11 @@ impl Inst {
             .children
             .iter()
             .map(|c| match c.kind {
-                ChildKind::Block | ChildKind::Repeat { shared: true, .. } => {
-                    vec![Inst::build(&c.graph, counter)]
-                }
-                ChildKind::Repeat {
-                    count,
-                    shared: false,
-                } => (0..count).map(|_| Inst::build(&c.graph, counter)).collect(),
+                ChildKind::Block | ChildKind::Repeat { shared: true, .. } => vec![Inst::build(&c.graph, counter)],
+                ChildKind::Repeat { count, shared: false } => (0..count).map(|_| Inst::build(&c.graph, counter)).collect(),
             })
             .collect();
-        Inst {
-            params,
-            children,
-            untransposed: transposes_read_in_place(g),
-        }
+        Inst { params, children, untransposed: transposes_read_in_place(g) }
     }
 }
 
@@ -72,29 +63,17 @@ pub(crate) fn run_model<D: Backend, T: Tape<f32, D>>(
     let mut env = DimEnv::new();
     for (port, h) in m.inputs.iter().zip(inputs) {
         let ty = &m.graph.values[port.value].ty;
-        let err = |message: String| RuntimeError::Input {
-            port: port.name.clone(),
-            message,
-        };
+        let err = |message: String| RuntimeError::Input { port: port.name.clone(), message };
         if h.dtype() != ty.dtype {
-            return Err(err(format!(
-                "expected {ty}, found a {} tensor",
-                h.dtype().name()
-            )));
+            return Err(err(format!("expected {ty}, found a {} tensor", h.dtype().name())));
         }
         if h.shape().len() != ty.shape.len() {
             return Err(err(format!("expected {ty}, found shape {:?}", h.shape())));
         }
         if h.len() != h.shape().iter().product::<usize>() {
-            return Err(err(format!(
-                "shape {:?} holds {} elements, found {}",
-                h.shape(),
-                h.shape().iter().product::<usize>(),
-                h.len()
-            )));
+            return Err(err(format!("shape {:?} holds {} elements, found {}", h.shape(), h.shape().iter().product::<usize>(), h.len())));
         }
-        bind(&mut env, &ty.shape, h.shape(), false)
-            .map_err(|m| err(format!("{m} (expected {ty}, found shape {:?})", h.shape())))?;
+        bind(&mut env, &ty.shape, h.shape(), false).map_err(|m| err(format!("{m} (expected {ty}, found shape {:?})", h.shape())))?;
     }
     for (port, h) in m.inputs.iter().zip(inputs) {
         let ty = &m.graph.values[port.value].ty;
@@ -103,10 +82,7 @@ pub(crate) fn run_model<D: Backend, T: Tape<f32, D>>(
                 if v as usize != n {
                     return Err(RuntimeError::Input {
                         port: port.name.clone(),
-                        message: format!(
-                            "expected {ty}, found shape {:?}: `{d}` is {v} here",
-                            h.shape()
-                        ),
+                        message: format!("expected {ty}, found shape {:?}: `{d}` is {v} here", h.shape()),
                     });
                 }
             }
@@ -122,14 +98,8 @@ pub(crate) fn run_model<D: Backend, T: Tape<f32, D>>(
 fn host_to_val<D: Backend, T: Tape<f32, D>>(cx: &Ctx<D, T>, h: &HostTensor) -> R<Val<D>> {
     Ok(match h {
         HostTensor::F32 { shape, data } => Val::F(cx.constant(data.clone(), shape.clone())?),
-        HostTensor::I64 { shape, data } => Val::I(IT {
-            shape: shape.clone(),
-            data: Arc::new(data.clone()),
-        }),
-        HostTensor::Bool { shape, data } => Val::B(BT {
-            shape: shape.clone(),
-            data: Arc::new(data.clone()),
-        }),
+        HostTensor::I64 { shape, data } => Val::I(IT { shape: shape.clone(), data: Arc::new(data.clone()) }),
+        HostTensor::Bool { shape, data } => Val::B(BT { shape: shape.clone(), data: Arc::new(data.clone()) }),
     })
 }
 
@@ -140,9 +110,7 @@ fn bind(env: &mut DimEnv, dims: &[Dim], shape: &[usize], overwrite: bool) -> Res
         if let Some(v) = d.as_var() {
             match env.get(v) {
                 Some(&old) if old as usize != n && !overwrite => {
-                    return Err(format!(
-                        "shape variable `{v}` is {old} in an earlier input but {n} here"
-                    ));
+                    return Err(format!("shape variable `{v}` is {old} in an earlier input but {n} here"));
                 }
                 _ => {
                     env.insert(v.to_string(), n as u64);
@@ -158,11 +126,9 @@ fn bind(env: &mut DimEnv, dims: &[Dim], shape: &[usize], overwrite: bool) -> Res
 }
 
 fn eval(d: &Dim, env: &DimEnv, what: &str) -> R<usize> {
-    d.eval(env).map(|v| v as usize).ok_or_else(|| {
-        run_err(format!(
-            "{what}: cannot evaluate `{d}` with the bound shape variables {env:?}"
-        ))
-    })
+    d.eval(env)
+        .map(|v| v as usize)
+        .ok_or_else(|| run_err(format!("{what}: cannot evaluate `{d}` with the bound shape variables {env:?}")))
 }
 
 fn run_graph<D: Backend, T: Tape<f32, D>>(
@@ -176,11 +142,7 @@ fn run_graph<D: Backend, T: Tape<f32, D>>(
 ) -> R<Vals<D>> {
     let mut env = parent_env.clone();
     if inputs.len() != g.inputs.len() {
-        return Err(run_err(format!(
-            "internal: a block expects {} inputs, found {}",
-            g.inputs.len(),
-            inputs.len()
-        )));
+        return Err(run_err(format!("internal: a block expects {} inputs, found {}", g.inputs.len(), inputs.len())));
     }
     let mut vals: Vals<D> = vec![None; g.values.len()];
     for (&vid, v) in g.inputs.iter().zip(inputs) {
@@ -191,11 +153,7 @@ fn run_graph<D: Backend, T: Tape<f32, D>>(
     for node in &g.nodes {
         let mut ins = Vec::with_capacity(node.inputs.len());
         for &v in &node.inputs {
-            ins.push(
-                vals[v]
-                    .clone()
-                    .ok_or_else(|| run_err("internal: a value is used before it is computed"))?,
-            );
+            ins.push(vals[v].clone().ok_or_else(|| run_err("internal: a value is used before it is computed"))?);
         }
         if let Some(&out) = node.outputs.first().filter(|o| untransposed[**o]) {
             // `w^T` feeding only `x @ w^T`: keep `w`; the product reads it transposed
@@ -203,30 +161,19 @@ fn run_graph<D: Backend, T: Tape<f32, D>>(
             continue;
         }
         let outs = match &node.op {
-            Op::Prim {
-                prim: Prim::MatMul, ..
-            } if node.inputs.get(1).is_some_and(|&b| untransposed[b]) => {
+            Op::Prim { prim: Prim::MatMul, .. } if node.inputs.get(1).is_some_and(|&b| untransposed[b]) => {
                 let (x, w) = (f(&ins, 0, "matmul")?, f(&ins, 1, "matmul")?);
                 vec![Val::F(linear(cx, x, w, None)?)]
             }
             Op::Prim { prim, params } => {
-                let ps = Ps {
-                    g,
-                    inst,
-                    store,
-                    ids: params,
-                };
+                let ps = Ps { g, inst, store, ids: params };
                 prim_op(cx, &ps, prim, &ins, node, &env)?
             }
             Op::Apply { child } => apply(rt, cx, store, g, inst, *child, ins, &env)?,
             Op::Weight { path, param } => vec![Val::F(weight(g, inst, store, path, *param)?)],
         };
         if outs.len() != node.outputs.len() {
-            return Err(run_err(format!(
-                "internal: an op made {} values, the graph expects {}",
-                outs.len(),
-                node.outputs.len()
-            )));
+            return Err(run_err(format!("internal: an op made {} values, the graph expects {}", outs.len(), node.outputs.len())));
         }
         for (&vid, v) in node.outputs.iter().zip(outs) {
             check_type(g, vid, &v, &env)?;
@@ -252,15 +199,7 @@ pub(crate) fn transposes_read_in_place(g: &Graph) -> Vec<bool> {
     }
     let mut is_transpose = vec![false; g.values.len()];
     for node in &g.nodes {
-        if let (
-            Op::Prim {
-                prim: Prim::Permute { axes },
-                ..
-            },
-            [src],
-            [out],
-        ) = (&node.op, &node.inputs[..], &node.outputs[..])
-        {
+        if let (Op::Prim { prim: Prim::Permute { axes }, .. }, [src], [out]) = (&node.op, &node.inputs[..], &node.outputs[..]) {
             let v = &g.values[*out];
             is_transpose[*out] = axes[..] == [1, 0]
                 && g.values[*src].ty.shape.len() == 2
@@ -271,13 +210,7 @@ pub(crate) fn transposes_read_in_place(g: &Graph) -> Vec<bool> {
     }
     let mut keep = vec![false; g.values.len()];
     for node in &g.nodes {
-        if let (
-            Op::Prim {
-                prim: Prim::MatMul, ..
-            },
-            [a, b],
-        ) = (&node.op, &node.inputs[..])
-        {
+        if let (Op::Prim { prim: Prim::MatMul, .. }, [a, b]) = (&node.op, &node.inputs[..]) {
             if is_transpose[*b] && g.values[*a].ty.shape.len() >= 2 {
                 keep[*b] = true;
             }
@@ -291,20 +224,13 @@ fn check_type<D: Backend>(g: &Graph, vid: usize, v: &Val<D>, env: &DimEnv) -> R<
     let ty = &g.values[vid].ty;
     let name = g.values[vid].name.as_deref().unwrap_or("a value");
     let dt_ok = match v {
-        Val::F(_) => matches!(
-            ty.dtype,
-            tfm_ir::DType::F32 | tfm_ir::DType::F16 | tfm_ir::DType::Bf16
-        ),
+        Val::F(_) => matches!(ty.dtype, tfm_ir::DType::F32 | tfm_ir::DType::F16 | tfm_ir::DType::Bf16),
         Val::I(_) => ty.dtype == tfm_ir::DType::I64,
         Val::B(_) => ty.dtype == tfm_ir::DType::Bool,
     };
     let shape = v.shape();
     let shape_ok = shape.len() == ty.shape.len()
-        && ty
-            .shape
-            .iter()
-            .zip(shape)
-            .all(|(d, &n)| d.eval(env).map(|e| e as usize == n).unwrap_or(true));
+        && ty.shape.iter().zip(shape).all(|(d, &n)| d.eval(env).map(|e| e as usize == n).unwrap_or(true));
     if dt_ok && shape_ok {
         Ok(())
     } else {
@@ -315,28 +241,14 @@ fn check_type<D: Backend>(g: &Graph, vid: usize, v: &Val<D>, env: &DimEnv) -> R<
     }
 }
 
-fn weight<D: Backend>(
-    g: &Graph,
-    inst: &Inst,
-    store: &ParamStore<D>,
-    path: &[usize],
-    param: ParamId,
-) -> R<FT<D>> {
+fn weight<D: Backend>(g: &Graph, inst: &Inst, store: &ParamStore<D>, path: &[usize], param: ParamId) -> R<FT<D>> {
     let (mut g, mut inst) = (g, inst);
     for &c in path {
-        let child = g
-            .children
-            .get(c)
-            .ok_or_else(|| run_err("internal: weight path names a missing child"))?;
+        let child = g.children.get(c).ok_or_else(|| run_err("internal: weight path names a missing child"))?;
         g = &child.graph;
-        inst = inst.children[c]
-            .first()
-            .ok_or_else(|| run_err("internal: a repeat has no copies"))?;
+        inst = inst.children[c].first().ok_or_else(|| run_err("internal: a repeat has no copies"))?;
     }
-    let def = g
-        .params
-        .get(param)
-        .ok_or_else(|| run_err("internal: weight names a missing parameter"))?;
+    let def = g.params.get(param).ok_or_else(|| run_err("internal: weight names a missing parameter"))?;
     let gi = inst.params[param];
     let p = &store.params[gi];
     let shape: Vec<usize> = def.shape.iter().map(|&d| d as usize).collect();
@@ -348,12 +260,7 @@ fn weight<D: Backend>(
             p.value.shape().0
         )));
     }
-    Ok(FT {
-        t: p.value.clone(),
-        shape,
-        uid: param_uid(gi),
-        host: None,
-    })
+    Ok(FT { t: p.value.clone(), shape, uid: param_uid(gi), host: None })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -374,11 +281,7 @@ fn apply<D: Backend, T: Tape<f32, D>>(
             .graph
             .outputs
             .iter()
-            .map(|&o| {
-                vals[o]
-                    .clone()
-                    .ok_or_else(|| run_err("internal: a block output was not computed"))
-            })
+            .map(|&o| vals[o].clone().ok_or_else(|| run_err("internal: a block output was not computed")))
             .collect()
     };
     match child.kind {
@@ -412,10 +315,7 @@ struct Ps<'a, D: Backend> {
 
 impl<D: Backend> Ps<'_, D> {
     fn at(&self, i: usize) -> R<FT<D>> {
-        let pid = *self
-            .ids
-            .get(i)
-            .ok_or_else(|| run_err("internal: a layer is missing a weight"))?;
+        let pid = *self.ids.get(i).ok_or_else(|| run_err("internal: a layer is missing a weight"))?;
         weight(self.g, self.inst, self.store, &[], pid)
     }
     /// The weight whose name ends with `.{suffix}` (or is `suffix`).
@@ -432,9 +332,7 @@ impl<D: Backend> Ps<'_, D> {
 }
 
 fn f<'a, D: Backend>(ins: &'a [Val<D>], i: usize, what: &str) -> R<&'a FT<D>> {
-    ins.get(i)
-        .ok_or_else(|| run_err(format!("internal: {what} is missing an input")))?
-        .f(what)
+    ins.get(i).ok_or_else(|| run_err(format!("internal: {what} is missing an input")))?.f(what)
 }
 
 fn prim_op<D: Backend, T: Tape<f32, D>>(
@@ -449,18 +347,12 @@ fn prim_op<D: Backend, T: Tape<f32, D>>(
     let one = |x: FT<D>| Ok(vec![Val::F(x)]);
     match prim {
         Prim::Embedding => {
-            let ids = ins
-                .first()
-                .ok_or_else(|| run_err("embedding: missing ids"))?
-                .i("embedding ids")?;
+            let ids = ins.first().ok_or_else(|| run_err("embedding: missing ids"))?.i("embedding ids")?;
             let w = ps.at(0)?;
             one(D::embedding(cx, &w, ids)?)
         }
         Prim::Sinusoidal => {
-            let ids = ins
-                .first()
-                .ok_or_else(|| run_err("sinusoidal: missing positions"))?
-                .i("positions")?;
+            let ids = ins.first().ok_or_else(|| run_err("sinusoidal: missing positions"))?.i("positions")?;
             let w = ps.at(0)?;
             one(D::embedding(cx, &w, ids)?)
         }
@@ -486,10 +378,7 @@ fn prim_op<D: Backend, T: Tape<f32, D>>(
         Prim::PatchEmbed { patch, bias } => {
             let x = f(ins, 0, "patch_embed")?;
             if x.shape.len() != 4 {
-                return Err(run_err(format!(
-                    "patch_embed: expected f32[B, C, H, W], found shape {:?}",
-                    x.shape
-                )));
+                return Err(run_err(format!("patch_embed: expected f32[B, C, H, W], found shape {:?}", x.shape)));
             }
             let (b, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
             let p = *patch as usize;
@@ -500,30 +389,15 @@ fn prim_op<D: Backend, T: Tape<f32, D>>(
             let bb = if *bias { Some(ps.at(1)?) } else { None };
             one(D::linear(cx, &cols, &wt, bb.as_ref())?)
         }
-        Prim::Conv1d {
-            stride,
-            padding,
-            bias,
-        } => {
+        Prim::Conv1d { stride, padding, bias } => {
             let x = f(ins, 0, "conv1d")?;
             if x.shape.len() != 3 {
-                return Err(run_err(format!(
-                    "conv1d: expected f32[B, C, L], found shape {:?}",
-                    x.shape
-                )));
+                return Err(run_err(format!("conv1d: expected f32[B, C, L], found shape {:?}", x.shape)));
             }
             let (b, c, l) = (x.shape[0], x.shape[1], x.shape[2]);
             let wt = ps.at(0)?;
             let (out, k) = (wt.shape[0], wt.shape.get(2).copied().unwrap_or(1));
-            let (idx, lout) = layout::unfold1d(
-                b,
-                c,
-                l,
-                k,
-                (*stride as usize).max(1),
-                *padding as usize,
-                x.numel(),
-            );
+            let (idx, lout) = layout::unfold1d(b, c, l, k, (*stride as usize).max(1), *padding as usize, x.numel());
             let cols = cx.gather_fill(x, idx, vec![b, lout, c * k], 0.0)?;
             let wt = wt.reshaped(vec![out, c * k]);
             let bb = if *bias { Some(ps.at(1)?) } else { None };
@@ -531,13 +405,7 @@ fn prim_op<D: Backend, T: Tape<f32, D>>(
             let (idx, shape) = layout::permute(&[b, lout, out], &[0, 2, 1]);
             one(D::gather(cx, &y, idx, shape)?)
         }
-        Prim::RelativeBias {
-            buckets,
-            max_distance,
-            bidirectional,
-            q_len,
-            k_len,
-        } => {
+        Prim::RelativeBias { buckets, max_distance, bidirectional, q_len, k_len } => {
             let t = eval(q_len, env, "relative_bias")?;
             let s = eval(k_len, env, "relative_bias")?;
             let w = ps.at(0)?;
@@ -546,12 +414,7 @@ fn prim_op<D: Backend, T: Tape<f32, D>>(
             for h in 0..heads {
                 for i in 0..t {
                     for j in 0..s {
-                        let bk = layout::t5_bucket(
-                            j as i64 - i as i64,
-                            *bidirectional,
-                            *buckets,
-                            *max_distance,
-                        );
+                        let bk = layout::t5_bucket(j as i64 - i as i64, *bidirectional, *buckets, *max_distance);
                         idx.push(bk.min(w.shape[0].saturating_sub(1)) * heads + h);
                     }
                 }
@@ -559,15 +422,9 @@ fn prim_op<D: Backend, T: Tape<f32, D>>(
             one(D::gather(cx, &w, idx, vec![heads, t, s])?)
         }
         Prim::Add | Prim::Sub | Prim::Mul | Prim::Div => {
-            let (a, b) = (
-                f(ins, 0, "an arithmetic op")?,
-                f(ins, 1, "an arithmetic op")?,
-            );
+            let (a, b) = (f(ins, 0, "an arithmetic op")?, f(ins, 1, "an arithmetic op")?);
             let shape = layout::broadcast_shapes(&a.shape, &b.shape).ok_or_else(|| {
-                run_err(format!(
-                    "expected shapes that broadcast, found {:?} and {:?}",
-                    a.shape, b.shape
-                ))
+                run_err(format!("expected shapes that broadcast, found {:?} and {:?}", a.shape, b.shape))
             })?;
             let a = expand_to(cx, a, &shape)?;
             let b = expand_to(cx, b, &shape)?;
@@ -591,15 +448,11 @@ fn prim_op<D: Backend, T: Tape<f32, D>>(
         Prim::MatMul => one(D::matmul(cx, f(ins, 0, "matmul")?, f(ins, 1, "matmul")?)?),
         Prim::Softmax { axis } => {
             let x = f(ins, 0, "softmax")?;
-            one(generic::over_axis(cx, x, *axis, |t| {
-                t.softmax::<Axis<1>>()
-            })?)
+            one(generic::over_axis(cx, x, *axis, |t| t.softmax::<Axis<1>>())?)
         }
         Prim::LogSoftmax { axis } => {
             let x = f(ins, 0, "log_softmax")?;
-            one(generic::over_axis(cx, x, *axis, |t| {
-                t.log_softmax::<Axis<1>>()
-            })?)
+            one(generic::over_axis(cx, x, *axis, |t| t.log_softmax::<Axis<1>>())?)
         }
         Prim::Dropout { p } => {
             let x = f(ins, 0, "dropout")?;
@@ -611,48 +464,25 @@ fn prim_op<D: Backend, T: Tape<f32, D>>(
         }
         Prim::Arange { n } => {
             let n = eval(n, env, "arange")?;
-            Ok(vec![Val::I(IT {
-                shape: vec![n],
-                data: Arc::new((0..n as i64).collect()),
-            })])
+            Ok(vec![Val::I(IT { shape: vec![n], data: Arc::new((0..n as i64).collect()) })])
         }
         Prim::Reshape { shape } => {
-            let x = ins
-                .first()
-                .ok_or_else(|| run_err("reshape: missing input"))?;
-            let shape: Vec<usize> = shape
-                .iter()
-                .map(|d| eval(d, env, "reshape"))
-                .collect::<R<_>>()?;
+            let x = ins.first().ok_or_else(|| run_err("reshape: missing input"))?;
+            let shape: Vec<usize> = shape.iter().map(|d| eval(d, env, "reshape")).collect::<R<_>>()?;
             let n: usize = x.shape().iter().product();
             if shape.iter().product::<usize>() != n {
-                return Err(run_err(format!(
-                    "reshape: cannot view {:?} ({n} elements) as {shape:?}",
-                    x.shape()
-                )));
+                return Err(run_err(format!("reshape: cannot view {:?} ({n} elements) as {shape:?}", x.shape())));
             }
             Ok(vec![match x {
                 Val::F(x) => Val::F(x.reshaped(shape)),
-                Val::I(x) => Val::I(IT {
-                    shape,
-                    data: x.data.clone(),
-                }),
-                Val::B(x) => Val::B(BT {
-                    shape,
-                    data: x.data.clone(),
-                }),
+                Val::I(x) => Val::I(IT { shape, data: x.data.clone() }),
+                Val::B(x) => Val::B(BT { shape, data: x.data.clone() }),
             }])
         }
         Prim::Permute { axes } => {
-            let x = ins
-                .first()
-                .ok_or_else(|| run_err("permute: missing input"))?;
+            let x = ins.first().ok_or_else(|| run_err("permute: missing input"))?;
             if axes.len() != x.shape().len() {
-                return Err(run_err(format!(
-                    "permute: expected {} axes, found {}",
-                    x.shape().len(),
-                    axes.len()
-                )));
+                return Err(run_err(format!("permute: expected {} axes, found {}", x.shape().len(), axes.len())));
             }
             let (idx, shape) = layout::permute(x.shape(), axes);
             Ok(vec![regather(cx, x, idx, shape)?])
@@ -665,10 +495,7 @@ fn prim_op<D: Backend, T: Tape<f32, D>>(
             for s in sizes {
                 let n = eval(s, env, "split")?;
                 if start + n > x.shape()[*axis] {
-                    return Err(run_err(format!(
-                        "split: sizes exceed dim {axis} of {:?}",
-                        x.shape()
-                    )));
+                    return Err(run_err(format!("split: sizes exceed dim {axis} of {:?}", x.shape())));
                 }
                 let (idx, shape) = layout::slice(x.shape(), *axis, start, start + n);
                 outs.push(regather(cx, x, idx, shape)?);
@@ -689,18 +516,10 @@ fn prim_op<D: Backend, T: Tape<f32, D>>(
             Ok(vec![regather(cx, x, idx, shape)?])
         }
         Prim::Expand { shape } => {
-            let x = ins
-                .first()
-                .ok_or_else(|| run_err("expand: missing input"))?;
-            let to: Vec<usize> = shape
-                .iter()
-                .map(|d| eval(d, env, "expand"))
-                .collect::<R<_>>()?;
+            let x = ins.first().ok_or_else(|| run_err("expand: missing input"))?;
+            let to: Vec<usize> = shape.iter().map(|d| eval(d, env, "expand")).collect::<R<_>>()?;
             if layout::broadcast_shapes(x.shape(), &to).as_deref() != Some(&to[..]) {
-                return Err(run_err(format!(
-                    "expand: cannot expand {:?} to {to:?}",
-                    x.shape()
-                )));
+                return Err(run_err(format!("expand: cannot expand {:?} to {to:?}", x.shape())));
             }
             let idx = layout::broadcast(x.shape(), &to);
             Ok(vec![regather(cx, x, idx, to)?])
@@ -708,10 +527,7 @@ fn prim_op<D: Backend, T: Tape<f32, D>>(
         Prim::First => {
             let x = f(ins, 0, "first")?;
             if x.shape.len() != 3 {
-                return Err(run_err(format!(
-                    "first: expected f32[B, T, D], found shape {:?}",
-                    x.shape
-                )));
+                return Err(run_err(format!("first: expected f32[B, T, D], found shape {:?}", x.shape)));
             }
             let (idx, _) = layout::slice(&x.shape, 1, 0, 1);
             one(D::gather(cx, x, idx, vec![x.shape[0], x.shape[2]])?)
@@ -729,20 +545,10 @@ fn prim_op<D: Backend, T: Tape<f32, D>>(
         Prim::Normalize => {
             let x = f(ins, 0, "normalize")?;
             let (r, n) = (x.rows(), x.last());
-            let inv = (cx
-                .tr(x)
-                .reshape_like(&(r, n))
-                .square()
-                .sum::<(usize,), Axis<1>>()
-                + 1e-24)
-                .sqrt()
-                .recip();
+            let inv = (cx.tr(x).reshape_like(&(r, n)).square().sum::<(usize,), Axis<1>>() + 1e-24).sqrt().recip();
             let inv = cx.keep(inv, vec![r]);
             let x2 = cx.distinct(&inv, x);
-            let y = cx
-                .tr(&inv)
-                .broadcast_like::<(usize, usize), Axis<1>>(&(r, n))
-                * x2.t.clone().reshape_like(&(r, n));
+            let y = cx.tr(&inv).broadcast_like::<(usize, usize), Axis<1>>(&(r, n)) * x2.t.clone().reshape_like(&(r, n));
             one(cx.keep(y, x.shape.clone()))
         }
         Prim::Alibi { heads, len } => {
@@ -760,44 +566,23 @@ fn prim_op<D: Backend, T: Tape<f32, D>>(
             one(cx.constant(data, vec![h, t, t])?)
         }
         Prim::PadMask { pad_id } => {
-            let x = ins
-                .first()
-                .ok_or_else(|| run_err("pad_mask: missing input"))?
-                .i("pad_mask")?;
+            let x = ins.first().ok_or_else(|| run_err("pad_mask: missing input"))?.i("pad_mask")?;
             let data = x.data.iter().map(|&v| v != *pad_id).collect();
-            Ok(vec![Val::B(BT {
-                shape: x.shape.clone(),
-                data: Arc::new(data),
-            })])
+            Ok(vec![Val::B(BT { shape: x.shape.clone(), data: Arc::new(data) })])
         }
     }
 }
 
 /// Applies a layout gather to any dtype (host gather for integer and bool tensors).
-fn regather<D: Backend, T: Tape<f32, D>>(
-    cx: &mut Ctx<D, T>,
-    x: &Val<D>,
-    idx: Vec<usize>,
-    shape: Vec<usize>,
-) -> R<Val<D>> {
+fn regather<D: Backend, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &Val<D>, idx: Vec<usize>, shape: Vec<usize>) -> R<Val<D>> {
     Ok(match x {
         Val::F(x) => Val::F(D::gather(cx, x, idx, shape)?),
-        Val::I(x) => Val::I(IT {
-            shape,
-            data: Arc::new(idx.iter().map(|&i| x.data[i]).collect()),
-        }),
-        Val::B(x) => Val::B(BT {
-            shape,
-            data: Arc::new(idx.iter().map(|&i| x.data[i]).collect()),
-        }),
+        Val::I(x) => Val::I(IT { shape, data: Arc::new(idx.iter().map(|&i| x.data[i]).collect()) }),
+        Val::B(x) => Val::B(BT { shape, data: Arc::new(idx.iter().map(|&i| x.data[i]).collect()) }),
     })
 }
 
-fn expand_to<D: Backend, T: Tape<f32, D>>(
-    cx: &mut Ctx<D, T>,
-    x: &FT<D>,
-    shape: &[usize],
-) -> R<FT<D>> {
+fn expand_to<D: Backend, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &FT<D>, shape: &[usize]) -> R<FT<D>> {
     if x.shape == shape {
         return Ok(x.clone());
     }
@@ -808,25 +593,13 @@ fn expand_to<D: Backend, T: Tape<f32, D>>(
     D::gather(cx, x, idx, shape.to_vec())
 }
 
-fn concat<D: Backend, T: Tape<f32, D>>(
-    cx: &mut Ctx<D, T>,
-    ins: &[Val<D>],
-    axis: usize,
-) -> R<Val<D>> {
-    let first = ins
-        .first()
-        .ok_or_else(|| run_err("concat: expected at least one tensor"))?;
+fn concat<D: Backend, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, ins: &[Val<D>], axis: usize) -> R<Val<D>> {
+    let first = ins.first().ok_or_else(|| run_err("concat: expected at least one tensor"))?;
     let shapes: Vec<Vec<usize>> = ins.iter().map(|v| v.shape().to_vec()).collect();
     for s in &shapes {
-        let same = s.len() == shapes[0].len()
-            && s.iter()
-                .zip(&shapes[0])
-                .enumerate()
-                .all(|(i, (a, b))| i == axis || a == b);
+        let same = s.len() == shapes[0].len() && s.iter().zip(&shapes[0]).enumerate().all(|(i, (a, b))| i == axis || a == b);
         if !same {
-            return Err(run_err(format!(
-                "concat: expected shapes equal except on dim {axis}, found {shapes:?}"
-            )));
+            return Err(run_err(format!("concat: expected shapes equal except on dim {axis}, found {shapes:?}")));
         }
     }
     let (idx, shape) = layout::concat(&shapes, axis);
@@ -840,67 +613,40 @@ fn concat<D: Backend, T: Tape<f32, D>>(
                     Some(a) => {
                         let x = cx.distinct(&a, x);
                         let n = a.numel() + x.numel();
-                        let y = (cx.tr(&a), x.t.clone())
-                            .try_concat_along(Axis::<0>)
-                            .map_err(dev_err)?;
+                        let y = (cx.tr(&a), x.t.clone()).try_concat_along(Axis::<0>).map_err(dev_err)?;
                         cx.keep(y, vec![n])
                     }
                 });
             }
             let flat = acc.ok_or_else(|| run_err("concat: no tensors"))?;
-            Ok(Val::F(D::gather(
-                cx,
-                &flat.reshaped(vec![flat.numel()]),
-                idx,
-                shape,
-            )?))
+            Ok(Val::F(D::gather(cx, &flat.reshaped(vec![flat.numel()]), idx, shape)?))
         }
         Val::I(_) => {
             let mut all = vec![];
             for v in ins {
                 all.extend(v.i("concat")?.data.iter().copied());
             }
-            Ok(Val::I(IT {
-                shape,
-                data: Arc::new(idx.iter().map(|&i| all[i]).collect()),
-            }))
+            Ok(Val::I(IT { shape, data: Arc::new(idx.iter().map(|&i| all[i]).collect()) }))
         }
         Val::B(_) => {
             let mut all = vec![];
             for v in ins {
                 all.extend(v.b("concat")?.data.iter().copied());
             }
-            Ok(Val::B(BT {
-                shape,
-                data: Arc::new(idx.iter().map(|&i| all[i]).collect()),
-            }))
+            Ok(Val::B(BT { shape, data: Arc::new(idx.iter().map(|&i| all[i]).collect()) }))
         }
     }
 }
 
-fn linear<D: Backend, T: Tape<f32, D>>(
-    cx: &mut Ctx<D, T>,
-    x: &FT<D>,
-    w: &FT<D>,
-    b: Option<&FT<D>>,
-) -> R<FT<D>> {
+fn linear<D: Backend, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &FT<D>, w: &FT<D>, b: Option<&FT<D>>) -> R<FT<D>> {
     let inn = w.numel() / w.shape[0].max(1);
     if x.last() != inn {
-        return Err(run_err(format!(
-            "linear: expected inputs with last dim {inn}, found shape {:?}",
-            x.shape
-        )));
+        return Err(run_err(format!("linear: expected inputs with last dim {inn}, found shape {:?}", x.shape)));
     }
     D::linear(cx, x, w, b)
 }
 
-fn mlp<D: Backend, T: Tape<f32, D>>(
-    cx: &mut Ctx<D, T>,
-    ps: &Ps<D>,
-    act: Activation,
-    bias: bool,
-    x: &FT<D>,
-) -> R<FT<D>> {
+fn mlp<D: Backend, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, ps: &Ps<D>, act: Activation, bias: bool, x: &FT<D>) -> R<FT<D>> {
     let gated = matches!(act, Activation::Swiglu | Activation::Geglu);
     // by name (`up.weight`, `gate.weight`, `down.weight`), else in the documented order
     let get = |name: &str, pos: usize| -> R<FT<D>> {
@@ -910,37 +656,17 @@ fn mlp<D: Backend, T: Tape<f32, D>>(
         }
     };
     let stride = if bias { 2 } else { 1 };
-    let (gate_i, up_i, down_i) = if gated {
-        (0, stride, 2 * stride)
-    } else {
-        (usize::MAX, 0, stride)
-    };
+    let (gate_i, up_i, down_i) = if gated { (0, stride, 2 * stride) } else { (usize::MAX, 0, stride) };
     let up_w = get("up.weight", up_i)?;
-    let up_b = if bias {
-        Some(get("up.bias", up_i + 1)?)
-    } else {
-        None
-    };
+    let up_b = if bias { Some(get("up.bias", up_i + 1)?) } else { None };
     let down_w = get("down.weight", down_i)?;
-    let down_b = if bias {
-        Some(get("down.bias", down_i + 1)?)
-    } else {
-        None
-    };
+    let down_b = if bias { Some(get("down.bias", down_i + 1)?) } else { None };
     let up = linear(cx, x, &up_w, up_b.as_ref())?;
     let h = if gated {
         let gate_w = get("gate.weight", gate_i)?;
-        let gate_b = if bias {
-            Some(get("gate.bias", gate_i + 1)?)
-        } else {
-            None
-        };
+        let gate_b = if bias { Some(get("gate.bias", gate_i + 1)?) } else { None };
         let gate = linear(cx, x, &gate_w, gate_b.as_ref())?;
-        let inner = if act == Activation::Swiglu {
-            Activation::Silu
-        } else {
-            Activation::Gelu
-        };
+        let inner = if act == Activation::Swiglu { Activation::Silu } else { Activation::Gelu };
         let a = D::act(cx, &gate, inner)?;
         cx.zip(&a, &up, |a, u| a * u)
     } else {
@@ -949,12 +675,7 @@ fn mlp<D: Backend, T: Tape<f32, D>>(
     linear(cx, &h, &down_w, down_b.as_ref())
 }
 
-fn attention<D: Backend, T: Tape<f32, D>>(
-    cx: &mut Ctx<D, T>,
-    ps: &Ps<D>,
-    c: &AttentionCfg,
-    ins: &[Val<D>],
-) -> R<FT<D>> {
+fn attention<D: Backend, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, ps: &Ps<D>, c: &AttentionCfg, ins: &[Val<D>]) -> R<FT<D>> {
     let x = f(ins, 0, "attention")?;
     let mut i = 1;
     let mem = if c.cross {
@@ -965,50 +686,27 @@ fn attention<D: Backend, T: Tape<f32, D>>(
     };
     let mask = if c.has_mask {
         i += 1;
-        Some(
-            ins.get(i - 1)
-                .ok_or_else(|| run_err("attention: missing mask"))?
-                .b("attention mask")?,
-        )
+        Some(ins.get(i - 1).ok_or_else(|| run_err("attention: missing mask"))?.b("attention mask")?)
     } else {
         None
     };
-    let bias = if c.has_bias {
-        Some(f(ins, i, "attention bias")?)
-    } else {
-        None
-    };
+    let bias = if c.has_bias { Some(f(ins, i, "attention bias")?) } else { None };
     if x.shape.len() != 3 || mem.shape.len() != 3 {
-        return Err(run_err(format!(
-            "attention: expected f32[B, T, D] inputs, found {:?}",
-            x.shape
-        )));
+        return Err(run_err(format!("attention: expected f32[B, T, D] inputs, found {:?}", x.shape)));
     }
     let (b, t, s) = (x.shape[0], x.shape[1], mem.shape[1]);
-    let (h, kv, hd) = (
-        c.heads as usize,
-        c.kv_heads.max(1) as usize,
-        c.head_dim as usize,
-    );
+    let (h, kv, hd) = (c.heads as usize, c.kv_heads.max(1) as usize, c.head_dim as usize);
     if h % kv != 0 {
-        return Err(run_err(format!(
-            "attention: expected kv_heads to divide heads, found {kv} and {h}"
-        )));
+        return Err(run_err(format!("attention: expected kv_heads to divide heads, found {kv} and {h}")));
     }
     if let Some(m) = mask {
         if m.shape != [b, s] {
-            return Err(run_err(format!(
-                "attention: expected a mask of shape [{b}, {s}], found {:?}",
-                m.shape
-            )));
+            return Err(run_err(format!("attention: expected a mask of shape [{b}, {s}], found {:?}", m.shape)));
         }
     }
     if let Some(bb) = bias {
         if bb.numel() != h * t * s {
-            return Err(run_err(format!(
-                "attention: expected a bias of shape [{h}, {t}, {s}], found {:?}",
-                bb.shape
-            )));
+            return Err(run_err(format!("attention: expected a bias of shape [{h}, {t}, {s}], found {:?}", bb.shape)));
         }
     }
     // weights by name, else in the documented order: q, k, v, o weights (qkv, o when fused), then biases
@@ -1023,11 +721,7 @@ fn attention<D: Backend, T: Tape<f32, D>>(
     let (q_full, k_full, v_full, q_off, k_off, v_off);
     if c.fused_qkv {
         let w = get("qkv.weight", 0)?;
-        let bq = if c.bias {
-            Some(get("qkv.bias", nw)?)
-        } else {
-            None
-        };
+        let bq = if c.bias { Some(get("qkv.bias", nw)?) } else { None };
         let qkv = linear(cx, x, &w, bq.as_ref())?;
         q_full = qkv.clone();
         k_full = qkv.clone();
@@ -1038,14 +732,7 @@ fn attention<D: Backend, T: Tape<f32, D>>(
         let mut outs = vec![];
         for (j, n) in names.iter().enumerate() {
             let w = get(&format!("{n}.weight"), j)?;
-            let bb = if c.bias && (j != 1 || c.k_bias) {
-                Some(get(
-                    &format!("{n}.bias"),
-                    nw + j - (j == 2 && !c.k_bias) as usize,
-                )?)
-            } else {
-                None
-            };
+            let bb = if c.bias && (j != 1 || c.k_bias) { Some(get(&format!("{n}.bias"), nw + j - (j == 2 && !c.k_bias) as usize)?) } else { None };
             let src = if j == 0 { x } else { mem };
             outs.push(linear(cx, src, &w, bb.as_ref())?);
         }
@@ -1057,48 +744,13 @@ fn attention<D: Backend, T: Tape<f32, D>>(
     let (qf, kf);
     let (q, k) = if c.rotary {
         let theta = c.rope_theta as f32;
-        qf = D::rope(
-            cx,
-            Cols {
-                x: &q_full,
-                off: q_off,
-                width: qw,
-            },
-            h,
-            hd,
-            theta,
-        )?;
-        kf = D::rope(
-            cx,
-            Cols {
-                x: &k_full,
-                off: k_off,
-                width: kw,
-            },
-            kv,
-            hd,
-            theta,
-        )?;
+        qf = D::rope(cx, Cols { x: &q_full, off: q_off, width: qw }, h, hd, theta)?;
+        kf = D::rope(cx, Cols { x: &k_full, off: k_off, width: kw }, kv, hd, theta)?;
         (Cols::all(&qf), Cols::all(&kf))
     } else {
-        (
-            Cols {
-                x: &q_full,
-                off: q_off,
-                width: qw,
-            },
-            Cols {
-                x: &k_full,
-                off: k_off,
-                width: kw,
-            },
-        )
+        (Cols { x: &q_full, off: q_off, width: qw }, Cols { x: &k_full, off: k_off, width: kw })
     };
-    let v = Cols {
-        x: &v_full,
-        off: v_off,
-        width: vw,
-    };
+    let v = Cols { x: &v_full, off: v_off, width: vw };
     let cfg = CoreCfg {
         b,
         t,
@@ -1108,24 +760,12 @@ fn attention<D: Backend, T: Tape<f32, D>>(
         hd,
         causal: c.causal,
         window: c.window as usize,
-        scale: if c.scale {
-            1.0 / (hd as f32).sqrt()
-        } else {
-            1.0
-        },
+        scale: if c.scale { 1.0 / (hd as f32).sqrt() } else { 1.0 },
         dropout: if cx.train { c.dropout as f32 } else { 0.0 },
     };
     let core = D::attention_core(cx, q, k, v, cfg, mask, bias)?;
     let ow = get("o.weight", nw - 1)?;
-    let nb = if c.fused_qkv {
-        1
-    } else {
-        2 + c.k_bias as usize
-    };
-    let ob = if c.out_bias {
-        Some(get("o.bias", nw + if c.bias { nb } else { 0 })?)
-    } else {
-        None
-    };
+    let nb = if c.fused_qkv { 1 } else { 2 + c.k_bias as usize };
+    let ob = if c.out_bias { Some(get("o.bias", nw + if c.bias { nb } else { 0 })?) } else { None };
     linear(cx, &core, &ow, ob.as_ref())
 }

@@ -13,21 +13,11 @@ pub struct MatRef<'a> {
 impl<'a> MatRef<'a> {
     /// A row-major `[rows, cols]` matrix starting at `off` with row stride `rs`.
     pub fn rows(data: &'a [f32], off: usize, rs: usize) -> Self {
-        MatRef {
-            data,
-            off,
-            rs,
-            cs: 1,
-        }
+        MatRef { data, off, rs, cs: 1 }
     }
     /// The transpose of a row-major matrix with row stride `rs`.
     pub fn trans(data: &'a [f32], off: usize, rs: usize) -> Self {
-        MatRef {
-            data,
-            off,
-            rs: 1,
-            cs: rs,
-        }
+        MatRef { data, off, rs: 1, cs: rs }
     }
     pub fn fits(&self, r: usize, c: usize) -> bool {
         r == 0 || c == 0 || self.off + (r - 1) * self.rs + (c - 1) * self.cs < self.data.len()
@@ -37,25 +27,12 @@ impl<'a> MatRef<'a> {
 /// Checks that the views fit their slices (panics on a bug, never on user input) and handles the
 /// empty products; `false` when nothing is left for the kernel to compute.
 #[allow(clippy::too_many_arguments)]
-fn checked_nonempty(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &MatRef,
-    b: &MatRef,
-    beta: f32,
-    c: &mut [f32],
-    c_off: usize,
-    rsc: usize,
-) -> bool {
+fn checked_nonempty(m: usize, k: usize, n: usize, a: &MatRef, b: &MatRef, beta: f32, c: &mut [f32], c_off: usize, rsc: usize) -> bool {
     if m == 0 || n == 0 {
         return false;
     }
     assert!(a.fits(m, k) && b.fits(k, n), "sgemm operand out of bounds");
-    assert!(
-        c_off + (m - 1) * rsc + n <= c.len(),
-        "sgemm output out of bounds"
-    );
+    assert!(c_off + (m - 1) * rsc + n <= c.len(), "sgemm output out of bounds");
     if k == 0 {
         for i in 0..m {
             for v in &mut c[c_off + i * rsc..c_off + i * rsc + n] {
@@ -115,18 +92,7 @@ pub fn sgemm(
 
 /// Like [`sgemm`], computed by the `gemm` crate (rayon-parallel when the product is large).
 #[allow(clippy::too_many_arguments)]
-pub fn sgemm_g(
-    m: usize,
-    k: usize,
-    n: usize,
-    alpha: f32,
-    a: MatRef,
-    b: MatRef,
-    beta: f32,
-    c: &mut [f32],
-    c_off: usize,
-    rsc: usize,
-) {
+pub fn sgemm_g(m: usize, k: usize, n: usize, alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], c_off: usize, rsc: usize) {
     let par = if m * k * n >= (1 << 18) {
         gemm::Parallelism::Rayon(rayon::current_num_threads())
     } else {
@@ -138,31 +104,8 @@ pub fn sgemm_g(
 /// Like [`sgemm`], by the `gemm` crate on the calling thread: faster than `matrixmultiply` for
 /// the small per-head products of attention over short sequences, which it does not pack.
 #[allow(clippy::too_many_arguments)]
-pub fn sgemm_small(
-    m: usize,
-    k: usize,
-    n: usize,
-    alpha: f32,
-    a: MatRef,
-    b: MatRef,
-    beta: f32,
-    c: &mut [f32],
-    c_off: usize,
-    rsc: usize,
-) {
-    gemm_crate(
-        m,
-        k,
-        n,
-        alpha,
-        a,
-        b,
-        beta,
-        c,
-        c_off,
-        rsc,
-        gemm::Parallelism::None,
-    );
+pub fn sgemm_small(m: usize, k: usize, n: usize, alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], c_off: usize, rsc: usize) {
+    gemm_crate(m, k, n, alpha, a, b, beta, c, c_off, rsc, gemm::Parallelism::None);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -266,10 +209,7 @@ pub fn sgemm_par(
         r0 = r1;
     }
     pieces.into_par_iter().for_each(|(r0, r1, cs)| {
-        let a = MatRef {
-            off: a.off + r0 * a.rs,
-            ..a
-        };
+        let a = MatRef { off: a.off + r0 * a.rs, ..a };
         sgemm(r1 - r0, k, n, alpha, a, b, beta, cs, 0, rsc);
     });
 }
@@ -284,32 +224,10 @@ mod tests {
         let a = [1.0, 2.0, 3.0, 4.0];
         let b = [5.0, 6.0, 7.0, 8.0];
         let mut c = [0.0; 4];
-        sgemm(
-            2,
-            2,
-            2,
-            1.0,
-            MatRef::rows(&a, 0, 2),
-            MatRef::rows(&b, 0, 2),
-            0.0,
-            &mut c,
-            0,
-            2,
-        );
+        sgemm(2, 2, 2, 1.0, MatRef::rows(&a, 0, 2), MatRef::rows(&b, 0, 2), 0.0, &mut c, 0, 2);
         assert_eq!(c, [19.0, 22.0, 43.0, 50.0]);
         // A @ B^T = [[17, 23], [39, 53]], accumulated onto C
-        sgemm(
-            2,
-            2,
-            2,
-            1.0,
-            MatRef::rows(&a, 0, 2),
-            MatRef::trans(&b, 0, 2),
-            1.0,
-            &mut c,
-            0,
-            2,
-        );
+        sgemm(2, 2, 2, 1.0, MatRef::rows(&a, 0, 2), MatRef::trans(&b, 0, 2), 1.0, &mut c, 0, 2);
         assert_eq!(c, [36.0, 45.0, 82.0, 103.0]);
     }
 
@@ -320,46 +238,13 @@ mod tests {
         let b: Vec<f32> = (0..k * n).map(|i| ((i * 5) % 11) as f32 - 5.0).collect();
         let mut c1 = vec![1.0; m * n + 3];
         let mut c2 = c1.clone();
-        sgemm(
-            m,
-            k,
-            n,
-            0.5,
-            MatRef::rows(&a, 0, k),
-            MatRef::rows(&b, 0, n),
-            1.0,
-            &mut c1,
-            3,
-            n,
-        );
-        sgemm_par(
-            m,
-            k,
-            n,
-            0.5,
-            MatRef::rows(&a, 0, k),
-            MatRef::rows(&b, 0, n),
-            1.0,
-            &mut c2,
-            3,
-            n,
-        );
+        sgemm(m, k, n, 0.5, MatRef::rows(&a, 0, k), MatRef::rows(&b, 0, n), 1.0, &mut c1, 3, n);
+        sgemm_par(m, k, n, 0.5, MatRef::rows(&a, 0, k), MatRef::rows(&b, 0, n), 1.0, &mut c2, 3, n);
         assert_eq!(c1, c2);
         // `A` read transposed: the rows of `C` split across threads
         let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
         let mut c6 = vec![1.0; m * n + 3];
-        sgemm_par(
-            m,
-            k,
-            n,
-            0.5,
-            MatRef::trans(&at, 0, m),
-            MatRef::rows(&b, 0, n),
-            1.0,
-            &mut c6,
-            3,
-            n,
-        );
+        sgemm_par(m, k, n, 0.5, MatRef::trans(&at, 0, m), MatRef::rows(&b, 0, n), 1.0, &mut c6, 3, n);
         assert_eq!(c1, c6);
         // against a plain triple loop
         let mut naive = 1.0f32;
@@ -368,44 +253,11 @@ mod tests {
         }
         assert_eq!(c2[3 + 5 * n + 7], naive);
         let mut c3 = vec![1.0; m * n + 3];
-        sgemm_g(
-            m,
-            k,
-            n,
-            0.5,
-            MatRef::rows(&a, 0, k),
-            MatRef::trans(&b, 0, k),
-            1.0,
-            &mut c3,
-            3,
-            n,
-        );
+        sgemm_g(m, k, n, 0.5, MatRef::rows(&a, 0, k), MatRef::trans(&b, 0, k), 1.0, &mut c3, 3, n);
         let mut c4 = vec![1.0; m * n + 3];
-        sgemm(
-            m,
-            k,
-            n,
-            0.5,
-            MatRef::rows(&a, 0, k),
-            MatRef::trans(&b, 0, k),
-            1.0,
-            &mut c4,
-            3,
-            n,
-        );
+        sgemm(m, k, n, 0.5, MatRef::rows(&a, 0, k), MatRef::trans(&b, 0, k), 1.0, &mut c4, 3, n);
         let mut c5 = vec![1.0; m * n + 3];
-        sgemm_small(
-            m,
-            k,
-            n,
-            0.5,
-            MatRef::rows(&a, 0, k),
-            MatRef::trans(&b, 0, k),
-            1.0,
-            &mut c5,
-            3,
-            n,
-        );
+        sgemm_small(m, k, n, 0.5, MatRef::rows(&a, 0, k), MatRef::trans(&b, 0, k), 1.0, &mut c5, 3, n);
         for ((x, y), z) in c3.iter().zip(&c4).zip(&c5) {
             assert!((x - y).abs() <= 1e-4 * y.abs().max(1.0), "{x} vs {y}");
             assert!((z - y).abs() <= 1e-4 * y.abs().max(1.0), "{z} vs {y}");

@@ -34,9 +34,7 @@ pub fn permute(shape: &[usize], axes: &[usize]) -> (Vec<usize>, Vec<usize>) {
     let out: Vec<usize> = axes.iter().map(|&a| shape[a]).collect();
     let ost: Vec<usize> = axes.iter().map(|&a| st[a]).collect();
     let mut idx = Vec::with_capacity(out.iter().product());
-    for_each_index(&out, |ix| {
-        idx.push(ix.iter().zip(&ost).map(|(i, s)| i * s).sum())
-    });
+    for_each_index(&out, |ix| idx.push(ix.iter().zip(&ost).map(|(i, s)| i * s).sum()));
     (idx, out)
 }
 
@@ -45,16 +43,8 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let r = a.len().max(b.len());
     let mut out = vec![0; r];
     for i in 0..r {
-        let da = if i + a.len() >= r {
-            a[i + a.len() - r]
-        } else {
-            1
-        };
-        let db = if i + b.len() >= r {
-            b[i + b.len() - r]
-        } else {
-            1
-        };
+        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
+        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
         out[i] = if da == db || db == 1 {
             da
         } else if da == 1 {
@@ -71,18 +61,10 @@ pub fn broadcast(from: &[usize], to: &[usize]) -> Vec<usize> {
     let st = strides(from);
     let off = to.len() - from.len();
     let bst: Vec<usize> = (0..to.len())
-        .map(|i| {
-            if i < off || from[i - off] == 1 {
-                0
-            } else {
-                st[i - off]
-            }
-        })
+        .map(|i| if i < off || from[i - off] == 1 { 0 } else { st[i - off] })
         .collect();
     let mut idx = Vec::with_capacity(to.iter().product());
-    for_each_index(to, |ix| {
-        idx.push(ix.iter().zip(&bst).map(|(i, s)| i * s).sum())
-    });
+    for_each_index(to, |ix| idx.push(ix.iter().zip(&bst).map(|(i, s)| i * s).sum()));
     idx
 }
 
@@ -129,15 +111,7 @@ pub fn concat(shapes: &[Vec<usize>], axis: usize) -> (Vec<usize>, Vec<usize>) {
 
 /// Columns of 1-D convolution: `x [B, C, L]` -> `[B, Lout, C * k]` (column `c * k + j`), with
 /// `zero` (an index holding 0) for padded positions.
-pub fn unfold1d(
-    b: usize,
-    c: usize,
-    l: usize,
-    k: usize,
-    stride: usize,
-    pad: usize,
-    zero: usize,
-) -> (Vec<usize>, usize) {
+pub fn unfold1d(b: usize, c: usize, l: usize, k: usize, stride: usize, pad: usize, zero: usize) -> (Vec<usize>, usize) {
     let lout = (l + 2 * pad).saturating_sub(k) / stride + 1;
     let mut idx = Vec::with_capacity(b * lout * c * k);
     for bi in 0..b {
@@ -145,11 +119,7 @@ pub fn unfold1d(
             for ci in 0..c {
                 for j in 0..k {
                     let pos = o * stride + j;
-                    idx.push(if pos < pad || pos - pad >= l {
-                        zero
-                    } else {
-                        (bi * c + ci) * l + pos - pad
-                    });
+                    idx.push(if pos < pad || pos - pad >= l { zero } else { (bi * c + ci) * l + pos - pad });
                 }
             }
         }
@@ -196,8 +166,7 @@ pub fn t5_bucket(rel: i64, bidirectional: bool, buckets: u64, max_distance: u64)
     } else {
         let me = max_exact.max(1) as f32;
         let large = me
-            + ((n as f32 / me).ln() / (max_distance as f32 / me).ln() * (nb - max_exact) as f32)
-                as i64 as f32;
+            + ((n as f32 / me).ln() / (max_distance as f32 / me).ln() * (nb - max_exact) as f32) as i64 as f32;
         ret += (large as i64).min(nb - 1);
     }
     ret.max(0) as usize
@@ -217,12 +186,7 @@ pub fn alibi_slopes(heads: usize) -> Vec<f32> {
         pow2(heads)
     } else {
         let mut s = pow2(closest);
-        s.extend(
-            pow2(2 * closest)
-                .into_iter()
-                .step_by(2)
-                .take(heads - closest),
-        );
+        s.extend(pow2(2 * closest).into_iter().step_by(2).take(heads - closest));
         s
     }
 }

@@ -56,9 +56,7 @@ pub enum HostTensor {
 impl HostTensor {
     pub fn shape(&self) -> &[usize] {
         match self {
-            HostTensor::F32 { shape, .. }
-            | HostTensor::I64 { shape, .. }
-            | HostTensor::Bool { shape, .. } => shape,
+            HostTensor::F32 { shape, .. } | HostTensor::I64 { shape, .. } | HostTensor::Bool { shape, .. } => shape,
         }
     }
     pub fn dtype(&self) -> tfm_ir::DType {
@@ -131,9 +129,7 @@ impl fmt::Display for RuntimeError {
 impl std::error::Error for RuntimeError {}
 
 pub(crate) fn run_err(message: impl Into<String>) -> RuntimeError {
-    RuntimeError::Run {
-        message: message.into(),
-    }
+    RuntimeError::Run { message: message.into() }
 }
 
 pub(crate) fn dev_err(e: impl fmt::Debug) -> RuntimeError {
@@ -172,13 +168,7 @@ impl<D: Backend> Runtime<D> {
                 });
             }
         }
-        Ok(Runtime {
-            model,
-            dev,
-            inst,
-            n_params: counter,
-            fused: true,
-        })
+        Ok(Runtime { model, dev, inst, n_params: counter, fused: true })
     }
 
     pub fn model(&self) -> &tfm_ir::Model {
@@ -231,10 +221,7 @@ impl<D: Backend> Runtime<D> {
         let ports: Vec<_> = self.model.outputs.iter().map(|p| p.value).collect();
         let mut host = Vec::with_capacity(ports.len());
         for v in ports {
-            let val = outs
-                .get(v)
-                .and_then(|v| v.as_ref())
-                .ok_or_else(|| run_err("an output was not computed"))?;
+            let val = outs.get(v).and_then(|v| v.as_ref()).ok_or_else(|| run_err("an output was not computed"))?;
             host.push(val.to_host());
         }
         Ok(host)
@@ -279,11 +266,7 @@ impl<D: Backend> Runtime<D> {
         D::pass_loss(self, store, batch)
     }
 
-    pub(crate) fn loss_here(
-        &self,
-        store: &ParamStore<D>,
-        batch: &Batch,
-    ) -> Result<f32, RuntimeError> {
+    pub(crate) fn loss_here(&self, store: &ParamStore<D>, batch: &Batch) -> Result<f32, RuntimeError> {
         self.check_store(store)?;
         let mut cx = self.ctx::<NoneTape>(false, 0);
         let outs = exec::run_model(self, &mut cx, store, &batch.inputs)?;
@@ -314,13 +297,7 @@ impl<D: Backend> Runtime<D> {
     }
 
     #[cfg(test)]
-    pub(crate) fn probe_loss(
-        &self,
-        store: &ParamStore<D>,
-        inputs: &[HostTensor],
-        probe: &[f32],
-        train: bool,
-    ) -> Result<f32, RuntimeError> {
+    pub(crate) fn probe_loss(&self, store: &ParamStore<D>, inputs: &[HostTensor], probe: &[f32], train: bool) -> Result<f32, RuntimeError> {
         let mut cx = self.ctx::<NoneTape>(train, 7);
         Ok(self.probe_value(&mut cx, store, inputs, probe)?.t.as_vec()[0])
     }
@@ -334,11 +311,7 @@ impl<D: Backend> Runtime<D> {
         probe: &[f32],
     ) -> Result<value::FT<D>, RuntimeError> {
         let outs = exec::run_model(self, cx, store, inputs)?;
-        let y = outs[self.model.outputs[0].value]
-            .as_ref()
-            .ok_or_else(|| run_err("no output"))?
-            .f("output")?
-            .clone();
+        let y = outs[self.model.outputs[0].value].as_ref().ok_or_else(|| run_err("no output"))?.f("output")?.clone();
         let r = cx.constant(probe.to_vec(), y.shape.clone())?;
         let prod = cx.zip(&y, &r, |a, b| a * b);
         let s = cx.tr(&prod).sum::<(), Axis<0>>();

@@ -61,15 +61,7 @@ pub fn exp(x: f32) -> f32 {
 fn erf_and_gauss(x: f32) -> (f32, f32) {
     let a = x.abs();
     let t = 1.0 / madd(0.327_591_1, a, 1.0);
-    let poly = t * madd(
-        t,
-        madd(
-            t,
-            madd(t, madd(t, 1.061_405_4, -1.453_152), 1.421_413_7),
-            -0.284_496_74,
-        ),
-        0.254_829_6,
-    );
+    let poly = t * madd(t, madd(t, madd(t, madd(t, 1.061_405_4, -1.453_152), 1.421_413_7), -0.284_496_74), 0.254_829_6);
     let g = exp(-a * a);
     (madd(-poly, g, 1.0).copysign(x), g)
 }
@@ -124,12 +116,7 @@ pub fn sum_sq_dev(xs: &[f32], mean: f32) -> f32 {
             *a += (x - mean) * (x - mean);
         }
     }
-    acc.iter().sum::<f32>()
-        + chunks
-            .remainder()
-            .iter()
-            .map(|&x| (x - mean) * (x - mean))
-            .sum::<f32>()
+    acc.iter().sum::<f32>() + chunks.remainder().iter().map(|&x| (x - mean) * (x - mean)).sum::<f32>()
 }
 
 /// Dot product of two equally long slices with [`LANES`] independent accumulators.
@@ -144,12 +131,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
             *s += p * q;
         }
     }
-    acc.iter().sum::<f32>()
-        + ca.remainder()
-            .iter()
-            .zip(cb.remainder())
-            .map(|(p, q)| p * q)
-            .sum::<f32>()
+    acc.iter().sum::<f32>() + ca.remainder().iter().zip(cb.remainder()).map(|(p, q)| p * q).sum::<f32>()
 }
 
 /// `sum(a * b * c)` over three equally long slices with [`LANES`] independent accumulators.
@@ -157,23 +139,13 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 pub fn dot3(a: &[f32], b: &[f32], c: &[f32]) -> f32 {
     debug_assert!(a.len() == b.len() && b.len() == c.len());
     let mut acc = [0.0f32; LANES];
-    let (mut ca, mut cb, mut cc) = (
-        a.chunks_exact(LANES),
-        b.chunks_exact(LANES),
-        c.chunks_exact(LANES),
-    );
+    let (mut ca, mut cb, mut cc) = (a.chunks_exact(LANES), b.chunks_exact(LANES), c.chunks_exact(LANES));
     for ((x, y), z) in (&mut ca).zip(&mut cb).zip(&mut cc) {
         for (((s, &p), &q), &r) in acc.iter_mut().zip(x).zip(y).zip(z) {
             *s += p * q * r;
         }
     }
-    let rest: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .zip(cc.remainder())
-        .map(|((p, q), r)| p * q * r)
-        .sum();
+    let rest: f32 = ca.remainder().iter().zip(cb.remainder()).zip(cc.remainder()).map(|((p, q), r)| p * q * r).sum();
     acc.iter().sum::<f32>() + rest
 }
 
@@ -187,11 +159,7 @@ pub fn max(xs: &[f32]) -> f32 {
             *a = if x > *a { x } else { *a };
         }
     }
-    chunks
-        .remainder()
-        .iter()
-        .chain(acc.iter())
-        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
+    chunks.remainder().iter().chain(acc.iter()).fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
 }
 
 /// Replaces each `x` by `e^(x - m)` and returns their sum.
@@ -281,11 +249,7 @@ mod tests {
             let x = i as f64 / 100.0;
             let want = erf_ref(x);
             // Abramowitz-Stegun bound 1.5e-7, plus f32 rounding of the terms near 1
-            assert!(
-                (erf(x as f32) as f64 - want).abs() < 4e-7,
-                "erf({x}): {} vs {want}",
-                erf(x as f32)
-            );
+            assert!((erf(x as f32) as f64 - want).abs() < 4e-7, "erf({x}): {} vs {want}", erf(x as f32));
             let cdf = 0.5 * (1.0 + erf_ref(x * std::f64::consts::FRAC_1_SQRT_2));
             let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
             let (y, d) = gelu_erf(x as f32);
@@ -324,12 +288,7 @@ mod tests {
             assert!((sum(&a) as f64 - s).abs() < 1e-4);
             let d: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
             assert!((dot(&a, &b) as f64 - d).abs() < 1e-4);
-            let d3: f64 = a
-                .iter()
-                .zip(&b)
-                .zip(&a)
-                .map(|((&x, &y), &z)| x as f64 * y as f64 * z as f64)
-                .sum();
+            let d3: f64 = a.iter().zip(&b).zip(&a).map(|((&x, &y), &z)| x as f64 * y as f64 * z as f64).sum();
             assert!((dot3(&a, &b, &a) as f64 - d3).abs() < 1e-3);
             let mean = if n > 0 { s / n as f64 } else { 0.0 };
             let v: f64 = a.iter().map(|&x| (x as f64 - mean).powi(2)).sum();
@@ -351,11 +310,7 @@ mod tests {
         softmax_in_place(&mut dead);
         assert_eq!(dead, [0.0; 3]);
         let big: Vec<f32> = (0..37).map(|i| 500.0 + i as f32 * 0.1).collect();
-        let want = big
-            .iter()
-            .fold(0.0f64, |s, &x| s + ((x - 503.6) as f64).exp())
-            .ln()
-            + 503.6;
+        let want = big.iter().fold(0.0f64, |s, &x| s + ((x - 503.6) as f64).exp()).ln() + 503.6;
         assert!((log_sum_exp(&big) as f64 - want).abs() < 1e-4);
     }
 }

@@ -9,12 +9,7 @@ use tfm_ir::ObjectiveKind;
 
 type R<X> = Result<X, RuntimeError>;
 
-pub(crate) fn loss<D: Backend, T: Tape<f32, D>>(
-    rt: &Runtime<D>,
-    cx: &mut Ctx<D, T>,
-    outs: &Vals<D>,
-    batch: &Batch,
-) -> R<FT<D>> {
+pub(crate) fn loss<D: Backend, T: Tape<f32, D>>(rt: &Runtime<D>, cx: &mut Ctx<D, T>, outs: &Vals<D>, batch: &Batch) -> R<FT<D>> {
     let obj = rt.model.objective.as_ref().ok_or_else(|| RuntimeError::Unsupported {
         message: format!("model `{}` declares no objective; hint: add e.g. `objective next_token(logits, tokens)`", rt.model.name),
     })?;
@@ -29,10 +24,7 @@ pub(crate) fn loss<D: Backend, T: Tape<f32, D>>(
         None => None,
         Some(HostTensor::I64 { shape, data }) => Some((shape.clone(), data.clone())),
         Some(other) => {
-            return Err(run_err(format!(
-                "expected i64 targets, found a {} tensor",
-                other.dtype().name()
-            )));
+            return Err(run_err(format!("expected i64 targets, found a {} tensor", other.dtype().name())));
         }
     };
     match obj.kind {
@@ -52,22 +44,10 @@ pub(crate) fn loss<D: Backend, T: Tape<f32, D>>(
                 None => {
                     let toks = arg(1)?.i("tokens")?;
                     if toks.data.len() != rows {
-                        return Err(run_err(format!(
-                            "expected tokens of shape {:?}, found {:?}",
-                            &logits.shape[..2],
-                            toks.shape
-                        )));
+                        return Err(run_err(format!("expected tokens of shape {:?}, found {:?}", &logits.shape[..2], toks.shape)));
                     }
                     let t = logits.shape[1];
-                    (0..rows)
-                        .map(|r| {
-                            if (r % t) + 1 < t {
-                                toks.data[r + 1]
-                            } else {
-                                -100
-                            }
-                        })
-                        .collect()
+                    (0..rows).map(|r| if (r % t) + 1 < t { toks.data[r + 1] } else { -100 }).collect()
                 }
             };
             D::cross_entropy(cx, &logits.reshaped(vec![rows, v]), &labels)
@@ -80,10 +60,7 @@ pub(crate) fn loss<D: Backend, T: Tape<f32, D>>(
                 None => arg(1)?.i("labels")?.data.to_vec(),
             };
             if labels.len() != rows {
-                return Err(run_err(format!(
-                    "expected {rows} labels, found {}",
-                    labels.len()
-                )));
+                return Err(run_err(format!("expected {rows} labels, found {}", labels.len())));
             }
             D::cross_entropy(cx, &logits.reshaped(vec![rows, v]), &labels)
         }
@@ -95,10 +72,7 @@ pub(crate) fn loss<D: Backend, T: Tape<f32, D>>(
             };
             let rows = logits.rows();
             if labels.len() != rows {
-                return Err(run_err(format!(
-                    "expected {rows} labels, found {}",
-                    labels.len()
-                )));
+                return Err(run_err(format!("expected {rows} labels, found {}", labels.len())));
             }
             D::cross_entropy(cx, &logits.reshaped(vec![rows, logits.last()]), &labels)
         }
@@ -107,10 +81,7 @@ pub(crate) fn loss<D: Backend, T: Tape<f32, D>>(
             let b = arg(1)?.f("text embeddings")?;
             let scale = arg(2)?.f("logit scale")?;
             if a.shape.len() != 2 || a.shape != b.shape {
-                return Err(run_err(format!(
-                    "contrastive: expected two f32[B, D], found {:?} and {:?}",
-                    a.shape, b.shape
-                )));
+                return Err(run_err(format!("contrastive: expected two f32[B, D], found {:?} and {:?}", a.shape, b.shape)));
             }
             let n = a.shape[0];
             let (idx, bt_shape) = layout::permute(&b.shape, &[1, 0]);
@@ -133,10 +104,7 @@ pub(crate) fn loss<D: Backend, T: Tape<f32, D>>(
 
 fn seq_logits<D: Backend>(logits: &FT<D>) -> R<(usize, usize)> {
     if logits.shape.len() != 3 {
-        return Err(run_err(format!(
-            "expected logits f32[B, T, V], found shape {:?}",
-            logits.shape
-        )));
+        return Err(run_err(format!("expected logits f32[B, T, V], found shape {:?}", logits.shape)));
     }
     Ok((logits.shape[0] * logits.shape[1], logits.shape[2]))
 }

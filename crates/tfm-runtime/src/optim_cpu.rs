@@ -43,10 +43,7 @@ fn adamw_one(c: &AdamwConsts, keep: f32, p: f32, g: f32, m: f32, v: f32) -> (f32
 
 /// Applies AdamW to host buffers in place (`m` and `v` hold the previous moments).
 pub fn adamw_slices(c: &AdamwConsts, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
-    assert!(
-        g.len() == p.len() && m.len() == p.len() && v.len() == p.len(),
-        "adamw: buffer lengths differ"
-    );
+    assert!(g.len() == p.len() && m.len() == p.len() && v.len() == p.len(), "adamw: buffer lengths differ");
     let keep = c.decay.unwrap_or(1.0);
     p.par_chunks_mut(CHUNK)
         .zip(g.par_chunks(CHUNK))
@@ -72,14 +69,7 @@ pub struct AdamwScratch {
 
 /// AdamW for one CPU weight: updates `p` (written back in place when no other clone of it is
 /// alive) and the moments `m`, `v` (host vectors, empty = zeros).
-pub fn adamw_cpu(
-    c: &AdamwConsts,
-    p: &mut Flat<Cpu>,
-    g: &Flat<Cpu>,
-    m: &mut Vec<f32>,
-    v: &mut Vec<f32>,
-    scratch: &mut AdamwScratch,
-) {
+pub fn adamw_cpu(c: &AdamwConsts, p: &mut Flat<Cpu>, g: &Flat<Cpu>, m: &mut Vec<f32>, v: &mut Vec<f32>, scratch: &mut AdamwScratch) {
     let n = p.shape().0;
     for buf in [&mut scratch.p, &mut scratch.g] {
         if buf.len() < n {
@@ -106,15 +96,9 @@ mod tests {
     fn fused_matches_dfdx_ops_bit_for_bit() {
         let dev = Cpu::default();
         let n = 40_000;
-        let p: Vec<f32> = (0..n)
-            .map(|i| ((i * 37) % 101) as f32 * 0.01 - 0.5)
-            .collect();
-        let g: Vec<f32> = (0..n)
-            .map(|i| ((i * 53) % 97) as f32 * 0.002 - 0.1)
-            .collect();
-        let m0: Vec<f32> = (0..n)
-            .map(|i| ((i * 11) % 89) as f32 * 0.001 - 0.04)
-            .collect();
+        let p: Vec<f32> = (0..n).map(|i| ((i * 37) % 101) as f32 * 0.01 - 0.5).collect();
+        let g: Vec<f32> = (0..n).map(|i| ((i * 53) % 97) as f32 * 0.002 - 0.1).collect();
+        let m0: Vec<f32> = (0..n).map(|i| ((i * 11) % 89) as f32 * 0.001 - 0.04).collect();
         let v0: Vec<f32> = (0..n).map(|i| ((i * 7) % 83) as f32 * 1e-5).collect();
         let (b1, b2, eps, lr, wd, t) = (0.9f64, 0.99f64, 1e-8f64, 1e-3f64, 0.1f64, 3i32);
         let (bc1, bc2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
@@ -151,8 +135,7 @@ mod tests {
         adamw_cpu(&c, &mut w3, &gt, &mut m3, &mut v3, &mut scratch);
         let mz = gt.clone() * c.one_minus_b1;
         let vz = gt.clone().square() * c.one_minus_b2;
-        let wz = pt.clone() * (1.0 - lr * wd) as f32
-            - (mz.clone() / (vz.clone().sqrt() * c.inv_sqrt_bc2 + c.eps)) * c.step;
+        let wz = pt.clone() * (1.0 - lr * wd) as f32 - (mz.clone() / (vz.clone().sqrt() * c.inv_sqrt_bc2 + c.eps)) * c.step;
         assert_eq!(wz.as_vec(), w3.as_vec());
         assert_eq!(mz.as_vec(), m3);
         assert_eq!(vz.as_vec(), v3);
@@ -167,10 +150,6 @@ mod tests {
         let mm = m0[5] * 0.9 + g[5] * (1.0 - 0.9f64) as f32;
         let vv = v0[5] * 0.99 + g[5] * g[5] * (1.0 - 0.99f64) as f32;
         let ww = p[5] * (1.0 - lr * wd) as f32 - mm / (vv.sqrt() * c.inv_sqrt_bc2 + c.eps) * c.step;
-        assert!(
-            (w2.as_vec()[5] - ww).abs() <= 1e-7,
-            "{} vs {ww}",
-            w2.as_vec()[5]
-        );
+        assert!((w2.as_vec()[5] - ww).abs() <= 1e-7, "{} vs {ww}", w2.as_vec()[5]);
     }
 }

@@ -36,10 +36,6 @@ impl<D: Device<f32>> ParamStore<D> {
         self.params.iter().position(|p| p.name == name)
     }
     pub fn num_trainable(&self) -> usize {
-        self.params
-            .iter()
-            .filter(|p| p.trainable)
-            .map(|p| p.numel())
-            .sum()
+        self.params.iter().filter(|p| p.trainable).map(|p| p.numel()).sum()
     }
 }

@@ -7,10 +7,7 @@ use crate::*;
 use tfm_ir::*;
 
 fn normal(std: f64) -> Init {
-    Init::Normal {
-        std,
-        residual: false,
-    }
+    Init::Normal { std, residual: false }
 }
 
 fn f32s(shape: &[u64]) -> TensorType {
@@ -51,12 +48,7 @@ struct Case {
 
 impl Case {
     fn new(model: Model) -> Case {
-        Case {
-            model,
-            inputs: vec![],
-            train: false,
-            kink: 0.0,
-        }
+        Case { model, inputs: vec![], train: false, kink: 0.0 }
     }
     fn inputs(mut self, inputs: Vec<HostTensor>) -> Case {
         self.inputs = inputs;
@@ -75,10 +67,7 @@ fn picks(n: usize) -> Vec<usize> {
     if n <= 12 {
         (0..n).collect()
     } else {
-        (0..12)
-            .map(|i| (i * n) / 12 + (i % 3))
-            .filter(|&i| i < n)
-            .collect()
+        (0..12).map(|i| (i * n) / 12 + (i % 3)).filter(|&i| i < n).collect()
     }
 }
 
@@ -88,14 +77,10 @@ fn gradcheck<D: Backend>(dev: &D, case: &Case) -> Result<(), String> {
         let mut rt = Runtime::new(case.model.clone(), dev.clone()).map_err(|e| e.to_string())?;
         rt.set_fused(fused);
         let store = rt.init_params(3);
-        let outs = rt
-            .forward(&store, &case.inputs, case.train, 7)
-            .map_err(|e| e.to_string())?;
+        let outs = rt.forward(&store, &case.inputs, case.train, 7).map_err(|e| e.to_string())?;
         let n = outs[0].len();
         let probe: Vec<f32> = (0..n).map(pseudo).collect();
-        let (_, grads) = rt
-            .probe_grads(&store, &case.inputs, &probe, case.train)
-            .map_err(|e| e.to_string())?;
+        let (_, grads) = rt.probe_grads(&store, &case.inputs, &probe, case.train).map_err(|e| e.to_string())?;
         let mut checked = 0;
         for (pi, p) in store.params.iter().enumerate() {
             if !p.trainable {
@@ -112,8 +97,7 @@ fn gradcheck<D: Backend>(dev: &D, case: &Case) -> Result<(), String> {
                     let mut d = data.clone();
                     d[i] += delta;
                     s2.params[pi].value = dev.tensor_from_vec(d, (data.len(),));
-                    rt.probe_loss(&s2, &case.inputs, &probe, case.train)
-                        .map_err(|e| e.to_string())
+                    rt.probe_loss(&s2, &case.inputs, &probe, case.train).map_err(|e| e.to_string())
                 };
                 let num = (at(EPS)? - at(-EPS)?) / (2.0 * EPS);
                 if !close(g[i], num) {
@@ -138,14 +122,10 @@ fn losscheck<D: Backend>(dev: &D, m: &Model, batch: &Batch) -> Result<(), String
         let mut rt = Runtime::new(m.clone(), dev.clone()).map_err(|e| e.to_string())?;
         rt.set_fused(fused);
         let store = rt.init_params(5);
-        let (l, grads) = rt
-            .loss_and_grads(&store, batch, 1)
-            .map_err(|e| e.to_string())?;
+        let (l, grads) = rt.loss_and_grads(&store, batch, 1).map_err(|e| e.to_string())?;
         let l2 = rt.loss(&store, batch).map_err(|e| e.to_string())?;
         if (l - l2).abs() > 1e-5 * l.abs().max(1.0) {
-            return Err(format!(
-                "fused={fused}: train and eval losses differ without dropout: {l} vs {l2}"
-            ));
+            return Err(format!("fused={fused}: train and eval losses differ without dropout: {l} vs {l2}"));
         }
         for (pi, p) in store.params.iter().enumerate() {
             let g = grads.get(&p.value).as_vec();
@@ -160,10 +140,7 @@ fn losscheck<D: Backend>(dev: &D, m: &Model, batch: &Batch) -> Result<(), String
                 };
                 let num = (at(EPS)? - at(-EPS)?) / (2.0 * EPS);
                 if !close(g[i], num) {
-                    return Err(format!(
-                        "fused={fused}: d loss/d {}[{i}]: backward {} vs finite difference {num}",
-                        p.name, g[i]
-                    ));
+                    return Err(format!("fused={fused}: d loss/d {}[{i}]: backward {} vs finite difference {num}", p.name, g[i]));
                 }
             }
         }
@@ -207,14 +184,7 @@ pub fn check_matmul<D: Backend>(dev: D) -> Result<(), String> {
     // the same tensor on both sides: x @ x^T and x @ x
     let m = single(|b| {
         let x = wv(b, "x", &[2, 3, 3]);
-        let xt = b.prim(
-            Prim::Permute {
-                axes: vec![0, 2, 1],
-            },
-            vec![],
-            vec![x],
-            f32s(&[2, 3, 3]),
-        );
+        let xt = b.prim(Prim::Permute { axes: vec![0, 2, 1] }, vec![], vec![x], f32s(&[2, 3, 3]));
         let y = b.prim(Prim::MatMul, vec![], vec![x, xt], f32s(&[2, 3, 3]));
         b.prim(Prim::MatMul, vec![], vec![y, y], f32s(&[2, 3, 3]))
     });
@@ -224,12 +194,7 @@ pub fn check_matmul<D: Backend>(dev: D) -> Result<(), String> {
         let m = single(|b| {
             let x = wv(b, "x", &[2, 3, 4]);
             let w = wv(b, "w", &[5, 4]);
-            let wt = b.prim(
-                Prim::Permute { axes: vec![1, 0] },
-                vec![],
-                vec![w],
-                f32s(&[4, 5]),
-            );
+            let wt = b.prim(Prim::Permute { axes: vec![1, 0] }, vec![], vec![w], f32s(&[4, 5]));
             let y = b.prim(Prim::MatMul, vec![], vec![x, wt], f32s(&[2, 3, 5]));
             if twice {
                 let z = b.prim(Prim::MatMul, vec![], vec![x, wt], f32s(&[2, 3, 5]));
@@ -238,13 +203,9 @@ pub fn check_matmul<D: Backend>(dev: D) -> Result<(), String> {
                 y
             }
         });
-        let in_place = crate::exec::transposes_read_in_place(&m.graph)
-            .iter()
-            .any(|&k| k);
+        let in_place = crate::exec::transposes_read_in_place(&m.graph).iter().any(|&k| k);
         if in_place == twice {
-            return Err(format!(
-                "x @ w^T (w^T used twice: {twice}): read in place {in_place}"
-            ));
+            return Err(format!("x @ w^T (w^T used twice: {twice}): read in place {in_place}"));
         }
         gradcheck(&dev, &Case::new(m))?;
     }
@@ -262,25 +223,14 @@ pub fn check_norms<D: Backend>(dev: D) -> Result<(), String> {
                 if bias {
                     ps.push(b.param("b", vec![n], normal(1.0)));
                 }
-                b.prim(
-                    Prim::LayerNorm { eps: 1e-5, bias },
-                    ps,
-                    vec![x],
-                    f32s(&[2, 3, n]),
-                )
+                b.prim(Prim::LayerNorm { eps: 1e-5, bias }, ps, vec![x], f32s(&[2, 3, n]))
             });
-            gradcheck(&dev, &Case::new(m))
-                .map_err(|e| format!("layer norm {n} wide, bias {bias}: {e}"))?;
+            gradcheck(&dev, &Case::new(m)).map_err(|e| format!("layer norm {n} wide, bias {bias}: {e}"))?;
         }
         let m = single(|b| {
             let x = wv(b, "x", &[2, 3, n]);
             let w = b.param("w", vec![n], normal(1.0));
-            b.prim(
-                Prim::RmsNorm { eps: 1e-6 },
-                vec![w],
-                vec![x],
-                f32s(&[2, 3, n]),
-            )
+            b.prim(Prim::RmsNorm { eps: 1e-6 }, vec![w], vec![x], f32s(&[2, 3, n]))
         });
         gradcheck(&dev, &Case::new(m)).map_err(|e| format!("RMS norm {n} wide: {e}"))?;
     }
@@ -330,11 +280,7 @@ pub fn check_elementwise<D: Backend>(dev: D) -> Result<(), String> {
         let m = single(|b| {
             let x = wv(b, "a", sa);
             let y = wv(b, "b", sb);
-            let y = if p == Prim::Div {
-                b.prim(Prim::Exp, vec![], vec![y], f32s(sb))
-            } else {
-                y
-            };
+            let y = if p == Prim::Div { b.prim(Prim::Exp, vec![], vec![y], f32s(sb)) } else { y };
             b.prim(p.clone(), vec![], vec![x, y], f32s(so))
         });
         gradcheck(&dev, &Case::new(m)).map_err(|e| format!("{p:?}: {e}"))?;
@@ -348,14 +294,7 @@ pub fn check_elementwise<D: Backend>(dev: D) -> Result<(), String> {
 }
 
 pub fn check_mlp<D: Backend>(dev: D) -> Result<(), String> {
-    let acts = [
-        Activation::Gelu,
-        Activation::GeluExact,
-        Activation::Relu,
-        Activation::Silu,
-        Activation::Swiglu,
-        Activation::Geglu,
-    ];
+    let acts = [Activation::Gelu, Activation::GeluExact, Activation::Relu, Activation::Silu, Activation::Swiglu, Activation::Geglu];
     for act in acts {
         for bias in [true, false] {
             let gated = matches!(act, Activation::Swiglu | Activation::Geglu);
@@ -425,26 +364,12 @@ fn attn_model_len(c: AttentionCfg, t: u64, s: u64) -> Model {
         }
         if c.has_mask {
             let ids = b.input(i64s(&[2, s]), "ids");
-            ins.push(b.prim(
-                Prim::PadMask { pad_id: 0 },
-                vec![],
-                vec![ids],
-                TensorType {
-                    dtype: DType::Bool,
-                    shape: vec![k(2), k(s)],
-                },
-            ));
+            ins.push(b.prim(Prim::PadMask { pad_id: 0 }, vec![], vec![ids], TensorType { dtype: DType::Bool, shape: vec![k(2), k(s)] }));
         }
         if c.has_bias {
             let w = b.param("rel.weight", vec![8, c.heads], normal(1.0));
             ins.push(b.prim(
-                Prim::RelativeBias {
-                    buckets: 8,
-                    max_distance: 16,
-                    bidirectional: true,
-                    q_len: k(t),
-                    k_len: k(s),
-                },
+                Prim::RelativeBias { buckets: 8, max_distance: 16, bidirectional: true, q_len: k(t), k_len: k(s) },
                 vec![w],
                 vec![],
                 f32s(&[c.heads, t, s]),
@@ -478,93 +403,16 @@ fn attn_model_len(c: AttentionCfg, t: u64, s: u64) -> Model {
 pub fn check_attention<D: Backend>(dev: D) -> Result<(), String> {
     let base = attn_cfg(2, 2, 3);
     let mut variants: Vec<(&str, AttentionCfg)> = vec![("plain", base.clone())];
-    variants.push((
-        "causal fused",
-        AttentionCfg {
-            causal: true,
-            fused_qkv: true,
-            ..base.clone()
-        },
-    ));
-    variants.push((
-        "gqa",
-        AttentionCfg {
-            heads: 4,
-            kv_heads: 2,
-            head_dim: 2,
-            causal: true,
-            ..base.clone()
-        },
-    ));
-    variants.push((
-        "window",
-        AttentionCfg {
-            causal: true,
-            window: 2,
-            bias: false,
-            out_bias: false,
-            ..base.clone()
-        },
-    ));
-    variants.push((
-        "rotary",
-        AttentionCfg {
-            rotary: true,
-            head_dim: 4,
-            heads: 2,
-            kv_heads: 1,
-            causal: true,
-            ..base.clone()
-        },
-    ));
-    variants.push((
-        "rotary fused",
-        AttentionCfg {
-            rotary: true,
-            head_dim: 4,
-            fused_qkv: true,
-            ..base.clone()
-        },
-    ));
-    variants.push((
-        "cross",
-        AttentionCfg {
-            cross: true,
-            ..base.clone()
-        },
-    ));
-    variants.push((
-        "cross without a key bias",
-        AttentionCfg {
-            cross: true,
-            k_bias: false,
-            ..base.clone()
-        },
-    ));
-    variants.push((
-        "mask",
-        AttentionCfg {
-            has_mask: true,
-            ..base.clone()
-        },
-    ));
-    variants.push((
-        "bias unscaled",
-        AttentionCfg {
-            has_bias: true,
-            scale: false,
-            ..base.clone()
-        },
-    ));
-    variants.push((
-        "cross mask bias",
-        AttentionCfg {
-            cross: true,
-            has_mask: true,
-            has_bias: true,
-            ..base.clone()
-        },
-    ));
+    variants.push(("causal fused", AttentionCfg { causal: true, fused_qkv: true, ..base.clone() }));
+    variants.push(("gqa", AttentionCfg { heads: 4, kv_heads: 2, head_dim: 2, causal: true, ..base.clone() }));
+    variants.push(("window", AttentionCfg { causal: true, window: 2, bias: false, out_bias: false, ..base.clone() }));
+    variants.push(("rotary", AttentionCfg { rotary: true, head_dim: 4, heads: 2, kv_heads: 1, causal: true, ..base.clone() }));
+    variants.push(("rotary fused", AttentionCfg { rotary: true, head_dim: 4, fused_qkv: true, ..base.clone() }));
+    variants.push(("cross", AttentionCfg { cross: true, ..base.clone() }));
+    variants.push(("cross without a key bias", AttentionCfg { cross: true, k_bias: false, ..base.clone() }));
+    variants.push(("mask", AttentionCfg { has_mask: true, ..base.clone() }));
+    variants.push(("bias unscaled", AttentionCfg { has_bias: true, scale: false, ..base.clone() }));
+    variants.push(("cross mask bias", AttentionCfg { cross: true, has_mask: true, has_bias: true, ..base.clone() }));
     for (name, c) in variants {
         let mask = c.has_mask;
         let s = if c.cross { 5 } else { 4 };
@@ -574,55 +422,27 @@ pub fn check_attention<D: Backend>(dev: D) -> Result<(), String> {
             let mut ids = vec![1i64; 2 * s];
             ids[s - 1] = 0;
             ids[s] = 0;
-            case = case.inputs(vec![HostTensor::I64 {
-                shape: vec![2, s],
-                data: ids,
-            }]);
+            case = case.inputs(vec![HostTensor::I64 { shape: vec![2, s], data: ids }]);
         }
         gradcheck(&dev, &case).map_err(|e| format!("attention {name}: {e}"))?;
     }
     // weights found by position alone: the missing key bias shifts v's and o's biases down
-    let mut m = attn_model(AttentionCfg {
-        k_bias: false,
-        ..base.clone()
-    });
+    let mut m = attn_model(AttentionCfg { k_bias: false, ..base.clone() });
     for (i, p) in m.graph.params.iter_mut().enumerate() {
         p.name = format!("w{i}");
     }
-    gradcheck(&dev, &Case::new(m))
-        .map_err(|e| format!("attention without a key bias, by position: {e}"))?;
+    gradcheck(&dev, &Case::new(m)).map_err(|e| format!("attention without a key bias, by position: {e}"))?;
     // sequences longer than the small-core limit (64): the blocked products, with and without
     // the causal mask, self- and cross-attention
     for (name, c, t, s) in [
         ("long", base.clone(), 70, 70),
-        (
-            "long causal",
-            AttentionCfg {
-                causal: true,
-                ..base.clone()
-            },
-            70,
-            70,
-        ),
-        (
-            "long cross",
-            AttentionCfg {
-                cross: true,
-                ..base.clone()
-            },
-            67,
-            72,
-        ),
+        ("long causal", AttentionCfg { causal: true, ..base.clone() }, 70, 70),
+        ("long cross", AttentionCfg { cross: true, ..base.clone() }, 67, 72),
     ] {
-        gradcheck(&dev, &Case::new(attn_model_len(c, t, s)))
-            .map_err(|e| format!("attention {name}: {e}"))?;
+        gradcheck(&dev, &Case::new(attn_model_len(c, t, s))).map_err(|e| format!("attention {name}: {e}"))?;
     }
     // attention dropout in training mode: the mask is fixed by the seed
-    let mut case = Case::new(attn_model(AttentionCfg {
-        dropout: 0.3,
-        causal: true,
-        ..base
-    }));
+    let mut case = Case::new(attn_model(AttentionCfg { dropout: 0.3, causal: true, ..base }));
     case.train = true;
     gradcheck(&dev, &case).map_err(|e| format!("attention dropout: {e}"))
 }
@@ -634,25 +454,14 @@ pub fn check_layers<D: Backend>(dev: D) -> Result<(), String> {
         let w = b.param("emb.weight", vec![5, 4], normal(1.0));
         b.prim(Prim::Embedding, vec![w], vec![ids], f32s(&[2, 3, 4]))
     });
-    let ids = HostTensor::I64 {
-        shape: vec![2, 3],
-        data: vec![0, 4, 4, 2, 1, 4],
-    };
+    let ids = HostTensor::I64 { shape: vec![2, 3], data: vec![0, 4, 4, 2, 1, 4] };
     gradcheck(&dev, &Case::new(m).inputs(vec![ids]))?;
     // patch embedding: [2, 3, 4, 4] with 2x2 patches
     let m = single(|b| {
         let x = wv(b, "img", &[2, 3, 4, 4]);
         let w = b.param("patch.weight", vec![5, 3, 2, 2], normal(0.5));
         let bb = b.param("patch.bias", vec![5], normal(0.5));
-        b.prim(
-            Prim::PatchEmbed {
-                patch: 2,
-                bias: true,
-            },
-            vec![w, bb],
-            vec![x],
-            f32s(&[2, 4, 5]),
-        )
+        b.prim(Prim::PatchEmbed { patch: 2, bias: true }, vec![w, bb], vec![x], f32s(&[2, 4, 5]))
     });
     gradcheck(&dev, &Case::new(m))?;
     // conv1d with stride and padding: L = 7, k = 3 -> (7 + 2 - 3) / 2 + 1 = 4
@@ -660,29 +469,14 @@ pub fn check_layers<D: Backend>(dev: D) -> Result<(), String> {
         let x = wv(b, "audio", &[2, 3, 7]);
         let w = b.param("conv.weight", vec![4, 3, 3], normal(0.5));
         let bb = b.param("conv.bias", vec![4], normal(0.5));
-        b.prim(
-            Prim::Conv1d {
-                stride: 2,
-                padding: 1,
-                bias: true,
-            },
-            vec![w, bb],
-            vec![x],
-            f32s(&[2, 4, 4]),
-        )
+        b.prim(Prim::Conv1d { stride: 2, padding: 1, bias: true }, vec![w, bb], vec![x], f32s(&[2, 4, 4]))
     });
     gradcheck(&dev, &Case::new(m))?;
     // relative bias
     let m = single(|b| {
         let w = b.param("rel.weight", vec![8, 2], normal(1.0));
         b.prim(
-            Prim::RelativeBias {
-                buckets: 8,
-                max_distance: 16,
-                bidirectional: false,
-                q_len: k(5),
-                k_len: k(5),
-            },
+            Prim::RelativeBias { buckets: 8, max_distance: 16, bidirectional: false, q_len: k(5), k_len: k(5) },
             vec![w],
             vec![],
             f32s(&[2, 5, 5]),
@@ -695,165 +489,66 @@ pub fn check_layout<D: Backend>(dev: D) -> Result<(), String> {
     let s3 = |d: &[u64]| f32s(d);
     type Build = Box<dyn Fn(&mut GraphBuilder) -> ValueId>;
     let builds: Vec<(&str, Build)> = vec![
-        (
-            "softmax axis 1",
-            Box::new(move |b| {
-                let x = wv(b, "x", &[2, 3, 4]);
-                b.prim(Prim::Softmax { axis: 1 }, vec![], vec![x], s3(&[2, 3, 4]))
-            }),
-        ),
-        (
-            "log_softmax",
-            Box::new(move |b| {
-                let x = wv(b, "x", &[2, 3, 4]);
-                b.prim(
-                    Prim::LogSoftmax { axis: 2 },
-                    vec![],
-                    vec![x],
-                    s3(&[2, 3, 4]),
-                )
-            }),
-        ),
-        (
-            "reshape permute",
-            Box::new(move |b| {
-                let x = wv(b, "x", &[2, 3, 4]);
-                let r = b.prim(
-                    Prim::Reshape {
-                        shape: vec![k(6), k(4)],
-                    },
-                    vec![],
-                    vec![x],
-                    s3(&[6, 4]),
-                );
-                b.prim(
-                    Prim::Permute { axes: vec![1, 0] },
-                    vec![],
-                    vec![r],
-                    s3(&[4, 6]),
-                )
-            }),
-        ),
-        (
-            "concat",
-            Box::new(move |b| {
-                let x = wv(b, "x", &[2, 3, 4]);
-                let y = wv(b, "y", &[2, 2, 4]);
-                b.prim(
-                    Prim::Concat { axis: 1 },
-                    vec![],
-                    vec![x, y, x],
-                    s3(&[2, 8, 4]),
-                )
-            }),
-        ),
-        (
-            "split",
-            Box::new(move |b| {
-                let x = wv(b, "x", &[2, 3, 4]);
-                let parts = b.node(
-                    Op::Prim {
-                        prim: Prim::Split {
-                            axis: 2,
-                            sizes: vec![k(1), k(3)],
-                        },
-                        params: vec![],
-                    },
-                    vec![x],
-                    vec![s3(&[2, 3, 1]), s3(&[2, 3, 3])],
-                );
-                b.prim(
-                    Prim::Concat { axis: 2 },
-                    vec![],
-                    vec![parts[1], parts[0]],
-                    s3(&[2, 3, 4]),
-                )
-            }),
-        ),
+        ("softmax axis 1", Box::new(move |b| {
+            let x = wv(b, "x", &[2, 3, 4]);
+            b.prim(Prim::Softmax { axis: 1 }, vec![], vec![x], s3(&[2, 3, 4]))
+        })),
+        ("log_softmax", Box::new(move |b| {
+            let x = wv(b, "x", &[2, 3, 4]);
+            b.prim(Prim::LogSoftmax { axis: 2 }, vec![], vec![x], s3(&[2, 3, 4]))
+        })),
+        ("reshape permute", Box::new(move |b| {
+            let x = wv(b, "x", &[2, 3, 4]);
+            let r = b.prim(Prim::Reshape { shape: vec![k(6), k(4)] }, vec![], vec![x], s3(&[6, 4]));
+            b.prim(Prim::Permute { axes: vec![1, 0] }, vec![], vec![r], s3(&[4, 6]))
+        })),
+        ("concat", Box::new(move |b| {
+            let x = wv(b, "x", &[2, 3, 4]);
+            let y = wv(b, "y", &[2, 2, 4]);
+            b.prim(Prim::Concat { axis: 1 }, vec![], vec![x, y, x], s3(&[2, 8, 4]))
+        })),
+        ("split", Box::new(move |b| {
+            let x = wv(b, "x", &[2, 3, 4]);
+            let parts = b.node(
+                Op::Prim { prim: Prim::Split { axis: 2, sizes: vec![k(1), k(3)] }, params: vec![] },
+                vec![x],
+                vec![s3(&[2, 3, 1]), s3(&[2, 3, 3])],
+            );
+            b.prim(Prim::Concat { axis: 2 }, vec![], vec![parts[1], parts[0]], s3(&[2, 3, 4]))
+        })),
         // the guard for dfdx's slice bug: `x` gets gradient through a slice and directly
-        (
-            "slice and reuse",
-            Box::new(move |b| {
-                let x = wv(b, "x", &[2, 3, 4]);
-                let s = b.prim(
-                    Prim::Slice {
-                        axis: 1,
-                        start: k(1),
-                        end: k(3),
-                    },
-                    vec![],
-                    vec![x],
-                    s3(&[2, 2, 4]),
-                );
-                let s2 = b.prim(
-                    Prim::Slice {
-                        axis: 1,
-                        start: k(0),
-                        end: k(2),
-                    },
-                    vec![],
-                    vec![x],
-                    s3(&[2, 2, 4]),
-                );
-                let y = b.prim(Prim::Mul, vec![], vec![s, s2], s3(&[2, 2, 4]));
-                b.prim(Prim::Concat { axis: 1 }, vec![], vec![y, x], s3(&[2, 5, 4]))
-            }),
-        ),
-        (
-            "expand",
-            Box::new(move |b| {
-                let x = wv(b, "x", &[1, 3, 1]);
-                b.prim(
-                    Prim::Expand {
-                        shape: vec![k(2), k(3), k(4)],
-                    },
-                    vec![],
-                    vec![x],
-                    s3(&[2, 3, 4]),
-                )
-            }),
-        ),
-        (
-            "first",
-            Box::new(move |b| {
-                let x = wv(b, "x", &[2, 3, 4]);
-                let f = b.prim(Prim::First, vec![], vec![x], s3(&[2, 4]));
-                let t = b.prim(Prim::Tanh, vec![], vec![x], s3(&[2, 3, 4]));
-                let m = b.prim(Prim::Mean { axis: 1 }, vec![], vec![t], s3(&[2, 4]));
-                b.prim(Prim::Add, vec![], vec![f, m], s3(&[2, 4]))
-            }),
-        ),
-        (
-            "sum",
-            Box::new(move |b| {
-                let x = wv(b, "x", &[2, 3, 4]);
-                b.prim(Prim::Sum { axis: 0 }, vec![], vec![x], s3(&[3, 4]))
-            }),
-        ),
-        (
-            "normalize",
-            Box::new(move |b| {
-                let x = wv(b, "x", &[3, 4]);
-                b.prim(Prim::Normalize, vec![], vec![x], s3(&[3, 4]))
-            }),
-        ),
-        (
-            "alibi",
-            Box::new(move |b| {
-                let x = wv(b, "x", &[2, 3, 3]);
-                let a = b.prim(
-                    Prim::Alibi {
-                        heads: 2,
-                        len: k(3),
-                    },
-                    vec![],
-                    vec![],
-                    s3(&[2, 3, 3]),
-                );
-                let y = b.prim(Prim::Add, vec![], vec![x, a], s3(&[2, 3, 3]));
-                b.prim(Prim::Softmax { axis: 2 }, vec![], vec![y], s3(&[2, 3, 3]))
-            }),
-        ),
+        ("slice and reuse", Box::new(move |b| {
+            let x = wv(b, "x", &[2, 3, 4]);
+            let s = b.prim(Prim::Slice { axis: 1, start: k(1), end: k(3) }, vec![], vec![x], s3(&[2, 2, 4]));
+            let s2 = b.prim(Prim::Slice { axis: 1, start: k(0), end: k(2) }, vec![], vec![x], s3(&[2, 2, 4]));
+            let y = b.prim(Prim::Mul, vec![], vec![s, s2], s3(&[2, 2, 4]));
+            b.prim(Prim::Concat { axis: 1 }, vec![], vec![y, x], s3(&[2, 5, 4]))
+        })),
+        ("expand", Box::new(move |b| {
+            let x = wv(b, "x", &[1, 3, 1]);
+            b.prim(Prim::Expand { shape: vec![k(2), k(3), k(4)] }, vec![], vec![x], s3(&[2, 3, 4]))
+        })),
+        ("first", Box::new(move |b| {
+            let x = wv(b, "x", &[2, 3, 4]);
+            let f = b.prim(Prim::First, vec![], vec![x], s3(&[2, 4]));
+            let t = b.prim(Prim::Tanh, vec![], vec![x], s3(&[2, 3, 4]));
+            let m = b.prim(Prim::Mean { axis: 1 }, vec![], vec![t], s3(&[2, 4]));
+            b.prim(Prim::Add, vec![], vec![f, m], s3(&[2, 4]))
+        })),
+        ("sum", Box::new(move |b| {
+            let x = wv(b, "x", &[2, 3, 4]);
+            b.prim(Prim::Sum { axis: 0 }, vec![], vec![x], s3(&[3, 4]))
+        })),
+        ("normalize", Box::new(move |b| {
+            let x = wv(b, "x", &[3, 4]);
+            b.prim(Prim::Normalize, vec![], vec![x], s3(&[3, 4]))
+        })),
+        ("alibi", Box::new(move |b| {
+            let x = wv(b, "x", &[2, 3, 3]);
+            let a = b.prim(Prim::Alibi { heads: 2, len: k(3) }, vec![], vec![], s3(&[2, 3, 3]));
+            let y = b.prim(Prim::Add, vec![], vec![x, a], s3(&[2, 3, 3]));
+            b.prim(Prim::Softmax { axis: 2 }, vec![], vec![y], s3(&[2, 3, 3]))
+        })),
     ];
     for (name, build) in builds {
         let m = single(|b| build(b));
@@ -871,102 +566,32 @@ pub fn check_layout<D: Backend>(dev: D) -> Result<(), String> {
 
 pub fn check_objectives<D: Backend>(dev: D) -> Result<(), String> {
     // next_token on a small GPT: shifted tokens, and explicit targets
-    let m = gpt(GptSize {
-        vocab: 7,
-        context: 6,
-        layers: 2,
-        heads: 2,
-        d_model: 8,
-        dropout: 0.0,
-    });
-    let toks = HostTensor::I64 {
-        shape: vec![2, 5],
-        data: vec![1, 2, 3, 4, 5, 6, 0, 1, 2, 3],
-    };
-    losscheck(
-        &dev,
-        &m,
-        &Batch {
-            inputs: vec![toks.clone()],
-            targets: None,
-        },
-    )
-    .map_err(|e| format!("next_token: {e}"))?;
-    let tg = HostTensor::I64 {
-        shape: vec![2, 5],
-        data: vec![2, 3, 4, 5, 6, 0, 1, 2, 3, -100],
-    };
-    losscheck(
-        &dev,
-        &m,
-        &Batch {
-            inputs: vec![toks],
-            targets: Some(tg),
-        },
-    )
-    .map_err(|e| format!("next_token targets: {e}"))?;
+    let m = gpt(GptSize { vocab: 7, context: 6, layers: 2, heads: 2, d_model: 8, dropout: 0.0 });
+    let toks = HostTensor::I64 { shape: vec![2, 5], data: vec![1, 2, 3, 4, 5, 6, 0, 1, 2, 3] };
+    losscheck(&dev, &m, &Batch { inputs: vec![toks.clone()], targets: None }).map_err(|e| format!("next_token: {e}"))?;
+    let tg = HostTensor::I64 { shape: vec![2, 5], data: vec![2, 3, 4, 5, 6, 0, 1, 2, 3, -100] };
+    losscheck(&dev, &m, &Batch { inputs: vec![toks], targets: Some(tg) }).map_err(|e| format!("next_token targets: {e}"))?;
     // classify and masked_token over a linear head
     for kind in [ObjectiveKind::Classify, ObjectiveKind::MaskedToken] {
         let mut b = GraphBuilder::default();
         let x = b.input(f32s(&[3, 4]), "x");
         let w = b.param("head.weight", vec![5, 4], normal(0.5));
         let logits = if kind == ObjectiveKind::Classify {
-            b.prim(
-                Prim::Linear { bias: false },
-                vec![w],
-                vec![x],
-                f32s(&[3, 5]),
-            )
+            b.prim(Prim::Linear { bias: false }, vec![w], vec![x], f32s(&[3, 5]))
         } else {
-            let l = b.prim(
-                Prim::Linear { bias: false },
-                vec![w],
-                vec![x],
-                f32s(&[3, 5]),
-            );
-            b.prim(
-                Prim::Reshape {
-                    shape: vec![k(1), k(3), k(5)],
-                },
-                vec![],
-                vec![l],
-                f32s(&[1, 3, 5]),
-            )
+            let l = b.prim(Prim::Linear { bias: false }, vec![w], vec![x], f32s(&[3, 5]));
+            b.prim(Prim::Reshape { shape: vec![k(1), k(3), k(5)] }, vec![], vec![l], f32s(&[1, 3, 5]))
         };
-        let labels = b.input(
-            if kind == ObjectiveKind::Classify {
-                i64s(&[3])
-            } else {
-                i64s(&[1, 3])
-            },
-            "labels",
-        );
+        let labels = b.input(if kind == ObjectiveKind::Classify { i64s(&[3]) } else { i64s(&[1, 3]) }, "labels");
         b.g.outputs.push(logits);
         let m = model("head", b.g, vec![], Some((kind, vec![logits, labels])));
-        let xs = HostTensor::F32 {
-            shape: vec![3, 4],
-            data: (0..12).map(pseudo).collect(),
-        };
+        let xs = HostTensor::F32 { shape: vec![3, 4], data: (0..12).map(pseudo).collect() };
         let ls = if kind == ObjectiveKind::Classify {
-            HostTensor::I64 {
-                shape: vec![3],
-                data: vec![4, 0, 2],
-            }
+            HostTensor::I64 { shape: vec![3], data: vec![4, 0, 2] }
         } else {
-            HostTensor::I64 {
-                shape: vec![1, 3],
-                data: vec![4, -100, 2],
-            }
+            HostTensor::I64 { shape: vec![1, 3], data: vec![4, -100, 2] }
         };
-        losscheck(
-            &dev,
-            &m,
-            &Batch {
-                inputs: vec![xs, ls],
-                targets: None,
-            },
-        )
-        .map_err(|e| format!("{kind:?}: {e}"))?;
+        losscheck(&dev, &m, &Batch { inputs: vec![xs, ls], targets: None }).map_err(|e| format!("{kind:?}: {e}"))?;
     }
     // contrastive: two projections and a learned scale
     let mut b = GraphBuilder::default();
@@ -975,45 +600,16 @@ pub fn check_objectives<D: Backend>(dev: D) -> Result<(), String> {
     let wa = b.param("a.weight", vec![4, 4], normal(0.5));
     let wb = b.param("b.weight", vec![4, 4], normal(0.5));
     let sc = b.param("logit_scale", vec![], Init::Constant(0.5));
-    let ea = b.prim(
-        Prim::Linear { bias: false },
-        vec![wa],
-        vec![x],
-        f32s(&[3, 4]),
-    );
+    let ea = b.prim(Prim::Linear { bias: false }, vec![wa], vec![x], f32s(&[3, 4]));
     let ea = b.prim(Prim::Normalize, vec![], vec![ea], f32s(&[3, 4]));
-    let eb = b.prim(
-        Prim::Linear { bias: false },
-        vec![wb],
-        vec![y],
-        f32s(&[3, 4]),
-    );
+    let eb = b.prim(Prim::Linear { bias: false }, vec![wb], vec![y], f32s(&[3, 4]));
     let eb = b.prim(Prim::Normalize, vec![], vec![eb], f32s(&[3, 4]));
     let s = b.weight(sc);
     b.g.outputs.push(ea);
-    let m = model(
-        "clip",
-        b.g,
-        vec![],
-        Some((ObjectiveKind::Contrastive, vec![ea, eb, s])),
-    );
-    let xs = HostTensor::F32 {
-        shape: vec![3, 4],
-        data: (0..12).map(pseudo).collect(),
-    };
-    let ys = HostTensor::F32 {
-        shape: vec![3, 4],
-        data: (12..24).map(pseudo).collect(),
-    };
-    losscheck(
-        &dev,
-        &m,
-        &Batch {
-            inputs: vec![xs, ys],
-            targets: None,
-        },
-    )
-    .map_err(|e| format!("contrastive: {e}"))
+    let m = model("clip", b.g, vec![], Some((ObjectiveKind::Contrastive, vec![ea, eb, s])));
+    let xs = HostTensor::F32 { shape: vec![3, 4], data: (0..12).map(pseudo).collect() };
+    let ys = HostTensor::F32 { shape: vec![3, 4], data: (12..24).map(pseudo).collect() };
+    losscheck(&dev, &m, &Batch { inputs: vec![xs, ys], targets: None }).map_err(|e| format!("contrastive: {e}"))
 }
 
 macro_rules! on_cpu {
@@ -1054,29 +650,9 @@ macro_rules! on_cuda {
 }
 
 #[cfg(feature = "cuda")]
-on_cuda!(
-    check_linear,
-    check_matmul,
-    check_norms,
-    check_elementwise,
-    check_mlp,
-    check_attention,
-    check_layers,
-    check_layout,
-    check_objectives
-);
+on_cuda!(check_linear, check_matmul, check_norms, check_elementwise, check_mlp, check_attention, check_layers, check_layout, check_objectives);
 
-on_cpu!(
-    check_linear,
-    check_matmul,
-    check_norms,
-    check_elementwise,
-    check_mlp,
-    check_attention,
-    check_layers,
-    check_layout,
-    check_objectives
-);
+on_cpu!(check_linear, check_matmul, check_norms, check_elementwise, check_mlp, check_attention, check_layers, check_layout, check_objectives);
 
 // ---------------------------------------------------------------- dfdx bug guards and values
 
@@ -1106,12 +682,7 @@ fn gelu_exact_matches_the_erf_form_and_its_derivative() {
         let m = single(|b| {
             let p = b.param("x", vec![n], Init::Zeros);
             let x = b.weight(p);
-            b.prim(
-                Prim::Act(Activation::GeluExact),
-                vec![],
-                vec![x],
-                f32s(&[n]),
-            )
+            b.prim(Prim::Act(Activation::GeluExact), vec![], vec![x], f32s(&[n]))
         });
         let mut rt = Runtime::new(m, dfdx::prelude::Cpu::default()).expect("runtime");
         rt.set_fused(fused);
@@ -1126,39 +697,18 @@ fn gelu_exact_matches_the_erf_form_and_its_derivative() {
             let x64 = x as f64;
             let phi_cdf = 0.5 * (1.0 + erf_ref(x64 / std::f64::consts::SQRT_2));
             let pdf = (-x64 * x64 / 2.0).exp() / (2.0 * std::f64::consts::PI).sqrt();
-            assert!(
-                (y[i] as f64 - x64 * phi_cdf).abs() < 2e-6,
-                "fused={fused} gelu_exact({x}) = {}",
-                y[i]
-            );
+            assert!((y[i] as f64 - x64 * phi_cdf).abs() < 2e-6, "fused={fused} gelu_exact({x}) = {}", y[i]);
             let d = phi_cdf + x64 * pdf;
-            assert!(
-                (g[i] as f64 - d).abs() < 2e-5,
-                "fused={fused} gelu_exact'({x}) = {} vs {d}",
-                g[i]
-            );
+            assert!((g[i] as f64 - d).abs() < 2e-5, "fused={fused} gelu_exact'({x}) = {} vs {d}", g[i]);
         }
     }
 }
 
 #[test]
 fn fused_and_generic_paths_agree_on_a_gpt() {
-    let m = gpt(GptSize {
-        vocab: 11,
-        context: 8,
-        layers: 2,
-        heads: 2,
-        d_model: 16,
-        dropout: 0.0,
-    });
-    let toks = HostTensor::I64 {
-        shape: vec![3, 8],
-        data: (0..24).map(|i| (i * 5 % 11) as i64).collect(),
-    };
-    let batch = Batch {
-        inputs: vec![toks],
-        targets: None,
-    };
+    let m = gpt(GptSize { vocab: 11, context: 8, layers: 2, heads: 2, d_model: 16, dropout: 0.0 });
+    let toks = HostTensor::I64 { shape: vec![3, 8], data: (0..24).map(|i| (i * 5 % 11) as i64).collect() };
+    let batch = Batch { inputs: vec![toks], targets: None };
     let mut a = Runtime::new(m.clone(), dfdx::prelude::Cpu::default()).expect("runtime");
     let mut b = Runtime::new(m, dfdx::prelude::Cpu::default()).expect("runtime");
     a.set_fused(true);
@@ -1170,11 +720,7 @@ fn fused_and_generic_paths_agree_on_a_gpt() {
     for p in &store.params {
         let (x, y) = (ga.get(&p.value).as_vec(), gb.get(&p.value).as_vec());
         for (u, v) in x.iter().zip(&y) {
-            assert!(
-                (u - v).abs() <= 1e-4 + 1e-3 * v.abs(),
-                "{}: {u} vs {v}",
-                p.name
-            );
+            assert!((u - v).abs() <= 1e-4 + 1e-3 * v.abs(), "{}: {u} vs {v}", p.name);
         }
     }
 }
@@ -1184,22 +730,9 @@ fn fused_and_generic_paths_agree_on_a_long_causal_gpt() {
     // context 150 > the fused core's causal block (64): exercises the skipped blocks and a
     // ragged last block, forward and backward
     let (b, t) = (2usize, 150usize);
-    let m = gpt(GptSize {
-        vocab: 13,
-        context: t as u64,
-        layers: 1,
-        heads: 2,
-        d_model: 8,
-        dropout: 0.0,
-    });
-    let toks = HostTensor::I64 {
-        shape: vec![b, t],
-        data: (0..b * t).map(|i| ((i * 7 + i / 5) % 13) as i64).collect(),
-    };
-    let batch = Batch {
-        inputs: vec![toks],
-        targets: None,
-    };
+    let m = gpt(GptSize { vocab: 13, context: t as u64, layers: 1, heads: 2, d_model: 8, dropout: 0.0 });
+    let toks = HostTensor::I64 { shape: vec![b, t], data: (0..b * t).map(|i| ((i * 7 + i / 5) % 13) as i64).collect() };
+    let batch = Batch { inputs: vec![toks], targets: None };
     let mut a = Runtime::new(m.clone(), dfdx::prelude::Cpu::default()).expect("runtime");
     let mut g = Runtime::new(m, dfdx::prelude::Cpu::default()).expect("runtime");
     a.set_fused(true);
@@ -1218,38 +751,18 @@ fn fused_and_generic_paths_agree_on_a_long_causal_gpt() {
         let (x, y) = (ga.get(&p.value).as_vec(), gb.get(&p.value).as_vec());
         assert!(y.iter().any(|v| *v != 0.0), "{}: no gradient", p.name);
         for (u, v) in x.iter().zip(&y) {
-            assert!(
-                (u - v).abs() <= 1e-5 + 1e-3 * v.abs(),
-                "{}: {u} vs {v}",
-                p.name
-            );
+            assert!((u - v).abs() <= 1e-5 + 1e-3 * v.abs(), "{}: {u} vs {v}", p.name);
         }
     }
 }
 
 #[test]
 fn init_follows_param_defs() {
-    let m = gpt(GptSize {
-        vocab: 50,
-        context: 16,
-        layers: 3,
-        heads: 2,
-        d_model: 32,
-        dropout: 0.0,
-    });
+    let m = gpt(GptSize { vocab: 50, context: 16, layers: 3, heads: 2, d_model: 32, dropout: 0.0 });
     let rt = Runtime::new(m, dfdx::prelude::Cpu::default()).expect("runtime");
     let s = rt.init_params(1);
     let names: Vec<_> = s.params.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(
-        &names[..5],
-        [
-            "tok.weight",
-            "pos.weight",
-            "ln_f.weight",
-            "ln_f.bias",
-            "blocks.0.ln_1.weight"
-        ]
-    );
+    assert_eq!(&names[..5], ["tok.weight", "pos.weight", "ln_f.weight", "ln_f.bias", "blocks.0.ln_1.weight"]);
     assert_eq!(names.last(), Some(&"blocks.2.mlp.down.bias"));
     let std = |name: &str| {
         let v = s.get(name).expect("param").value.as_vec();
@@ -1258,24 +771,9 @@ fn init_follows_param_defs() {
     assert!((std("tok.weight") - 0.02).abs() < 0.002);
     // residual projections: 0.02 / sqrt(2 * 3)
     assert!((std("blocks.1.mlp.down.weight") - 0.02 / 6f64.sqrt()).abs() < 0.0008);
-    assert!(s
-        .get("ln_f.weight")
-        .expect("w")
-        .value
-        .as_vec()
-        .iter()
-        .all(|&x| x == 1.0));
-    assert!(s
-        .get("blocks.0.attn.o.bias")
-        .expect("b")
-        .value
-        .as_vec()
-        .iter()
-        .all(|&x| x == 0.0));
-    assert!(
-        s.get("blocks.0.attn.qkv.weight").expect("w").value.as_vec()
-            != s.get("blocks.1.attn.qkv.weight").expect("w").value.as_vec()
-    );
+    assert!(s.get("ln_f.weight").expect("w").value.as_vec().iter().all(|&x| x == 1.0));
+    assert!(s.get("blocks.0.attn.o.bias").expect("b").value.as_vec().iter().all(|&x| x == 0.0));
+    assert!(s.get("blocks.0.attn.qkv.weight").expect("w").value.as_vec() != s.get("blocks.1.attn.qkv.weight").expect("w").value.as_vec());
     let t = crate::init::sinusoidal_table(4, 6);
     assert!((t[6] - 1f32.sin()).abs() < 1e-6 && (t[6 + 1] - 1f32.cos()).abs() < 1e-6);
     assert!((t[2 * 6 + 2] - (2.0f64 / 10000f64.powf(2.0 / 6.0)).sin() as f32).abs() < 1e-6);
@@ -1285,90 +783,35 @@ fn init_follows_param_defs() {
 
 #[test]
 fn bad_inputs_are_errors_not_panics() {
-    let m = gpt(GptSize {
-        vocab: 7,
-        context: 4,
-        layers: 1,
-        heads: 2,
-        d_model: 8,
-        dropout: 0.0,
-    });
+    let m = gpt(GptSize { vocab: 7, context: 4, layers: 1, heads: 2, d_model: 8, dropout: 0.0 });
     let rt = Runtime::new(m, dfdx::prelude::Cpu::default()).expect("runtime");
     let s = rt.init_params(0);
     let run = |h: HostTensor| rt.forward(&s, &[h], false, 0);
     // longer than the context: positions beyond the table
-    let e = run(HostTensor::I64 {
-        shape: vec![1, 6],
-        data: vec![1; 6],
-    })
-    .expect_err("too long");
-    assert!(
-        e.to_string().contains("expected ids in 0..4, found 4"),
-        "{e}"
-    );
+    let e = run(HostTensor::I64 { shape: vec![1, 6], data: vec![1; 6] }).expect_err("too long");
+    assert!(e.to_string().contains("expected ids in 0..4, found 4"), "{e}");
     // token id beyond the vocabulary
-    let e = run(HostTensor::I64 {
-        shape: vec![1, 3],
-        data: vec![1, 9, 2],
-    })
-    .expect_err("bad id");
-    assert!(
-        e.to_string().contains("expected ids in 0..7, found 9"),
-        "{e}"
-    );
+    let e = run(HostTensor::I64 { shape: vec![1, 3], data: vec![1, 9, 2] }).expect_err("bad id");
+    assert!(e.to_string().contains("expected ids in 0..7, found 9"), "{e}");
     // wrong dtype and rank
-    let e = run(HostTensor::F32 {
-        shape: vec![1, 3],
-        data: vec![0.0; 3],
-    })
-    .expect_err("dtype");
-    assert_eq!(
-        e.to_string(),
-        "input `tokens`: expected i64[B, T], found a f32 tensor"
-    );
-    let e = run(HostTensor::I64 {
-        shape: vec![3],
-        data: vec![1; 3],
-    })
-    .expect_err("rank");
-    assert_eq!(
-        e.to_string(),
-        "input `tokens`: expected i64[B, T], found shape [3]"
-    );
+    let e = run(HostTensor::F32 { shape: vec![1, 3], data: vec![0.0; 3] }).expect_err("dtype");
+    assert_eq!(e.to_string(), "input `tokens`: expected i64[B, T], found a f32 tensor");
+    let e = run(HostTensor::I64 { shape: vec![3], data: vec![1; 3] }).expect_err("rank");
+    assert_eq!(e.to_string(), "input `tokens`: expected i64[B, T], found shape [3]");
     // inconsistent data length
-    let e = run(HostTensor::I64 {
-        shape: vec![2, 3],
-        data: vec![1; 5],
-    })
-    .expect_err("len");
+    let e = run(HostTensor::I64 { shape: vec![2, 3], data: vec![1; 5] }).expect_err("len");
     assert!(e.to_string().contains("holds 6 elements, found 5"), "{e}");
     // labels out of range
     let b = Batch {
-        inputs: vec![HostTensor::I64 {
-            shape: vec![1, 3],
-            data: vec![1, 2, 3],
-        }],
-        targets: Some(HostTensor::I64 {
-            shape: vec![1, 3],
-            data: vec![1, 2, 8],
-        }),
+        inputs: vec![HostTensor::I64 { shape: vec![1, 3], data: vec![1, 2, 3] }],
+        targets: Some(HostTensor::I64 { shape: vec![1, 3], data: vec![1, 2, 8] }),
     };
     let e = rt.loss(&s, &b).expect_err("labels");
     assert!(e.to_string().contains("expected labels in 0..7"), "{e}");
     // a store of another model
-    let other = Runtime::new(
-        gpt(GptSize {
-            vocab: 7,
-            context: 4,
-            layers: 2,
-            heads: 2,
-            d_model: 8,
-            dropout: 0.0,
-        }),
-        dfdx::prelude::Cpu::default(),
-    )
-    .expect("runtime")
-    .init_params(0);
+    let other = Runtime::new(gpt(GptSize { vocab: 7, context: 4, layers: 2, heads: 2, d_model: 8, dropout: 0.0 }), dfdx::prelude::Cpu::default())
+        .expect("runtime")
+        .init_params(0);
     assert!(rt.loss(&other, &b).is_err());
 }
 
@@ -1379,37 +822,14 @@ fn shape_variables_must_agree_across_inputs() {
     let y = b.input(f32t(vec![v("B"), k(2)]), "y");
     let s = b.prim(Prim::Add, vec![], vec![x, y], f32t(vec![v("B"), k(2)]));
     b.g.outputs.push(s);
-    let rt = Runtime::new(
-        model("two", b.g, vec![], None),
-        dfdx::prelude::Cpu::default(),
-    )
-    .expect("runtime");
+    let rt = Runtime::new(model("two", b.g, vec![], None), dfdx::prelude::Cpu::default()).expect("runtime");
     let st = rt.init_params(0);
-    let h = |n: usize| HostTensor::F32 {
-        shape: vec![n, 2],
-        data: vec![1.0; 2 * n],
-    };
+    let h = |n: usize| HostTensor::F32 { shape: vec![n, 2], data: vec![1.0; 2 * n] };
     let out = rt.forward(&st, &[h(3), h(3)], false, 0).expect("ok");
-    assert_eq!(
-        out[0],
-        HostTensor::F32 {
-            shape: vec![3, 2],
-            data: vec![2.0; 6]
-        }
-    );
-    let e = rt
-        .forward(&st, &[h(3), h(4)], false, 0)
-        .expect_err("mismatch");
+    assert_eq!(out[0], HostTensor::F32 { shape: vec![3, 2], data: vec![2.0; 6] });
+    let e = rt.forward(&st, &[h(3), h(4)], false, 0).expect_err("mismatch");
     assert_eq!(e.to_string(), "input `y`: shape variable `B` is 3 in an earlier input but 4 here (expected f32[B, 2], found shape [4, 2])");
-    let e = rt
-        .loss(
-            &st,
-            &Batch {
-                inputs: vec![h(3), h(3)],
-                targets: None,
-            },
-        )
-        .expect_err("no objective");
+    let e = rt.loss(&st, &Batch { inputs: vec![h(3), h(3)], targets: None }).expect_err("no objective");
     assert!(e.to_string().contains("declares no objective"), "{e}");
 }
 
@@ -1426,14 +846,7 @@ fn sgd<D: Backend>(store: &mut ParamStore<D>, grads: &dfdx::prelude::Gradients<f
 }
 
 pub fn train_tiny_gpt<D: Backend>(dev: D) -> (f32, f32) {
-    let m = gpt(GptSize {
-        vocab: 8,
-        context: 16,
-        layers: 2,
-        heads: 2,
-        d_model: 32,
-        dropout: 0.0,
-    });
+    let m = gpt(GptSize { vocab: 8, context: 16, layers: 2, heads: 2, d_model: 32, dropout: 0.0 });
     let rt = Runtime::new(m, dev).expect("runtime");
     let mut store = rt.init_params(42);
     // toy pattern: each sequence counts up by a per-sequence step, modulo 8
@@ -1446,13 +859,7 @@ pub fn train_tiny_gpt<D: Backend>(dev: D) -> (f32, f32) {
             let step = 1 + (rng.next_u64() % 2) as i64;
             data.extend((0..t as i64).map(|i| (start + step * i) % 8));
         }
-        Batch {
-            inputs: vec![HostTensor::I64 {
-                shape: vec![b, t],
-                data,
-            }],
-            targets: None,
-        }
+        Batch { inputs: vec![HostTensor::I64 { shape: vec![b, t], data }], targets: None }
     };
     let eval = batch();
     let first = rt.loss(&store, &eval).expect("loss");

@@ -57,12 +57,7 @@ impl<D: Device<f32>> FT<D> {
     /// The same data with another shape of equal size (free).
     pub fn reshaped(&self, shape: Vec<usize>) -> FT<D> {
         debug_assert_eq!(shape.iter().product::<usize>(), self.numel());
-        FT {
-            t: self.t.clone(),
-            shape,
-            uid: self.uid,
-            host: self.host,
-        }
+        FT { t: self.t.clone(), shape, uid: self.uid, host: self.host }
     }
     pub fn last(&self) -> usize {
         self.shape.last().copied().unwrap_or(1)
@@ -111,45 +106,27 @@ impl<D: Device<f32>> Val<D> {
     }
     pub fn to_host(&self) -> HostTensor {
         match self {
-            Val::F(x) => HostTensor::F32 {
-                shape: x.shape.clone(),
-                data: x.t.as_vec(),
-            },
-            Val::I(x) => HostTensor::I64 {
-                shape: x.shape.clone(),
-                data: x.data.to_vec(),
-            },
-            Val::B(x) => HostTensor::Bool {
-                shape: x.shape.clone(),
-                data: x.data.to_vec(),
-            },
+            Val::F(x) => HostTensor::F32 { shape: x.shape.clone(), data: x.t.as_vec() },
+            Val::I(x) => HostTensor::I64 { shape: x.shape.clone(), data: x.data.to_vec() },
+            Val::B(x) => HostTensor::Bool { shape: x.shape.clone(), data: x.data.to_vec() },
         }
     }
     pub fn f(&self, what: &str) -> Result<&FT<D>, RuntimeError> {
         match self {
             Val::F(x) => Ok(x),
-            other => Err(run_err(format!(
-                "expected an f32 tensor for {what}, found {}",
-                other.dtype().name()
-            ))),
+            other => Err(run_err(format!("expected an f32 tensor for {what}, found {}", other.dtype().name()))),
         }
     }
     pub fn i(&self, what: &str) -> Result<&IT, RuntimeError> {
         match self {
             Val::I(x) => Ok(x),
-            other => Err(run_err(format!(
-                "expected an i64 tensor for {what}, found {}",
-                other.dtype().name()
-            ))),
+            other => Err(run_err(format!("expected an i64 tensor for {what}, found {}", other.dtype().name()))),
         }
     }
     pub fn b(&self, what: &str) -> Result<&BT, RuntimeError> {
         match self {
             Val::B(x) => Ok(x),
-            other => Err(run_err(format!(
-                "expected a bool tensor for {what}, found {}",
-                other.dtype().name()
-            ))),
+            other => Err(run_err(format!("expected a bool tensor for {what}, found {}", other.dtype().name()))),
         }
     }
 }
@@ -198,15 +175,8 @@ pub struct Ctx<D: Device<f32>, T> {
 impl<T: Tape<f32, Cpu>> Ctx<Cpu, T> {
     /// Like [`Ctx::constant`], recording where the data lies so that the CPU kernels reading
     /// it next need not copy it out of the tensor.
-    pub fn constant_cached(
-        &self,
-        data: Vec<f32>,
-        shape: Vec<usize>,
-    ) -> Result<FT<Cpu>, RuntimeError> {
-        let host = HostPtr {
-            ptr: data.as_ptr(),
-            len: data.len(),
-        };
+    pub fn constant_cached(&self, data: Vec<f32>, shape: Vec<usize>) -> Result<FT<Cpu>, RuntimeError> {
+        let host = HostPtr { ptr: data.as_ptr(), len: data.len() };
         let mut x = self.constant(data, shape)?;
         x.host = Some(host);
         Ok(x)
@@ -215,13 +185,7 @@ impl<T: Tape<f32, Cpu>> Ctx<Cpu, T> {
 
 impl<D: Device<f32>, T: Tape<f32, D>> Ctx<D, T> {
     pub fn new(dev: D, train: bool, seed: u64) -> Self {
-        Ctx {
-            dev,
-            tape: T::default(),
-            train,
-            rng: Rng::new(seed),
-            fused: true,
-        }
+        Ctx { dev, tape: T::default(), train, rng: Rng::new(seed), fused: true }
     }
 
     /// `x` with an empty tape of the run's kind, ready to be the taped operand of a dfdx op.
@@ -238,24 +202,14 @@ impl<D: Device<f32>, T: Tape<f32, D>> Ctx<D, T> {
         let (y, tape) = y.split_tape();
         let t = std::mem::take(&mut self.tape);
         self.tape = t.merge(tape);
-        FT {
-            t: y,
-            shape,
-            uid: fresh_uid(),
-            host: None,
-        }
+        FT { t: y, shape, uid: fresh_uid(), host: None }
     }
 
     /// A constant (no gradient is ever needed for it).
     pub fn constant(&self, data: Vec<f32>, shape: Vec<usize>) -> Result<FT<D>, RuntimeError> {
         let n = data.len();
         let t = self.dev.try_tensor_from_vec(data, (n,)).map_err(dev_err)?;
-        Ok(FT {
-            t,
-            shape,
-            uid: fresh_uid(),
-            host: None,
-        })
+        Ok(FT { t, shape, uid: fresh_uid(), host: None })
     }
 
     pub fn index(&self, idx: Vec<usize>) -> Result<Tensor<(usize,), usize, D>, RuntimeError> {
@@ -271,12 +225,7 @@ impl<D: Device<f32>, T: Tape<f32, D>> Ctx<D, T> {
 
     /// Elementwise binary map of two same-shape values with dfdx ops (`b` untaped: dfdx still
     /// sends its gradient to `b`'s id).
-    pub fn zip(
-        &mut self,
-        a: &FT<D>,
-        b: &FT<D>,
-        f: impl FnOnce(Flat<D, T>, Flat<D>) -> Flat<D, T>,
-    ) -> FT<D> {
+    pub fn zip(&mut self, a: &FT<D>, b: &FT<D>, f: impl FnOnce(Flat<D, T>, Flat<D>) -> Flat<D, T>) -> FT<D> {
         debug_assert_eq!(a.numel(), b.numel());
         let b = self.distinct(a, b);
         let y = f(self.tr(a), b.t.clone());
@@ -293,18 +242,11 @@ impl<D: Device<f32>, T: Tape<f32, D>> Ctx<D, T> {
     }
 
     /// `out[i] = x[idx[i]]`, with an accumulating backward.
-    pub fn gather(
-        &mut self,
-        x: &FT<D>,
-        idx: Vec<usize>,
-        shape: Vec<usize>,
-    ) -> Result<FT<D>, RuntimeError> {
+    pub fn gather(&mut self, x: &FT<D>, idx: Vec<usize>, shape: Vec<usize>) -> Result<FT<D>, RuntimeError> {
         debug_assert_eq!(idx.len(), shape.iter().product::<usize>());
         let n = x.numel();
         if let Some(bad) = idx.iter().find(|&&i| i >= n) {
-            return Err(run_err(format!(
-                "internal: gather index {bad} out of range for {n} elements"
-            )));
+            return Err(run_err(format!("internal: gather index {bad} out of range for {n} elements")));
         }
         let it = self.index(idx)?;
         let y: Flat<D, T> = self.tr(x).try_gather(it).map_err(dev_err)?;
@@ -313,34 +255,17 @@ impl<D: Device<f32>, T: Tape<f32, D>> Ctx<D, T> {
 
     /// `out[i] = x[i]` where `keep[i]`, else `fill`: a gather from `x` plus one constant slot, so
     /// only `x` is differentiated (no full-size constant mask).
-    pub fn masked_fill(
-        &mut self,
-        x: &FT<D>,
-        keep: &[bool],
-        fill: f32,
-    ) -> Result<FT<D>, RuntimeError> {
+    pub fn masked_fill(&mut self, x: &FT<D>, keep: &[bool], fill: f32) -> Result<FT<D>, RuntimeError> {
         let n = x.numel();
-        let idx: Vec<usize> = keep
-            .iter()
-            .enumerate()
-            .map(|(i, &k)| if k { i } else { n })
-            .collect();
+        let idx: Vec<usize> = keep.iter().enumerate().map(|(i, &k)| if k { i } else { n }).collect();
         self.gather_fill(x, idx, x.shape.clone(), fill)
     }
 
     /// A gather where index `x.numel()` reads the constant `fill` (padding, masks).
-    pub fn gather_fill(
-        &mut self,
-        x: &FT<D>,
-        idx: Vec<usize>,
-        shape: Vec<usize>,
-        fill: f32,
-    ) -> Result<FT<D>, RuntimeError> {
+    pub fn gather_fill(&mut self, x: &FT<D>, idx: Vec<usize>, shape: Vec<usize>, fill: f32) -> Result<FT<D>, RuntimeError> {
         let n = x.numel();
         let slot = self.constant(vec![fill], vec![1])?;
-        let ext: Flat<D, T> = (self.tr(x), slot.t.clone())
-            .try_concat_along(Axis::<0>)
-            .map_err(dev_err)?;
+        let ext: Flat<D, T> = (self.tr(x), slot.t.clone()).try_concat_along(Axis::<0>).map_err(dev_err)?;
         let ext = self.keep(ext, vec![n + 1]);
         self.gather(&ext, idx, shape)
     }

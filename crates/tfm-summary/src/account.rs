@@ -2,10 +2,7 @@
 
 use crate::{Binding, ConfigValue, PortSummary, Row, Summary, SummaryOptions, TiedWeight, Totals};
 use std::collections::HashMap;
-use tfm_ir::{
-    Activation, ChildId, ChildKind, DimEnv, Graph, Model, Node, Op, ParamId, ParamKind, Prim,
-    ValueId,
-};
+use tfm_ir::{Activation, ChildId, ChildKind, DimEnv, Graph, Model, Node, Op, ParamId, ParamKind, Prim, ValueId};
 
 /// Bytes of one stored weight value (weights are kept in f32).
 pub(crate) const WEIGHT_BYTES: u128 = 4;
@@ -19,16 +16,10 @@ pub(crate) struct Params {
 
 impl Params {
     fn add(self, o: Params) -> Params {
-        Params {
-            trainable: self.trainable.saturating_add(o.trainable),
-            fixed: self.fixed.saturating_add(o.fixed),
-        }
+        Params { trainable: self.trainable.saturating_add(o.trainable), fixed: self.fixed.saturating_add(o.fixed) }
     }
     fn times(self, n: u128) -> Params {
-        Params {
-            trainable: self.trainable.saturating_mul(n),
-            fixed: self.fixed.saturating_mul(n),
-        }
+        Params { trainable: self.trainable.saturating_mul(n), fixed: self.fixed.saturating_mul(n) }
     }
 }
 
@@ -41,33 +32,22 @@ struct Cost {
 
 impl Cost {
     fn add(self, o: Cost) -> Cost {
-        Cost {
-            flops: self.flops.saturating_add(o.flops),
-            act: self.act.saturating_add(o.act),
-        }
+        Cost { flops: self.flops.saturating_add(o.flops), act: self.act.saturating_add(o.act) }
     }
     fn times(self, n: u128) -> Cost {
-        Cost {
-            flops: self.flops.saturating_mul(n),
-            act: self.act.saturating_mul(n),
-        }
+        Cost { flops: self.flops.saturating_mul(n), act: self.act.saturating_mul(n) }
     }
 }
 
 pub(crate) fn numel(shape: &[u64]) -> u128 {
-    shape
-        .iter()
-        .fold(1u128, |a, &d| a.saturating_mul(d as u128))
+    shape.iter().fold(1u128, |a, &d| a.saturating_mul(d as u128))
 }
 
 /// How many copies of a child's weights exist.
 pub(crate) fn weight_copies(kind: &ChildKind) -> u128 {
     match kind {
         ChildKind::Block | ChildKind::Repeat { shared: true, .. } => 1,
-        ChildKind::Repeat {
-            count,
-            shared: false,
-        } => *count as u128,
+        ChildKind::Repeat { count, shared: false } => *count as u128,
     }
 }
 
@@ -97,11 +77,7 @@ pub(crate) fn graph_params(g: &Graph) -> Params {
 
 /// Counts, for every weight (addressed by the child path from the root and its id), how many
 /// places read it.
-pub(crate) fn count_reads(
-    g: &Graph,
-    path: &mut Vec<ChildId>,
-    reads: &mut HashMap<(Vec<ChildId>, ParamId), u32>,
-) {
+pub(crate) fn count_reads(g: &Graph, path: &mut Vec<ChildId>, reads: &mut HashMap<(Vec<ChildId>, ParamId), u32>) {
     for n in &g.nodes {
         match &n.op {
             Op::Prim { params, .. } => {
@@ -125,20 +101,13 @@ pub(crate) fn count_reads(
 }
 
 /// The display name of the weight at `path`/`param`, repeats shown as `name.{0..n-1}`.
-pub(crate) fn weight_name(
-    root: &Graph,
-    path: &[ChildId],
-    param: ParamId,
-) -> Option<(String, Vec<u64>)> {
+pub(crate) fn weight_name(root: &Graph, path: &[ChildId], param: ParamId) -> Option<(String, Vec<u64>)> {
     let mut g = root;
     let mut prefix = String::new();
     for &c in path {
         let child = g.children.get(c)?;
         let seg = match child.kind {
-            ChildKind::Repeat {
-                count,
-                shared: false,
-            } => format!("{}.{}", child.name, range_label(count)),
+            ChildKind::Repeat { count, shared: false } => format!("{}.{}", child.name, range_label(count)),
             _ => child.name.clone(),
         };
         prefix = tfm_ir::join(&prefix, &seg);
@@ -181,17 +150,10 @@ impl Shapes<'_> {
         Some(out)
     }
     fn numel(&mut self, v: ValueId) -> u128 {
-        self.dims(v)
-            .map(|d| d.iter().fold(1u128, |a, &x| a.saturating_mul(x)))
-            .unwrap_or(0)
+        self.dims(v).map(|d| d.iter().fold(1u128, |a, &x| a.saturating_mul(x))).unwrap_or(0)
     }
     fn bytes(&mut self, v: ValueId) -> u128 {
-        let b = self
-            .g
-            .values
-            .get(v)
-            .map(|x| x.ty.dtype.bytes() as u128)
-            .unwrap_or(0);
+        let b = self.g.values.get(v).map(|x| x.ty.dtype.bytes() as u128).unwrap_or(0);
         self.numel(v).saturating_mul(b)
     }
     fn last_dim(&mut self, v: ValueId) -> u128 {
@@ -208,9 +170,7 @@ fn prod(xs: &[u128]) -> u128 {
 fn child_env(parent: &mut Shapes<'_>, node: &Node, child: &Graph) -> DimEnv {
     let mut env = parent.env.clone();
     for (&ci, &pi) in child.inputs.iter().zip(&node.inputs) {
-        let (Some(cv), Some(actual)) = (child.values.get(ci), parent.dims(pi)) else {
-            continue;
-        };
+        let (Some(cv), Some(actual)) = (child.values.get(ci), parent.dims(pi)) else { continue };
         for (d, &n) in cv.ty.shape.iter().zip(&actual) {
             if let (Some(var), Ok(n)) = (d.as_var(), u64::try_from(n)) {
                 env.insert(var.to_string(), n);
@@ -222,11 +182,7 @@ fn child_env(parent: &mut Shapes<'_>, node: &Node, child: &Graph) -> DimEnv {
 
 /// One application of `g` under `env`: total FLOPs and activation bytes, with per-node costs.
 fn graph_cost(g: &Graph, env: DimEnv, unknown: &mut bool) -> (Cost, Vec<Cost>) {
-    let mut s = Shapes {
-        g,
-        env,
-        unknown: false,
-    };
+    let mut s = Shapes { g, env, unknown: false };
     let mut total = Cost::default();
     let mut per_node = Vec::with_capacity(g.nodes.len());
     for n in &g.nodes {
@@ -243,70 +199,33 @@ fn node_cost(s: &mut Shapes<'_>, n: &Node, unknown: &mut bool) -> Cost {
     match &n.op {
         Op::Weight { .. } => Cost::default(),
         Op::Apply { child } => {
-            let Some(c) = g.children.get(*child) else {
-                return Cost::default();
-            };
+            let Some(c) = g.children.get(*child) else { return Cost::default() };
             let env = child_env(s, n, &c.graph);
             let (cost, _) = graph_cost(&c.graph, env, unknown);
             cost.times(run_copies(&c.kind))
         }
         Op::Prim { prim, params } => {
-            let out_bytes: u128 = n
-                .outputs
-                .iter()
-                .map(|&v| s.bytes(v))
-                .fold(0, u128::saturating_add);
-            let out_numel: u128 = n
-                .outputs
-                .iter()
-                .map(|&v| s.numel(v))
-                .fold(0, u128::saturating_add);
+            let out_bytes: u128 = n.outputs.iter().map(|&v| s.bytes(v)).fold(0, u128::saturating_add);
+            let out_numel: u128 = n.outputs.iter().map(|&v| s.numel(v)).fold(0, u128::saturating_add);
             let in0 = n.inputs.first().copied();
             let in_numel = in0.map(|v| s.numel(v)).unwrap_or(0);
-            let weight = |i: usize| {
-                params
-                    .get(i)
-                    .and_then(|&p| g.params.get(p))
-                    .map(|p| p.shape.clone())
-            };
+            let weight = |i: usize| params.get(i).and_then(|&p| g.params.get(p)).map(|p| p.shape.clone());
             match prim {
-                Prim::Embedding | Prim::Sinusoidal | Prim::RelativeBias { .. } => Cost {
-                    flops: 0,
-                    act: out_bytes,
-                },
+                Prim::Embedding | Prim::Sinusoidal | Prim::RelativeBias { .. } => Cost { flops: 0, act: out_bytes },
                 Prim::Linear { bias } => {
                     let w = weight(0).unwrap_or_default();
-                    let (out, inp) = (
-                        w.first().copied().unwrap_or(0) as u128,
-                        w.get(1).copied().unwrap_or(0) as u128,
-                    );
+                    let (out, inp) = (w.first().copied().unwrap_or(0) as u128, w.get(1).copied().unwrap_or(0) as u128);
                     let rows = out_numel.checked_div(out).unwrap_or(0);
                     let mut flops = prod(&[2, rows, inp, out]);
                     if *bias {
                         flops = flops.saturating_add(rows.saturating_mul(out));
                     }
-                    Cost {
-                        flops,
-                        act: out_bytes,
-                    }
+                    Cost { flops, act: out_bytes }
                 }
-                Prim::LayerNorm { .. } | Prim::RmsNorm { .. } => Cost {
-                    flops: out_numel.saturating_mul(5),
-                    act: out_bytes,
-                },
+                Prim::LayerNorm { .. } | Prim::RmsNorm { .. } => Cost { flops: out_numel.saturating_mul(5), act: out_bytes },
                 Prim::Attention(cfg) => {
-                    let (Some(x), mem) = (
-                        in0.and_then(|v| s.dims(v)),
-                        if cfg.cross {
-                            n.inputs.get(1).and_then(|&v| s.dims(v))
-                        } else {
-                            None
-                        },
-                    ) else {
-                        return Cost {
-                            flops: 0,
-                            act: out_bytes,
-                        };
+                    let (Some(x), mem) = (in0.and_then(|v| s.dims(v)), if cfg.cross { n.inputs.get(1).and_then(|&v| s.dims(v)) } else { None }) else {
+                        return Cost { flops: 0, act: out_bytes };
                     };
                     let batch = x.first().copied().unwrap_or(1);
                     let t = if x.len() >= 2 { x[x.len() - 2] } else { 1 };
@@ -318,11 +237,7 @@ fn node_cost(s: &mut Shapes<'_>, n: &Node, unknown: &mut bool) -> Cost {
                     let hd = cfg.head_dim as u128;
                     let q_w = (cfg.heads as u128).saturating_mul(hd);
                     let kv_w = (cfg.kv_heads as u128).saturating_mul(hd);
-                    let s_eff = if cfg.window > 0 {
-                        sk.min(cfg.window as u128)
-                    } else {
-                        sk
-                    };
+                    let s_eff = if cfg.window > 0 { sk.min(cfg.window as u128) } else { sk };
                     let heads = cfg.heads as u128;
                     let proj = prod(&[2, batch, t, d, q_w])
                         .saturating_add(prod(&[4, batch, sk, kv_in, kv_w]))
@@ -334,10 +249,7 @@ fn node_cost(s: &mut Shapes<'_>, n: &Node, unknown: &mut bool) -> Cost {
                         .saturating_add(prod(&[2, batch, sk, kv_w]))
                         .saturating_add(prod(&[batch, heads, t, s_eff]))
                         .saturating_mul(4);
-                    Cost {
-                        flops: proj.saturating_add(scores).saturating_add(softmax),
-                        act: out_bytes.saturating_add(internal),
-                    }
+                    Cost { flops: proj.saturating_add(scores).saturating_add(softmax), act: out_bytes.saturating_add(internal) }
                 }
                 Prim::Mlp { act, .. } => {
                     let w = weight(0).unwrap_or_default();
@@ -348,40 +260,21 @@ fn node_cost(s: &mut Shapes<'_>, n: &Node, unknown: &mut bool) -> Cost {
                     let mats: u128 = if gated { 3 } else { 2 };
                     let elem: u128 = if gated { 2 } else { 1 };
                     let kept: u128 = if gated { 3 } else { 2 };
-                    let flops = prod(&[2, mats, rows, d, hidden])
-                        .saturating_add(prod(&[elem, rows, hidden]));
-                    Cost {
-                        flops,
-                        act: out_bytes.saturating_add(prod(&[kept, rows, hidden, 4])),
-                    }
+                    let flops = prod(&[2, mats, rows, d, hidden]).saturating_add(prod(&[elem, rows, hidden]));
+                    Cost { flops, act: out_bytes.saturating_add(prod(&[kept, rows, hidden, 4])) }
                 }
                 Prim::PatchEmbed { .. } | Prim::Conv1d { .. } => {
                     let w = weight(0).unwrap_or_default();
                     let fan_in = numel(w.get(1..).unwrap_or(&[]));
-                    Cost {
-                        flops: prod(&[2, out_numel, fan_in]),
-                        act: out_bytes,
-                    }
+                    Cost { flops: prod(&[2, out_numel, fan_in]), act: out_bytes }
                 }
                 Prim::MatMul => {
                     let k = in0.map(|v| s.last_dim(v)).unwrap_or(0);
-                    Cost {
-                        flops: prod(&[2, out_numel, k]),
-                        act: out_bytes,
-                    }
+                    Cost { flops: prod(&[2, out_numel, k]), act: out_bytes }
                 }
-                Prim::Softmax { .. } | Prim::LogSoftmax { .. } => Cost {
-                    flops: out_numel.saturating_mul(5),
-                    act: out_bytes,
-                },
-                Prim::Normalize => Cost {
-                    flops: out_numel.saturating_mul(3),
-                    act: out_bytes,
-                },
-                Prim::Mean { .. } | Prim::Sum { .. } => Cost {
-                    flops: in_numel,
-                    act: out_bytes,
-                },
+                Prim::Softmax { .. } | Prim::LogSoftmax { .. } => Cost { flops: out_numel.saturating_mul(5), act: out_bytes },
+                Prim::Normalize => Cost { flops: out_numel.saturating_mul(3), act: out_bytes },
+                Prim::Mean { .. } | Prim::Sum { .. } => Cost { flops: in_numel, act: out_bytes },
                 Prim::Add
                 | Prim::Sub
                 | Prim::Mul
@@ -393,17 +286,10 @@ fn node_cost(s: &mut Shapes<'_>, n: &Node, unknown: &mut bool) -> Cost {
                 | Prim::Sigmoid
                 | Prim::Exp
                 | Prim::Sqrt
-                | Prim::Dropout { .. } => Cost {
-                    flops: out_numel,
-                    act: out_bytes,
-                },
-                Prim::Concat { .. }
-                | Prim::Arange { .. }
-                | Prim::Alibi { .. }
-                | Prim::PadMask { .. } => Cost {
-                    flops: 0,
-                    act: out_bytes,
-                },
+                | Prim::Dropout { .. } => Cost { flops: out_numel, act: out_bytes },
+                Prim::Concat { .. } | Prim::Arange { .. } | Prim::Alibi { .. } | Prim::PadMask { .. } => {
+                    Cost { flops: 0, act: out_bytes }
+                }
                 Prim::Reshape { .. }
                 | Prim::Permute { .. }
                 | Prim::Split { .. }
@@ -485,23 +371,14 @@ pub fn summarize(model: &Model, opts: &SummaryOptions) -> Summary {
     for (i, v) in model.shape_vars.iter().enumerate() {
         let value = if i == 0 { opts.batch } else { opts.seq };
         env.insert(v.clone(), value);
-        bindings.push(Binding {
-            name: v.clone(),
-            value,
-        });
+        bindings.push(Binding { name: v.clone(), value });
     }
     let tokens: u128 = if model.shape_vars.len() >= 2 {
         (opts.batch as u128).saturating_mul(opts.seq as u128)
     } else {
         opts.batch as u128
     };
-    let per_token = |flops: u128| {
-        if tokens == 0 {
-            0.0
-        } else {
-            flops as f64 / tokens as f64
-        }
-    };
+    let per_token = |flops: u128| if tokens == 0 { 0.0 } else { flops as f64 / tokens as f64 };
 
     let mut unknown = false;
     let (total_cost, node_costs) = graph_cost(g, env, &mut unknown);
@@ -516,9 +393,7 @@ pub fn summarize(model: &Model, opts: &SummaryOptions) -> Summary {
             Op::Prim { params, prim } => match params.first().and_then(|&p| g.params.get(p)) {
                 Some(p) => {
                     let k = RowKey::Instance(instance_of(&p.name));
-                    kinds
-                        .entry(k)
-                        .or_insert_with(|| prim_name(prim).to_string());
+                    kinds.entry(k).or_insert_with(|| prim_name(prim).to_string());
                     k
                 }
                 None => RowKey::Functions,
@@ -571,10 +446,7 @@ pub fn summarize(model: &Model, opts: &SummaryOptions) -> Summary {
                         ParamKind::Fixed => p.fixed = p.fixed.saturating_add(n),
                     }
                 }
-                let kind = kinds
-                    .get(&key)
-                    .cloned()
-                    .unwrap_or_else(|| "parameter".to_string());
+                let kind = kinds.get(&key).cloned().unwrap_or_else(|| "parameter".to_string());
                 (inst.to_string(), kind, None, 1, p)
             }
             RowKey::Child(i) => {
@@ -582,24 +454,13 @@ pub fn summarize(model: &Model, opts: &SummaryOptions) -> Summary {
                 let params = graph_params(&c.graph).times(weight_copies(&c.kind));
                 let (kind, copies) = match c.kind {
                     ChildKind::Block => (c.block.clone(), 1),
-                    ChildKind::Repeat { count, shared } => (
-                        format!(
-                            "{count} x {}{}",
-                            if shared { "shared " } else { "" },
-                            c.block
-                        ),
-                        count,
-                    ),
+                    ChildKind::Repeat { count, shared } => {
+                        (format!("{count} x {}{}", if shared { "shared " } else { "" }, c.block), count)
+                    }
                 };
                 (c.name.clone(), kind, c.doc.clone(), copies, params)
             }
-            RowKey::Functions => (
-                FUNCTIONS_ROW.to_string(),
-                "functions".to_string(),
-                None,
-                1,
-                Params::default(),
-            ),
+            RowKey::Functions => (FUNCTIONS_ROW.to_string(), "functions".to_string(), None, 1, Params::default()),
         };
         let output = outputs.get(&key).map(|vs| {
             vs.iter()
@@ -617,10 +478,7 @@ pub fn summarize(model: &Model, opts: &SummaryOptions) -> Summary {
             output,
             flops: cost.flops,
             flops_per_token: per_token(cost.flops),
-            weight_bytes: params
-                .trainable
-                .saturating_add(params.fixed)
-                .saturating_mul(WEIGHT_BYTES),
+            weight_bytes: params.trainable.saturating_add(params.fixed).saturating_mul(WEIGHT_BYTES),
             activation_bytes: cost.act,
         });
     }
@@ -631,10 +489,7 @@ pub fn summarize(model: &Model, opts: &SummaryOptions) -> Summary {
         .iter()
         .map(|t| t.numel.saturating_mul(t.reads.saturating_sub(1) as u128))
         .fold(0u128, u128::saturating_add);
-    let weight_bytes = params
-        .trainable
-        .saturating_add(params.fixed)
-        .saturating_mul(WEIGHT_BYTES);
+    let weight_bytes = params.trainable.saturating_add(params.fixed).saturating_mul(WEIGHT_BYTES);
     let gradient_bytes = params.trainable.saturating_mul(WEIGHT_BYTES);
     let optimizer_bytes = params.trainable.saturating_mul(2 * WEIGHT_BYTES);
     let totals = Totals {
@@ -671,40 +526,22 @@ pub fn summarize(model: &Model, opts: &SummaryOptions) -> Summary {
                 .to_string(),
         );
     }
-    let binds: Vec<String> = bindings
-        .iter()
-        .map(|b| format!("{} = {}", b.name, b.value))
-        .collect();
+    let binds: Vec<String> = bindings.iter().map(|b| format!("{} = {}", b.name, b.value)).collect();
     notes.push(format!(
         "FLOPs and activations at {}; per token divides by {}",
-        if binds.is_empty() {
-            "fixed sizes".to_string()
-        } else {
-            binds.join(", ")
-        },
-        if model.shape_vars.len() >= 2 {
-            "batch x seq"
-        } else {
-            "batch (per example)"
-        }
+        if binds.is_empty() { "fixed sizes".to_string() } else { binds.join(", ") },
+        if model.shape_vars.len() >= 2 { "batch x seq" } else { "batch (per example)" }
     ));
     notes.push(
         "activation memory estimates what backward keeps: every value produced, except weight reads and views, plus the internals of attention and mlp".to_string(),
     );
     if unknown {
-        notes.push(
-            "some sizes depend on shape variables that could not be bound; they count as 0"
-                .to_string(),
-        );
+        notes.push("some sizes depend on shape variables that could not be bound; they count as 0".to_string());
     }
 
     let port = |p: &tfm_ir::Port| PortSummary {
         name: p.name.clone(),
-        ty: g
-            .values
-            .get(p.value)
-            .map(|v| v.ty.to_string())
-            .unwrap_or_else(|| "?".to_string()),
+        ty: g.values.get(p.value).map(|v| v.ty.to_string()).unwrap_or_else(|| "?".to_string()),
         doc: p.doc.clone(),
     };
     Summary {
@@ -713,14 +550,7 @@ pub fn summarize(model: &Model, opts: &SummaryOptions) -> Summary {
         batch: opts.batch,
         seq: opts.seq,
         bindings,
-        config: model
-            .params
-            .iter()
-            .map(|(n, v)| ConfigValue {
-                name: n.clone(),
-                value: v.clone(),
-            })
-            .collect(),
+        config: model.params.iter().map(|(n, v)| ConfigValue { name: n.clone(), value: v.clone() }).collect(),
         inputs: model.inputs.iter().map(port).collect(),
         outputs: model.outputs.iter().map(port).collect(),
         objective: objective_text(model),
@@ -781,17 +611,10 @@ pub(crate) fn tied_weights(g: &Graph) -> Vec<TiedWeight> {
     let mut tied: Vec<_> = reads.into_iter().filter(|(_, n)| *n > 1).collect();
     tied.sort();
     tied.into_iter()
-        .filter(|((path, param), _)| {
-            param_def(g, path, *param).is_some_and(|p| p.kind == ParamKind::Trainable)
-        })
+        .filter(|((path, param), _)| param_def(g, path, *param).is_some_and(|p| p.kind == ParamKind::Trainable))
         .filter_map(|((path, param), reads)| {
             let (name, shape) = weight_name(g, &path, param)?;
-            Some(TiedWeight {
-                numel: numel(&shape),
-                name,
-                shape,
-                reads,
-            })
+            Some(TiedWeight { numel: numel(&shape), name, shape, reads })
         })
         .collect()
 }

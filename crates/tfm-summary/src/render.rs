@@ -1,6 +1,6 @@
 //! Text output: the human summary table and the deterministic model snapshot.
 
-use crate::account::{graph_params, numel, objective_text, range_label, tied_weights};
+use crate::account::{numel, range_label, tied_weights, graph_params, objective_text};
 use crate::Summary;
 use std::fmt::Write;
 use tfm_ir::{ChildKind, Graph, Model, ParamKind};
@@ -90,45 +90,13 @@ pub fn render_table(s: &Summary) -> String {
             let _ = writeln!(out, "  {line}");
         }
     }
-    let binds: Vec<String> = s
-        .bindings
-        .iter()
-        .map(|b| format!("{} = {}", b.name, b.value))
-        .collect();
-    let _ = writeln!(
-        out,
-        "sizes: batch {}, seq {}{}",
-        s.batch,
-        s.seq,
-        if binds.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", binds.join(", "))
-        }
-    );
+    let binds: Vec<String> = s.bindings.iter().map(|b| format!("{} = {}", b.name, b.value)).collect();
+    let _ = writeln!(out, "sizes: batch {}, seq {}{}", s.batch, s.seq, if binds.is_empty() { String::new() } else { format!(" ({})", binds.join(", ")) });
     for p in &s.inputs {
-        let _ = writeln!(
-            out,
-            "input  {}: {}{}",
-            p.name,
-            p.ty,
-            p.doc
-                .as_ref()
-                .map(|d| format!("  // {d}"))
-                .unwrap_or_default()
-        );
+        let _ = writeln!(out, "input  {}: {}{}", p.name, p.ty, p.doc.as_ref().map(|d| format!("  // {d}")).unwrap_or_default());
     }
     for p in &s.outputs {
-        let _ = writeln!(
-            out,
-            "output {}: {}{}",
-            p.name,
-            p.ty,
-            p.doc
-                .as_ref()
-                .map(|d| format!("  // {d}"))
-                .unwrap_or_default()
-        );
+        let _ = writeln!(out, "output {}: {}{}", p.name, p.ty, p.doc.as_ref().map(|d| format!("  // {d}")).unwrap_or_default());
     }
     if let Some(o) = &s.objective {
         let _ = writeln!(out, "objective {o}");
@@ -168,16 +136,9 @@ pub fn render_table(s: &Summary) -> String {
         human_bytes(t.weight_bytes),
         human_bytes(t.activation_bytes),
     ]);
-    out.push_str(&columns(
-        &table,
-        &[false, false, true, true, false, true, true, true],
-    ));
+    out.push_str(&columns(&table, &[false, false, true, true, false, true, true, true]));
 
-    let docs: Vec<_> = s
-        .rows
-        .iter()
-        .filter_map(|r| r.doc.as_ref().map(|d| (r, d)))
-        .collect();
+    let docs: Vec<_> = s.rows.iter().filter_map(|r| r.doc.as_ref().map(|d| (r, d))).collect();
     if !docs.is_empty() {
         out.push('\n');
         for (r, d) in docs {
@@ -189,18 +150,9 @@ pub fn render_table(s: &Summary) -> String {
     }
 
     out.push('\n');
-    let _ = writeln!(
-        out,
-        "parameters: {} trainable, {} fixed",
-        group_digits(t.trainable),
-        group_digits(t.fixed)
-    );
+    let _ = writeln!(out, "parameters: {} trainable, {} fixed", group_digits(t.trainable), group_digits(t.fixed));
     for w in &s.tied {
-        let _ = writeln!(
-            out,
-            "tied: {} {:?} read in {} places, counted once",
-            w.name, w.shape, w.reads
-        );
+        let _ = writeln!(out, "tied: {} {:?} read in {} places, counted once", w.name, w.shape, w.reads);
     }
     let _ = writeln!(
         out,
@@ -209,19 +161,8 @@ pub fn render_table(s: &Summary) -> String {
         human_flops(t.flops_per_token),
         human_flops(t.flops_train_step as f64)
     );
-    let _ = writeln!(
-        out,
-        "memory (f32): weights {}, gradients {}, AdamW state {}",
-        human_bytes(t.weight_bytes),
-        human_bytes(t.gradient_bytes),
-        human_bytes(t.optimizer_bytes)
-    );
-    let _ = writeln!(
-        out,
-        "activations (estimate): {}; training total ~ {}",
-        human_bytes(t.activation_bytes),
-        human_bytes(t.training_bytes)
-    );
+    let _ = writeln!(out, "memory (f32): weights {}, gradients {}, AdamW state {}", human_bytes(t.weight_bytes), human_bytes(t.gradient_bytes), human_bytes(t.optimizer_bytes));
+    let _ = writeln!(out, "activations (estimate): {}; training total ~ {}", human_bytes(t.activation_bytes), human_bytes(t.training_bytes));
     out.push('\n');
     for n in &s.notes {
         let _ = writeln!(out, "note: {n}");
@@ -230,29 +171,16 @@ pub fn render_table(s: &Summary) -> String {
 }
 
 /// Collects `(name, shape, copies, kind)` for every weight, repeats not expanded.
-fn weight_rows(
-    g: &Graph,
-    prefix: &str,
-    copies: u128,
-    out: &mut Vec<(String, Vec<u64>, u128, ParamKind)>,
-) {
+fn weight_rows(g: &Graph, prefix: &str, copies: u128, out: &mut Vec<(String, Vec<u64>, u128, ParamKind)>) {
     for p in &g.params {
-        out.push((
-            tfm_ir::join(prefix, &p.name),
-            p.shape.clone(),
-            copies,
-            p.kind,
-        ));
+        out.push((tfm_ir::join(prefix, &p.name), p.shape.clone(), copies, p.kind));
     }
     for c in &g.children {
         match c.kind {
             ChildKind::Block | ChildKind::Repeat { shared: true, .. } => {
                 weight_rows(&c.graph, &tfm_ir::join(prefix, &c.name), copies, out)
             }
-            ChildKind::Repeat {
-                count,
-                shared: false,
-            } => weight_rows(
+            ChildKind::Repeat { count, shared: false } => weight_rows(
                 &c.graph,
                 &tfm_ir::join(prefix, &format!("{}.{}", c.name, range_label(count))),
                 copies.saturating_mul(count as u128),
@@ -285,12 +213,7 @@ pub fn snapshot(model: &Model) -> String {
             let _ = writeln!(out, "  {n} = {v}");
         }
     }
-    let ty = |v: usize| {
-        g.values
-            .get(v)
-            .map(|x| x.ty.to_string())
-            .unwrap_or_else(|| "?".to_string())
-    };
+    let ty = |v: usize| g.values.get(v).map(|x| x.ty.to_string()).unwrap_or_else(|| "?".to_string());
     out.push_str("inputs:\n");
     for p in &model.inputs {
         let _ = writeln!(out, "  {}: {}", p.name, ty(p.value));
@@ -327,11 +250,7 @@ pub fn snapshot(model: &Model) -> String {
     let _ = writeln!(out, "  trainable: {}", group_digits(p.trainable));
     let _ = writeln!(out, "  fixed: {}", group_digits(p.fixed));
     for t in tied_weights(g) {
-        let _ = writeln!(
-            out,
-            "  tied: {} (read in {} places, counted once)",
-            t.name, t.reads
-        );
+        let _ = writeln!(out, "  tied: {} (read in {} places, counted once)", t.name, t.reads);
     }
     out
 }

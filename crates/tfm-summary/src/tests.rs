@@ -5,11 +5,7 @@ use tfm_diag::Span;
 use tfm_ir::*;
 
 fn val(g: &mut Graph, dtype: DType, shape: Vec<Dim>, name: &str) -> ValueId {
-    g.values.push(Value {
-        ty: TensorType { dtype, shape },
-        name: Some(name.to_string()),
-        span: Span::default(),
-    });
+    g.values.push(Value { ty: TensorType { dtype, shape }, name: Some(name.to_string()), span: Span::default() });
     g.values.len() - 1
 }
 
@@ -18,10 +14,7 @@ fn param(g: &mut Graph, name: &str, shape: Vec<u64>, kind: ParamKind) -> ParamId
         name: name.to_string(),
         shape,
         kind,
-        init: Init::Normal {
-            std: 0.02,
-            residual: false,
-        },
+        init: Init::Normal { std: 0.02, residual: false },
         decay: true,
         span: Span::default(),
     });
@@ -29,12 +22,7 @@ fn param(g: &mut Graph, name: &str, shape: Vec<u64>, kind: ParamKind) -> ParamId
 }
 
 fn node(g: &mut Graph, op: Op, inputs: Vec<ValueId>, outputs: Vec<ValueId>) {
-    g.nodes.push(Node {
-        op,
-        inputs,
-        outputs,
-        span: Span::default(),
-    });
+    g.nodes.push(Node { op, inputs, outputs, span: Span::default() });
 }
 
 fn bt(d: u64) -> Vec<Dim> {
@@ -42,24 +30,8 @@ fn bt(d: u64) -> Vec<Dim> {
 }
 
 fn model(name: &str, graph: Graph, shape_vars: &[&str]) -> Model {
-    let inputs = graph
-        .inputs
-        .iter()
-        .map(|&v| Port {
-            name: graph.values[v].name.clone().unwrap_or_default(),
-            value: v,
-            doc: None,
-        })
-        .collect();
-    let outputs = graph
-        .outputs
-        .iter()
-        .map(|&v| Port {
-            name: graph.values[v].name.clone().unwrap_or_default(),
-            value: v,
-            doc: None,
-        })
-        .collect();
+    let inputs = graph.inputs.iter().map(|&v| Port { name: graph.values[v].name.clone().unwrap_or_default(), value: v, doc: None }).collect();
+    let outputs = graph.outputs.iter().map(|&v| Port { name: graph.values[v].name.clone().unwrap_or_default(), value: v, doc: None }).collect();
     Model {
         name: name.to_string(),
         doc: Some("a hand-built test model".to_string()),
@@ -80,15 +52,7 @@ fn linear_model() -> Model {
     let w = param(&mut g, "proj.weight", vec![5, 3], ParamKind::Trainable);
     let b = param(&mut g, "proj.bias", vec![5], ParamKind::Trainable);
     let y = val(&mut g, DType::F32, bt(5), "y");
-    node(
-        &mut g,
-        Op::Prim {
-            prim: Prim::Linear { bias: true },
-            params: vec![w, b],
-        },
-        vec![x],
-        vec![y],
-    );
+    node(&mut g, Op::Prim { prim: Prim::Linear { bias: true }, params: vec![w, b] }, vec![x], vec![y]);
     g.inputs = vec![x];
     g.outputs = vec![y];
     model("lin", g, &["B", "T"])
@@ -115,72 +79,24 @@ fn linear_layer_params_flops_and_memory() {
     assert_eq!(s.rows[0].name, "proj");
     assert_eq!(s.rows[0].kind, "linear");
     assert_eq!(s.rows[0].output.as_deref(), Some("f32[B, T, 5]"));
-    assert_eq!(
-        s.bindings
-            .iter()
-            .map(|b| (b.name.as_str(), b.value))
-            .collect::<Vec<_>>(),
-        vec![("B", 2), ("T", 7)]
-    );
+    assert_eq!(s.bindings.iter().map(|b| (b.name.as_str(), b.value)).collect::<Vec<_>>(), vec![("B", 2), ("T", 7)]);
     assert!(s.tied.is_empty());
 }
 
 /// A tied embedding: `h = tok(ids)`, `logits = h @ tok.weight^T` through a weight read.
 fn tied_model() -> Model {
     let mut g = Graph::default();
-    let ids = val(
-        &mut g,
-        DType::I64,
-        vec![Dim::var("B"), Dim::var("T")],
-        "ids",
-    );
+    let ids = val(&mut g, DType::I64, vec![Dim::var("B"), Dim::var("T")], "ids");
     let w = param(&mut g, "tok.weight", vec![11, 4], ParamKind::Trainable);
     let table = param(&mut g, "pos.table", vec![16, 4], ParamKind::Fixed);
     let h = val(&mut g, DType::F32, bt(4), "h");
-    node(
-        &mut g,
-        Op::Prim {
-            prim: Prim::Embedding,
-            params: vec![w],
-        },
-        vec![ids],
-        vec![h],
-    );
-    let wt = val(
-        &mut g,
-        DType::F32,
-        vec![Dim::known(11), Dim::known(4)],
-        "tok.weight",
-    );
-    node(
-        &mut g,
-        Op::Weight {
-            path: vec![],
-            param: w,
-        },
-        vec![],
-        vec![wt],
-    );
+    node(&mut g, Op::Prim { prim: Prim::Embedding, params: vec![w] }, vec![ids], vec![h]);
+    let wt = val(&mut g, DType::F32, vec![Dim::known(11), Dim::known(4)], "tok.weight");
+    node(&mut g, Op::Weight { path: vec![], param: w }, vec![], vec![wt]);
     let wtt = val(&mut g, DType::F32, vec![Dim::known(4), Dim::known(11)], "");
-    node(
-        &mut g,
-        Op::Prim {
-            prim: Prim::Permute { axes: vec![1, 0] },
-            params: vec![],
-        },
-        vec![wt],
-        vec![wtt],
-    );
+    node(&mut g, Op::Prim { prim: Prim::Permute { axes: vec![1, 0] }, params: vec![] }, vec![wt], vec![wtt]);
     let logits = val(&mut g, DType::F32, bt(11), "logits");
-    node(
-        &mut g,
-        Op::Prim {
-            prim: Prim::MatMul,
-            params: vec![],
-        },
-        vec![h, wtt],
-        vec![logits],
-    );
+    node(&mut g, Op::Prim { prim: Prim::MatMul, params: vec![] }, vec![h, wtt], vec![logits]);
     let _ = table;
     g.inputs = vec![ids];
     g.outputs = vec![logits];
@@ -208,10 +124,7 @@ fn tied_weight_is_counted_once_and_fixed_tables_apart() {
     assert_eq!(names, vec!["tok", "pos", "(functions)"]);
     assert!(s.notes.iter().any(|n| n.contains("`tok.weight` is tied")));
     let snap = snapshot(&m);
-    assert!(
-        snap.contains("tied: tok.weight (read in 2 places, counted once)"),
-        "{snap}"
-    );
+    assert!(snap.contains("tied: tok.weight (read in 2 places, counted once)"), "{snap}");
     assert!(snap.contains("pos.table   [16, 4]  64  fixed"), "{snap}");
 }
 
@@ -221,25 +134,9 @@ fn repeat_model(count: u64, shared: bool) -> Model {
     let x = val(&mut body, DType::F32, bt(8), "x");
     let w = param(&mut body, "fc.weight", vec![8, 8], ParamKind::Trainable);
     let h = val(&mut body, DType::F32, bt(8), "h");
-    node(
-        &mut body,
-        Op::Prim {
-            prim: Prim::Linear { bias: false },
-            params: vec![w],
-        },
-        vec![x],
-        vec![h],
-    );
+    node(&mut body, Op::Prim { prim: Prim::Linear { bias: false }, params: vec![w] }, vec![x], vec![h]);
     let y = val(&mut body, DType::F32, bt(8), "y");
-    node(
-        &mut body,
-        Op::Prim {
-            prim: Prim::Add,
-            params: vec![],
-        },
-        vec![x, h],
-        vec![y],
-    );
+    node(&mut body, Op::Prim { prim: Prim::Add, params: vec![] }, vec![x, h], vec![y]);
     body.inputs = vec![x];
     body.outputs = vec![y];
 
@@ -271,15 +168,9 @@ fn repeats_multiply_and_are_not_expanded() {
     assert_eq!(s.rows[0].copies, 12);
     assert_eq!(s.rows[0].doc.as_deref(), Some("a residual linear layer"));
     let snap = snapshot(&m);
-    assert!(
-        snap.contains("blocks.{0..11}.fc.weight  [8, 8]  64 x 12"),
-        "{snap}"
-    );
+    assert!(snap.contains("blocks.{0..11}.fc.weight  [8, 8]  64 x 12"), "{snap}");
 
-    let shared = summarize(
-        &repeat_model(12, true),
-        &SummaryOptions { batch: 1, seq: 1 },
-    );
+    let shared = summarize(&repeat_model(12, true), &SummaryOptions { batch: 1, seq: 1 });
     assert_eq!(shared.totals.trainable, 64);
     assert_eq!(shared.totals.flops_forward, 12 * (128 + 8));
     assert_eq!(shared.rows[0].kind, "12 x shared layer");
@@ -289,13 +180,7 @@ fn repeats_multiply_and_are_not_expanded() {
 fn huge_models_do_not_overflow_or_take_time() {
     // 10^15 copies of a 64-weight layer at seq 10^9: saturating u128 arithmetic, no expansion.
     let m = repeat_model(1_000_000_000_000_000, false);
-    let s = summarize(
-        &m,
-        &SummaryOptions {
-            batch: 1_000_000,
-            seq: 1_000_000_000,
-        },
-    );
+    let s = summarize(&m, &SummaryOptions { batch: 1_000_000, seq: 1_000_000_000 });
     assert_eq!(s.totals.trainable, 64 * 1_000_000_000_000_000);
     assert_eq!(count_params(&m.graph), (64_000_000_000_000_000, 0));
     assert!(s.totals.flops_forward > 0);
@@ -310,12 +195,7 @@ fn attention_flops_follow_the_documented_formula() {
     let x = val(&mut g, DType::F32, bt(d), "x");
     let mut ps = vec![];
     for n in ["q", "k", "v", "o"] {
-        ps.push(param(
-            &mut g,
-            &format!("attn.{n}.weight"),
-            vec![d, d],
-            ParamKind::Trainable,
-        ));
+        ps.push(param(&mut g, &format!("attn.{n}.weight"), vec![d, d], ParamKind::Trainable));
     }
     let y = val(&mut g, DType::F32, bt(d), "y");
     let cfg = AttentionCfg {
@@ -336,15 +216,7 @@ fn attention_flops_follow_the_documented_formula() {
         has_mask: false,
         has_bias: false,
     };
-    node(
-        &mut g,
-        Op::Prim {
-            prim: Prim::Attention(cfg),
-            params: ps,
-        },
-        vec![x],
-        vec![y],
-    );
+    node(&mut g, Op::Prim { prim: Prim::Attention(cfg), params: ps }, vec![x], vec![y]);
     g.inputs = vec![x];
     g.outputs = vec![y];
     let m = model("attn", g, &["B", "T"]);
@@ -354,10 +226,7 @@ fn attention_flops_follow_the_documented_formula() {
     assert_eq!(s.totals.flops_forward, (t * per_token) as u128);
     assert_eq!(s.totals.trainable, (4 * d * d) as u128);
     // Kept: output, q, merged heads (T*d each), k and v (T*d each), probabilities heads*T*T.
-    assert_eq!(
-        s.totals.activation_bytes,
-        ((5 * t * d + heads * t * t) * 4) as u128
-    );
+    assert_eq!(s.totals.activation_bytes, ((5 * t * d + heads * t * t) * 4) as u128);
 }
 
 #[test]
@@ -396,9 +265,6 @@ fn table_shows_rows_totals_and_notes() {
     let s = summarize(&tied_model(), &SummaryOptions { batch: 1, seq: 3 });
     let t = render_table(&s);
     assert!(t.contains("parameters: 44 trainable, 64 fixed"), "{t}");
-    assert!(
-        t.contains("tied: tok.weight [11, 4] read in 2 places, counted once"),
-        "{t}"
-    );
+    assert!(t.contains("tied: tok.weight [11, 4] read in 2 places, counted once"), "{t}");
     assert!(t.contains("note: fixed weights"), "{t}");
 }

@@ -16,24 +16,11 @@ fn check(rel: &str) -> Vec<CheckedModel> {
     let path = repo_root().join(rel);
     let mut sources = SourceMap::new();
     let checked = check_file(&path, &CheckOptions::default(), &mut sources);
-    let errors: Vec<_> = checked
-        .diagnostics
-        .iter()
-        .filter(|d| d.is_error())
-        .cloned()
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "{rel}:\n{}",
-        render::render(&errors, &sources, render::Format::Short, false)
-    );
+    let errors: Vec<_> = checked.diagnostics.iter().filter(|d| d.is_error()).cloned().collect();
+    assert!(errors.is_empty(), "{rel}:\n{}", render::render(&errors, &sources, render::Format::Short, false));
     for m in &checked.models {
         for e in &m.expectations {
-            assert!(
-                e.passed,
-                "{rel}: model {}: expectation failed: {}",
-                m.model.name, e.description
-            );
+            assert!(e.passed, "{rel}: model {}: expectation failed: {}", m.model.name, e.description);
         }
     }
     assert!(!checked.models.is_empty(), "{rel}: no model");
@@ -62,55 +49,14 @@ const COUNTS: &[(&str, &str, u128)] = &[
 ];
 
 /// The same larger siblings reached by `--set` overrides of the base model instead of a variant.
-type Overridden = (
-    &'static str,
-    &'static str,
-    &'static [(&'static str, &'static str)],
-    u128,
-);
+type Overridden = (&'static str, &'static str, &'static [(&'static str, &'static str)], u128);
 
 const OVERRIDDEN: &[Overridden] = &[
-    (
-        "specs/gpt2.tfm",
-        "gpt2_medium",
-        &[("layers", "24"), ("d_model", "1024"), ("heads", "16")],
-        354_823_168,
-    ),
-    (
-        "specs/bert_base.tfm",
-        "bert_large",
-        &[("layers", "24"), ("d_model", "1024"), ("heads", "16")],
-        335_141_888,
-    ),
-    (
-        "specs/vit_b16.tfm",
-        "vit_l16",
-        &[
-            ("layers", "24"),
-            ("d_model", "1024"),
-            ("heads", "16"),
-            ("ffn", "4096"),
-        ],
-        304_326_632,
-    ),
-    (
-        "specs/llama2_7b.tfm",
-        "llama2_13b",
-        &[
-            ("layers", "40"),
-            ("d_model", "5120"),
-            ("heads", "40"),
-            ("kv_heads", "40"),
-            ("ffn", "13824"),
-        ],
-        13_015_864_320,
-    ),
-    (
-        "specs/transformer_base.tfm",
-        "transformer_big",
-        &[("d_model", "1024"), ("heads", "16"), ("ffn", "4096")],
-        214_245_376,
-    ),
+    ("specs/gpt2.tfm", "gpt2_medium", &[("layers", "24"), ("d_model", "1024"), ("heads", "16")], 354_823_168),
+    ("specs/bert_base.tfm", "bert_large", &[("layers", "24"), ("d_model", "1024"), ("heads", "16")], 335_141_888),
+    ("specs/vit_b16.tfm", "vit_l16", &[("layers", "24"), ("d_model", "1024"), ("heads", "16"), ("ffn", "4096")], 304_326_632),
+    ("specs/llama2_7b.tfm", "llama2_13b", &[("layers", "40"), ("d_model", "5120"), ("heads", "40"), ("kv_heads", "40"), ("ffn", "13824")], 13_015_864_320),
+    ("specs/transformer_base.tfm", "transformer_big", &[("d_model", "1024"), ("heads", "16"), ("ffn", "4096")], 214_245_376),
 ];
 
 #[test]
@@ -124,10 +70,7 @@ fn parameter_counts_match_the_published_figures() {
         };
         let s = summarize(&m.model, &SummaryOptions { batch: 1, seq: 16 });
         if s.totals.trainable != *want {
-            failures.push(format!(
-                "{model}: expected {want}, found {}",
-                s.totals.trainable
-            ));
+            failures.push(format!("{model}: expected {want}, found {}", s.totals.trainable));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -136,33 +79,15 @@ fn parameter_counts_match_the_published_figures() {
 #[test]
 fn overridden_models_match_the_published_figures() {
     for (file, name, sets, want) in OVERRIDDEN {
-        let overrides = sets
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let overrides = sets.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let base = file.trim_start_matches("specs/").trim_end_matches(".tfm");
         let mut sources = SourceMap::new();
-        let opts = CheckOptions {
-            overrides,
-            model: Some(base.to_string()),
-        };
+        let opts = CheckOptions { overrides, model: Some(base.to_string()) };
         let checked = check_file(&repo_root().join(file), &opts, &mut sources);
         // Overrides skip the base model's expectations, which describe the model as declared.
-        let errors: Vec<_> = checked
-            .diagnostics
-            .iter()
-            .filter(|d| d.is_error())
-            .cloned()
-            .collect();
-        assert!(
-            errors.is_empty(),
-            "{name}:\n{}",
-            render::render(&errors, &sources, render::Format::Short, false)
-        );
-        let m = checked
-            .models
-            .first()
-            .unwrap_or_else(|| panic!("{name}: no model"));
+        let errors: Vec<_> = checked.diagnostics.iter().filter(|d| d.is_error()).cloned().collect();
+        assert!(errors.is_empty(), "{name}:\n{}", render::render(&errors, &sources, render::Format::Short, false));
+        let m = checked.models.first().unwrap_or_else(|| panic!("{name}: no model"));
         let s = summarize(&m.model, &SummaryOptions { batch: 1, seq: 16 });
         assert_eq!(s.totals.trainable, *want, "{name}");
     }
@@ -173,24 +98,12 @@ fn fixed_and_tied_weights_are_reported() {
     let whisper = check("specs/whisper_tiny.tfm");
     let s = summarize(&whisper[0].model, &SummaryOptions { batch: 1, seq: 448 });
     assert_eq!(s.totals.fixed, 1500 * 384);
-    assert_eq!(
-        s.tied
-            .iter()
-            .map(|t| (t.name.as_str(), t.reads))
-            .collect::<Vec<_>>(),
-        vec![("tok.weight", 2)]
-    );
+    assert_eq!(s.tied.iter().map(|t| (t.name.as_str(), t.reads)).collect::<Vec<_>>(), vec![("tok.weight", 2)]);
 
     let t = check("specs/transformer_base.tfm");
     let s = summarize(&t[0].model, &SummaryOptions { batch: 1, seq: 32 });
     // Encoder input, decoder input and the pre-softmax projection.
-    assert_eq!(
-        s.tied
-            .iter()
-            .map(|t| (t.name.as_str(), t.reads))
-            .collect::<Vec<_>>(),
-        vec![("tok.weight", 3)]
-    );
+    assert_eq!(s.tied.iter().map(|t| (t.name.as_str(), t.reads)).collect::<Vec<_>>(), vec![("tok.weight", 3)]);
     assert_eq!(s.totals.fixed, 1024 * 512);
 }
 
@@ -198,13 +111,7 @@ fn fixed_and_tied_weights_are_reported() {
 fn gpt2_flops_per_token_follow_the_formula() {
     let m = &check("specs/gpt2.tfm")[0].model;
     let (l, d, t, v, h) = (12u128, 768u128, 1024u128, 50257u128, 12u128);
-    let s = summarize(
-        m,
-        &SummaryOptions {
-            batch: 1,
-            seq: t as u64,
-        },
-    );
+    let s = summarize(m, &SummaryOptions { batch: 1, seq: t as u64 });
     // Matmuls: per layer qkv + o + mlp = 12 d^2 weights, 2 FLOPs each; the head 2 d V.
     let matmul = l * 2 * 12 * d * d + 2 * d * v;
     // Attention scores and weighted sum: 2 * 2 * T * d per layer and token.
@@ -212,10 +119,7 @@ fn gpt2_flops_per_token_follow_the_formula() {
     let per_token = s.totals.flops_per_token;
     let expected = (matmul + attn) as f64;
     // The rest is biases, norms, softmax and elementwise work: a few percent.
-    assert!(
-        per_token > expected && per_token < expected * 1.03,
-        "{per_token} vs {expected}"
-    );
+    assert!(per_token > expected && per_token < expected * 1.03, "{per_token} vs {expected}");
     // The softmax over T keys per head is part of that remainder.
     assert!(per_token - expected > (l * 5 * h * t) as f64);
 }
@@ -224,13 +128,7 @@ fn gpt2_flops_per_token_follow_the_formula() {
 fn seven_billion_parameter_models_summarise_quickly() {
     let start = std::time::Instant::now();
     let m = &check("specs/mistral_7b.tfm")[0].model;
-    let s = summarize(
-        m,
-        &SummaryOptions {
-            batch: 1,
-            seq: 32768,
-        },
-    );
+    let s = summarize(m, &SummaryOptions { batch: 1, seq: 32768 });
     assert_eq!(s.totals.trainable, 7_241_732_096);
     assert_eq!(s.totals.optimizer_bytes, 7_241_732_096 * 8);
     assert!(start.elapsed().as_secs_f64() < 5.0);
@@ -246,12 +144,7 @@ fn snapshots_of_specs_and_examples() {
         entries.sort();
         for p in entries {
             if p.extension().is_some_and(|e| e == "tfm") {
-                files.push(format!(
-                    "{dir}/{}",
-                    p.file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default()
-                ));
+                files.push(format!("{dir}/{}", p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()));
             }
         }
     }
@@ -269,10 +162,7 @@ fn snapshots_of_specs_and_examples() {
                 })
                 .unwrap_or(128);
             let table = render_table(&summarize(&m.model, &SummaryOptions { batch: 1, seq }));
-            let text = format!(
-                "{}\n---- summary (batch 1, seq {seq})\n{table}",
-                snapshot(&m.model)
-            );
+            let text = format!("{}\n---- summary (batch 1, seq {seq})\n{table}", snapshot(&m.model));
             insta::assert_snapshot!(m.model.name.clone(), text);
         }
     }

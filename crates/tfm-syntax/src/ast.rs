@@ -118,7 +118,10 @@ pub enum Stmt {
         span: Span,
     },
     /// `expect ...`.
-    Expect { kind: ExpectKind, span: Span },
+    Expect {
+        kind: ExpectKind,
+        span: Span,
+    },
     /// `objective kind(args)`.
     Objective {
         kind: Ident,
@@ -271,10 +274,7 @@ impl BinOp {
     }
     /// True for `== != < <= > >=`.
     pub fn is_comparison(self) -> bool {
-        matches!(
-            self,
-            BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge
-        )
+        matches!(self, BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge)
     }
 }
 
@@ -302,11 +302,7 @@ impl Ident {
 impl Path {
     /// The path as written, segments joined by `.`.
     pub fn dotted(&self) -> String {
-        self.segments
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect::<Vec<_>>()
-            .join(".")
+        self.segments.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(".")
     }
     /// The single segment when the path is a plain name.
     pub fn as_single(&self) -> Option<&Ident> {

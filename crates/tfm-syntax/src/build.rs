@@ -46,21 +46,11 @@ pub(crate) fn parse_piece(
     file: FileId,
 ) -> Result<(File, Vec<Diagnostic>), Diagnostic> {
     let text = src.get(start..end).unwrap_or("");
-    let mut pairs =
-        TfmParser::parse(Rule::file, text).map_err(|e| errors::from_pest(&e, src, start, file))?;
-    let builder = Builder {
-        file,
-        base: start,
-        diags: RefCell::new(vec![]),
-        depth: Cell::new(0),
-    };
+    let mut pairs = TfmParser::parse(Rule::file, text)
+        .map_err(|e| errors::from_pest(&e, src, start, file))?;
+    let builder = Builder { file, base: start, diags: RefCell::new(vec![]), depth: Cell::new(0) };
     let span = Span::new(file, start, end);
-    let mut out = File {
-        doc: None,
-        imports: vec![],
-        items: vec![],
-        span,
-    };
+    let mut out = File { doc: None, imports: vec![], items: vec![], span };
     if let Some(root) = pairs.next() {
         for p in root.into_inner() {
             match p.as_rule() {
@@ -136,37 +126,22 @@ impl Builder {
     /// The parse tree did not have the shape the grammar promises: a bug, reported, not a panic.
     fn internal(&self, span: Span) {
         self.push(
-            Diagnostic::error(
-                "E0001",
-                "internal error: the parser could not read this item",
-            )
-            .at(span, "not understood")
-            .hint("please report this input as a bug in tfm"),
+            Diagnostic::error("E0001", "internal error: the parser could not read this item")
+                .at(span, "not understood")
+                .hint("please report this input as a bug in tfm"),
         );
     }
 
     fn ident(&self, p: Pair<'_, Rule>) -> Ident {
-        Ident {
-            name: p.as_str().to_string(),
-            span: self.span(&p),
-        }
+        Ident { name: p.as_str().to_string(), span: self.span(&p) }
     }
 
     fn path(&self, p: Pair<'_, Rule>) -> Path {
         let span = self.span(&p);
         match p.as_rule() {
-            Rule::path => Path {
-                segments: p.into_inner().map(|i| self.ident(i)).collect(),
-                span,
-            },
+            Rule::path => Path { segments: p.into_inner().map(|i| self.ident(i)).collect(), span },
             // `int` / `float` used as conversion functions, or a lone identifier.
-            _ => Path {
-                segments: vec![Ident {
-                    name: p.as_str().to_string(),
-                    span,
-                }],
-                span,
-            },
+            _ => Path { segments: vec![Ident { name: p.as_str().to_string(), span }], span },
         }
     }
 
@@ -203,20 +178,14 @@ impl Builder {
 
     fn import(&self, p: Pair<'_, Rule>) -> Option<Import> {
         let span = self.span(&p);
-        let mut it = kids(p)
-            .into_iter()
-            .filter(|c| c.as_rule() != Rule::kw_import && c.as_rule() != Rule::kw_as);
+        let mut it = kids(p).into_iter().filter(|c| c.as_rule() != Rule::kw_import && c.as_rule() != Rule::kw_as);
         let target = it.next()?;
         let target = match target.as_rule() {
             Rule::kw_std => ImportTarget::Std,
             _ => ImportTarget::Path(self.string(target)),
         };
         let alias = it.next().map(|a| self.ident(a));
-        Some(Import {
-            target,
-            alias,
-            span,
-        })
+        Some(Import { target, alias, span })
     }
 
     fn item(&self, p: Pair<'_, Rule>) -> Option<Item> {
@@ -231,9 +200,7 @@ impl Builder {
         let decl = decl?;
         let span = self.span(&decl);
         let rule = decl.as_rule();
-        let mut parts = kids(decl)
-            .into_iter()
-            .filter(|c| !matches!(c.as_rule(), Rule::kw_model | Rule::kw_block));
+        let mut parts = kids(decl).into_iter().filter(|c| !matches!(c.as_rule(), Rule::kw_model | Rule::kw_block));
         let name = self.ident(parts.next()?);
         match rule {
             Rule::variant => {
@@ -245,27 +212,12 @@ impl Builder {
                     let v = self.expr(oi.next()?)?;
                     overrides.push((n, v));
                 }
-                Some(Item::Variant(Variant {
-                    doc,
-                    name,
-                    base,
-                    overrides,
-                    span,
-                }))
+                Some(Item::Variant(Variant { doc, name, base, overrides, span }))
             }
             Rule::model | Rule::block => {
                 let body = self.body(parts.next()?);
-                let d = Decl {
-                    doc,
-                    name,
-                    body,
-                    span,
-                };
-                Some(if rule == Rule::model {
-                    Item::Model(d)
-                } else {
-                    Item::Block(d)
-                })
+                let d = Decl { doc, name, body, span };
+                Some(if rule == Rule::model { Item::Model(d) } else { Item::Block(d) })
             }
             _ => None,
         }
@@ -314,14 +266,7 @@ impl Builder {
                         _ => {}
                     }
                 }
-                Some(Stmt::Param {
-                    doc,
-                    name,
-                    ty,
-                    default,
-                    constraint,
-                    span,
-                })
+                Some(Stmt::Param { doc, name, ty, default, constraint, span })
             }
             Rule::input_stmt => {
                 k.next()?; // `input`
@@ -331,13 +276,7 @@ impl Builder {
                     Some(c) => Some(self.constraint(c)?),
                     None => None,
                 };
-                Some(Stmt::Input {
-                    doc,
-                    name,
-                    ty,
-                    constraint,
-                    span,
-                })
+                Some(Stmt::Input { doc, name, ty, constraint, span })
             }
             Rule::layer_stmt => {
                 k.next()?; // `layer`
@@ -346,30 +285,18 @@ impl Builder {
                 let init = match init.as_rule() {
                     Rule::repeat => {
                         let rspan = self.span(&init);
-                        let mut r = kids(init)
-                            .into_iter()
-                            .filter(|c| c.as_rule() != Rule::kw_repeat);
+                        let mut r = kids(init).into_iter().filter(|c| c.as_rule() != Rule::kw_repeat);
                         let count = self.expr(r.next()?)?;
                         let mut next = r.next()?;
                         let shared = next.as_rule() == Rule::kw_shared;
                         if shared {
                             next = r.next()?;
                         }
-                        LayerInit::Repeat {
-                            count,
-                            shared,
-                            body: self.call(next)?,
-                            span: rspan,
-                        }
+                        LayerInit::Repeat { count, shared, body: self.call(next)?, span: rspan }
                     }
                     _ => LayerInit::Call(self.call(init)?),
                 };
-                Some(Stmt::Layer {
-                    doc,
-                    name,
-                    init,
-                    span,
-                })
+                Some(Stmt::Layer { doc, name, init, span })
             }
             Rule::let_stmt => {
                 let mut names = vec![];
@@ -381,11 +308,7 @@ impl Builder {
                         _ => {}
                     }
                 }
-                Some(Stmt::Let {
-                    names,
-                    value: value?,
-                    span,
-                })
+                Some(Stmt::Let { names, value: value?, span })
             }
             Rule::output_stmt => {
                 k.next()?; // `output`
@@ -394,36 +317,22 @@ impl Builder {
                     Some(e) => Some(self.expr(e)?),
                     None => None,
                 };
-                Some(Stmt::Output {
-                    doc,
-                    name,
-                    value,
-                    span,
-                })
+                Some(Stmt::Output { doc, name, value, span })
             }
             Rule::require_stmt => {
                 k.next()?; // `require`
                 let cond = self.expr(k.next()?)?;
                 let message = k.next().map(|m| self.string(m));
-                Some(Stmt::Require {
-                    cond,
-                    message,
-                    span,
-                })
+                Some(Stmt::Require { cond, message, span })
             }
             Rule::expect_stmt => {
                 k.next()?; // `expect`
                 let e = k.next()?;
                 let kind = match e.as_rule() {
                     Rule::expect_params => {
-                        let mut ek = kids(e)
-                            .into_iter()
-                            .filter(|c| c.as_rule() != Rule::kw_params);
+                        let mut ek = kids(e).into_iter().filter(|c| c.as_rule() != Rule::kw_params);
                         let op = binop(ek.next()?.as_rule())?;
-                        ExpectKind::Params {
-                            op,
-                            value: self.expr(ek.next()?)?,
-                        }
+                        ExpectKind::Params { op, value: self.expr(ek.next()?)? }
                     }
                     _ => {
                         let mut ek = kids(e).into_iter();
@@ -431,10 +340,7 @@ impl Builder {
                         let ty = self.tensor_type(ek.next()?)?;
                         let mut given = vec![];
                         if let Some(g) = ek.next() {
-                            for gi in kids(g)
-                                .into_iter()
-                                .filter(|c| c.as_rule() == Rule::given_item)
-                            {
+                            for gi in kids(g).into_iter().filter(|c| c.as_rule() == Rule::given_item) {
                                 let mut gk = kids(gi).into_iter();
                                 let n = self.ident(gk.next()?);
                                 given.push((n, self.expr(gk.next()?)?));
@@ -479,16 +385,10 @@ impl Builder {
 
     fn constraint(&self, p: Pair<'_, Rule>) -> Option<Constraint> {
         let span = self.span(&p);
-        let mut k = kids(p)
-            .into_iter()
-            .filter(|c| c.as_rule() != Rule::kw_where);
+        let mut k = kids(p).into_iter().filter(|c| c.as_rule() != Rule::kw_where);
         let cond = self.expr(k.next()?)?;
         let message = k.next().map(|m| self.string(m));
-        Some(Constraint {
-            cond,
-            message,
-            span,
-        })
+        Some(Constraint { cond, message, span })
     }
 
     fn call(&self, p: Pair<'_, Rule>) -> Option<Call> {
@@ -523,11 +423,7 @@ impl Builder {
                 ),
                 _ => {}
             }
-            out.push(Arg {
-                name,
-                value: value?,
-                span,
-            });
+            out.push(Arg { name, value: value?, span });
         }
         Some(out)
     }
@@ -552,33 +448,14 @@ impl Builder {
             .map_primary(|prim| self.primary(prim))
             .map_prefix(|op, rhs| {
                 let (e, _) = rhs?;
-                let uop = if op.as_rule() == Rule::op_neg {
-                    UnOp::Neg
-                } else {
-                    UnOp::Not
-                };
+                let uop = if op.as_rule() == Rule::op_neg { UnOp::Neg } else { UnOp::Not };
                 let span = self.span(&op).to(e.span);
-                Some((
-                    Expr {
-                        kind: ExprKind::Unary {
-                            op: uop,
-                            expr: Box::new(e),
-                        },
-                        span,
-                    },
-                    false,
-                ))
+                Some((Expr { kind: ExprKind::Unary { op: uop, expr: Box::new(e) }, span }, false))
             })
             .map_postfix(|lhs, op| {
                 let (e, _) = lhs?;
                 let span = e.span.to(self.span(&op));
-                Some((
-                    Expr {
-                        kind: ExprKind::Transpose(Box::new(e)),
-                        span,
-                    },
-                    false,
-                ))
+                Some((Expr { kind: ExprKind::Transpose(Box::new(e)), span }, false))
             })
             .map_infix(|lhs, op, rhs| {
                 let (l, lcmp) = lhs?;
@@ -595,17 +472,7 @@ impl Builder {
                     );
                 }
                 let span = l.span.to(r.span);
-                Some((
-                    Expr {
-                        kind: ExprKind::Binary {
-                            op: bop,
-                            lhs: Box::new(l),
-                            rhs: Box::new(r),
-                        },
-                        span,
-                    },
-                    cmp,
-                ))
+                Some((Expr { kind: ExprKind::Binary { op: bop, lhs: Box::new(l), rhs: Box::new(r) }, span }, cmp))
             })
             .parse(p.into_inner());
         self.depth.set(depth);
@@ -635,12 +502,9 @@ impl Builder {
                     Ok(v) if v.is_finite() => ExprKind::Float(v),
                     _ => {
                         self.push(
-                            Diagnostic::error(
-                                "E0002",
-                                format!("float literal `{}` is out of range", p.as_str()),
-                            )
-                            .at(span, "too large for a 64-bit float")
-                            .hint("floats go up to about 1.8e308"),
+                            Diagnostic::error("E0002", format!("float literal `{}` is out of range", p.as_str()))
+                                .at(span, "too large for a 64-bit float")
+                                .hint("floats go up to about 1.8e308"),
                         );
                         ExprKind::Float(f64::MAX)
                     }
@@ -669,11 +533,7 @@ impl Builder {
                 let cond = self.expr(es.next()?)?;
                 let then = self.expr(es.next()?)?;
                 let otherwise = self.expr(es.next()?)?;
-                ExprKind::If {
-                    cond: Box::new(cond),
-                    then: Box::new(then),
-                    otherwise: Box::new(otherwise),
-                }
+                ExprKind::If { cond: Box::new(cond), then: Box::new(then), otherwise: Box::new(otherwise) }
             }
             _ => return None,
         };

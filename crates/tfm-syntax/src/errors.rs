@@ -8,27 +8,8 @@ use tfm_diag::{Diagnostic, FileId, Span};
 use crate::grammar::Rule;
 
 const KEYWORDS: &[&str] = &[
-    "import",
-    "as",
-    "model",
-    "block",
-    "input",
-    "output",
-    "layer",
-    "repeat",
-    "shared",
-    "objective",
-    "expect",
-    "require",
-    "where",
-    "true",
-    "false",
-    "int",
-    "float",
-    "bool",
-    "if",
-    "then",
-    "else",
+    "import", "as", "model", "block", "input", "output", "layer", "repeat", "shared", "objective", "expect",
+    "require", "where", "true", "false", "int", "float", "bool", "if", "then", "else",
 ];
 
 /// Deepest bracket nesting accepted before parsing (keeps every recursion bounded).
@@ -67,9 +48,7 @@ fn describe(r: Rule) -> (&'static str, bool) {
         Rule::kw_expect => ("`expect`", false),
         Rule::kw_require => ("`require`", false),
         Rule::kw_where => ("`where`", true),
-        Rule::kw_int | Rule::kw_float | Rule::kw_bool | Rule::type_expr => {
-            ("a type (`int`, `float`, `bool` or `a | b`)", false)
-        }
+        Rule::kw_int | Rule::kw_float | Rule::kw_bool | Rule::type_expr => ("a type (`int`, `float`, `bool` or `a | b`)", false),
         Rule::kw_if => ("`if`", false),
         Rule::kw_then => ("`then`", false),
         Rule::kw_else => ("`else`", false),
@@ -142,17 +121,12 @@ fn join_or(items: &[&str]) -> String {
 /// The token at `pos` as shown to users, and its byte length.
 fn found(src: &str, pos: usize) -> (String, usize) {
     let rest = src.get(pos..).unwrap_or("");
-    let Some(c) = rest.chars().next() else {
-        return ("end of file".into(), 0);
-    };
+    let Some(c) = rest.chars().next() else { return ("end of file".into(), 0) };
     if c == '\n' || rest.starts_with("\r\n") {
         return ("end of line".into(), 0);
     }
     if c.is_ascii_alphabetic() || c == '_' {
-        let word: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
+        let word: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
         let len = word.len();
         if KEYWORDS.contains(&word.as_str()) {
             return (format!("keyword `{word}`"), len);
@@ -160,10 +134,8 @@ fn found(src: &str, pos: usize) -> (String, usize) {
         return (format!("`{word}`"), len);
     }
     if c.is_ascii_digit() {
-        let num: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
-            .collect();
+        let num: String =
+            rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.').collect();
         let len = num.len();
         return (format!("`{num}`"), len);
     }
@@ -283,33 +255,20 @@ pub(crate) fn from_pest(err: &Error<Rule>, src: &str, base: usize, file: FileId)
     if let Some(d) = dangling_doc(src, pos, file) {
         return d;
     }
-    let names_expected = positives
-        .iter()
-        .any(|r| matches!(r, Rule::ident | Rule::path | Rule::choice | Rule::callee));
+    let names_expected =
+        positives.iter().any(|r| matches!(r, Rule::ident | Rule::path | Rule::choice | Rule::callee));
     if names_expected && (found_text == "`:`" || found_text == "`=`") {
         if let Some((word, start)) = word_before(src, pos) {
             if KEYWORDS.contains(&word) {
-                return Diagnostic::error(
-                    "E0001",
-                    format!("expected a name, found keyword `{word}`"),
-                )
-                .at(
-                    Span::new(file, start, start + word.len()),
-                    "a keyword cannot be used as a name",
-                )
-                .hint(format!(
-                    "`{word}` is a keyword: choose another name, for example `{word}_`"
-                ));
+                return Diagnostic::error("E0001", format!("expected a name, found keyword `{word}`"))
+                    .at(Span::new(file, start, start + word.len()), "a keyword cannot be used as a name")
+                    .hint(format!("`{word}` is a keyword: choose another name, for example `{word}_`"));
             }
         }
     }
 
     let keyword_found = found_text.starts_with("keyword");
-    if keyword_found
-        && positives
-            .iter()
-            .any(|r| matches!(r, Rule::ident | Rule::path | Rule::choice | Rule::callee))
-    {
+    if keyword_found && positives.iter().any(|r| matches!(r, Rule::ident | Rule::path | Rule::choice | Rule::callee)) {
         let word = found_text.trim_start_matches("keyword ").to_string();
         let bare = word.trim_matches('`').to_string();
         return Diagnostic::error("E0001", format!("expected a name, found keyword {word}"))
@@ -337,26 +296,16 @@ pub(crate) fn from_pest(err: &Error<Rule>, src: &str, base: usize, file: FileId)
         "end of line" => 1,
         _ => 2,
     });
-    let expected_text = if expected.is_empty() {
-        "something else".to_string()
-    } else {
-        join_or(&expected)
-    };
-    let mut d = Diagnostic::error(
-        "E0001",
-        format!("expected {expected_text}, found {found_text}"),
-    )
-    .at(at, format!("expected {expected_text}"));
+    let expected_text = if expected.is_empty() { "something else".to_string() } else { join_or(&expected) };
+    let mut d = Diagnostic::error("E0001", format!("expected {expected_text}, found {found_text}"))
+        .at(at, format!("expected {expected_text}"));
 
     for (open, close) in [(b'{', b'}'), (b'[', b']'), (b'(', b')')] {
         let closer = format!("`{}`", close as char);
         if expected.contains(&closer.as_str()) && (found_len == 0 || keyword_found) {
             if let Some(at) = unclosed(src, base, pos, open, close) {
                 d = d
-                    .with(
-                        Span::new(file, at, at + 1),
-                        format!("this `{}` is not closed", open as char),
-                    )
+                    .with(Span::new(file, at, at + 1), format!("this `{}` is not closed", open as char))
                     .hint(format!("add the missing {closer}"));
                 break;
             }
@@ -366,14 +315,10 @@ pub(crate) fn from_pest(err: &Error<Rule>, src: &str, base: usize, file: FileId)
         d = d.hint(format!("did you mean `{kw}`?"));
     }
     if found_text == "a file doc comment" {
-        d = d.hint(
-            "`//!` documents the whole file and belongs at its top; use `///` before a declaration",
-        );
+        d = d.hint("`//!` documents the whole file and belongs at its top; use `///` before a declaration");
     }
     if found_text == "a doc comment" {
-        d = d.hint(
-            "a `///` doc comment must stand on its own line(s) right before what it documents",
-        );
+        d = d.hint("a `///` doc comment must stand on its own line(s) right before what it documents");
     }
     d
 }
@@ -381,10 +326,7 @@ pub(crate) fn from_pest(err: &Error<Rule>, src: &str, base: usize, file: FileId)
 /// The identifier that ends right before `pos` (spaces and tabs skipped), with its start.
 fn word_before(src: &str, pos: usize) -> Option<(&str, usize)> {
     let before = src.get(..pos)?.trim_end_matches([' ', '\t']);
-    let start = before
-        .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .map(|i| i + 1)
-        .unwrap_or(0);
+    let start = before.rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map(|i| i + 1).unwrap_or(0);
     let word = &before[start..];
     (!word.is_empty()).then_some((word, start))
 }
@@ -394,9 +336,7 @@ fn word_before(src: &str, pos: usize) -> Option<(&str, usize)> {
 fn misspelt_keyword(src: &str, pos: usize) -> Option<&'static str> {
     let line_start = src.get(..pos)?.rfind('\n').map(|i| i + 1).unwrap_or(0);
     let line = src.get(line_start..pos)?.trim_start();
-    let word_len = line
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .unwrap_or(line.len());
+    let word_len = line.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(line.len());
     if word_len == 0 || word_len == line.len() {
         return None;
     }
@@ -404,18 +344,8 @@ fn misspelt_keyword(src: &str, pos: usize) -> Option<&'static str> {
     if KEYWORDS.contains(&word) {
         return None;
     }
-    const STARTERS: &[&str] = &[
-        "input",
-        "output",
-        "layer",
-        "objective",
-        "expect",
-        "require",
-        "model",
-        "block",
-        "import",
-        "repeat",
-    ];
+    const STARTERS: &[&str] =
+        &["input", "output", "layer", "objective", "expect", "require", "model", "block", "import", "repeat"];
     tfm_diag::did_you_mean(word, STARTERS.iter().copied())
 }
 
@@ -435,13 +365,8 @@ fn dangling_doc(src: &str, pos: usize, file: FileId) -> Option<Diagnostic> {
     let start = line_start + indent;
     Some(
         Diagnostic::error("E0001", "doc comment documents nothing")
-            .at(
-                Span::new(file, start, before.len()),
-                "nothing follows this doc comment",
-            )
-            .hint(
-                "put it right before a declaration or statement, or make it a plain `//` comment",
-            ),
+            .at(Span::new(file, start, before.len()), "nothing follows this doc comment")
+            .hint("put it right before a declaration or statement, or make it a plain `//` comment"),
     )
 }
 
@@ -455,10 +380,7 @@ pub(crate) fn too_deep(src: &str, file: FileId) -> Option<Diagnostic> {
                 if depth > MAX_NESTING {
                     return Some(
                         Diagnostic::error("E0005", "brackets nest too deeply")
-                            .at(
-                                Span::new(file, i, i + 1),
-                                format!("more than {MAX_NESTING} levels deep here"),
-                            )
+                            .at(Span::new(file, i, i + 1), format!("more than {MAX_NESTING} levels deep here"))
                             .hint("split the expression into named steps"),
                     );
                 }

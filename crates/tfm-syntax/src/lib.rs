@@ -29,12 +29,7 @@ use tfm_diag::{Diagnostic, FileId, Span};
 /// in source order.
 pub fn parse(src: &str, file: FileId) -> (ast::File, Vec<Diagnostic>) {
     let span = Span::new(file, 0, src.len());
-    let mut out = ast::File {
-        doc: None,
-        imports: vec![],
-        items: vec![],
-        span,
-    };
+    let mut out = ast::File { doc: None, imports: vec![], items: vec![], span };
     let mut diags = Vec::new();
     if let Some(d) = errors::too_deep(src, file) {
         diags.push(d);
@@ -73,3 +68,4 @@ fn merge(out: &mut ast::File, piece: ast::File) {
     out.imports.extend(piece.imports);
     out.items.extend(piece.items);
 }
+

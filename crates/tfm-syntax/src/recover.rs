@@ -29,9 +29,7 @@ pub(crate) fn split_items(src: &str) -> Vec<(usize, usize)> {
             if rest.starts_with("///") && !rest.starts_with("////") {
                 doc_run.get_or_insert(line_begin);
             } else {
-                let word_len = rest
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .unwrap_or(rest.len());
+                let word_len = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
                 let word = &rest[..word_len];
                 if STARTERS.contains(&word) && (depth == 0 || j == line_begin) {
                     let start = doc_run.unwrap_or(line_begin);
@@ -92,13 +90,7 @@ const MAX_ERRORS_PER_PIECE: usize = 10;
 /// line (with the doc comment above it) is blanked out and the piece parsed again, as long as
 /// that line is a statement of its own (brackets balanced, not a continuation of the line above)
 /// and each new error lies on a later line. Returns all errors found, `first` included.
-pub(crate) fn more_errors(
-    src: &str,
-    start: usize,
-    end: usize,
-    file: FileId,
-    first: Diagnostic,
-) -> Vec<Diagnostic> {
+pub(crate) fn more_errors(src: &str, start: usize, end: usize, file: FileId, first: Diagnostic) -> Vec<Diagnostic> {
     let mut out = vec![];
     let mut buf = src.to_string();
     let mut next_err = Some(first);
@@ -109,9 +101,7 @@ pub(crate) fn more_errors(
         if out.len() >= MAX_ERRORS_PER_PIECE {
             break;
         }
-        let Some((line_start, line_end)) = own_line(&buf, start, pos) else {
-            break;
-        };
+        let Some((line_start, line_end)) = own_line(&buf, start, pos) else { break };
         let blank_from = doc_lines_above(&buf, start, line_start);
         blank(&mut buf, blank_from, line_end);
         match crate::build::parse_piece(&buf, start, end, file) {
@@ -132,34 +122,17 @@ pub(crate) fn more_errors(
 /// statement: its brackets balance and the line before it is not unfinished.
 fn own_line(buf: &str, piece_start: usize, pos: usize) -> Option<(usize, usize)> {
     let pos = pos.min(buf.len());
-    let line_start = buf
-        .get(..pos)?
-        .rfind('\n')
-        .map(|i| i + 1)
-        .unwrap_or(0)
-        .max(piece_start);
-    let line_end = buf
-        .get(pos..)?
-        .find('\n')
-        .map(|i| pos + i)
-        .unwrap_or(buf.len());
+    let line_start = buf.get(..pos)?.rfind('\n').map(|i| i + 1).unwrap_or(0).max(piece_start);
+    let line_end = buf.get(pos..)?.find('\n').map(|i| pos + i).unwrap_or(buf.len());
     // An error at the first token of a line belongs to something unfinished above it: blank
     // the line above when it opened a `(` or `[` it never closed (`input x: f32[B, d`).
     if buf.get(line_start..pos)?.trim().is_empty() {
         let above = buf.get(piece_start..line_start)?.trim_end();
-        let prev_start = above
-            .rfind('\n')
-            .map(|i| i + 1)
-            .unwrap_or(0)
-            .max(piece_start);
+        let prev_start = above.rfind('\n').map(|i| i + 1).unwrap_or(0).max(piece_start);
         let prev = strip_comment(buf.get(prev_start..above.len())?);
         let count = |c: char| prev.chars().filter(|x| *x == c).count() as i64;
         let open = count('(') + count('[') - count(')') - count(']');
-        if open > 0
-            && count('{') == 0
-            && count('}') == 0
-            && !unfinished_before(buf, piece_start, prev_start)
-        {
+        if open > 0 && count('{') == 0 && count('}') == 0 && !unfinished_before(buf, piece_start, prev_start) {
             return Some((prev_start, above.len()));
         }
         return None;
@@ -190,16 +163,9 @@ fn own_line(buf: &str, piece_start: usize, pos: usize) -> Option<(usize, usize)>
 /// so that the line at `line_start` continues it.
 fn unfinished_before(buf: &str, piece_start: usize, line_start: usize) -> bool {
     let before = buf.get(piece_start..line_start).unwrap_or("");
-    let prev = before
-        .trim_end()
-        .rsplit('\n')
-        .next()
-        .map(strip_comment)
-        .unwrap_or("");
+    let prev = before.trim_end().rsplit('\n').next().map(strip_comment).unwrap_or("");
     let prev = prev.trim_end();
-    let unfinished = [
-        "(", "[", ",", "+", "-", "*", "/", "%", "@", "=", "&&", "||", "<", ">", "then", "else",
-    ];
+    let unfinished = ["(", "[", ",", "+", "-", "*", "/", "%", "@", "=", "&&", "||", "<", ">", "then", "else"];
     unfinished.iter().any(|u| prev.ends_with(u))
 }
 
@@ -224,11 +190,7 @@ fn strip_comment(line: &str) -> &str {
 fn doc_lines_above(buf: &str, piece_start: usize, line_start: usize) -> usize {
     let mut start = line_start;
     while start > piece_start {
-        let prev_start = buf[..start - 1]
-            .rfind('\n')
-            .map(|i| i + 1)
-            .unwrap_or(0)
-            .max(piece_start);
+        let prev_start = buf[..start - 1].rfind('\n').map(|i| i + 1).unwrap_or(0).max(piece_start);
         if buf[prev_start..start].trim_start().starts_with("///") {
             start = prev_start;
         } else {
@@ -240,20 +202,8 @@ fn doc_lines_above(buf: &str, piece_start: usize, line_start: usize) -> usize {
 
 /// Replaces `buf[from..to]` by spaces of the same byte length (line breaks kept).
 fn blank(buf: &mut String, from: usize, to: usize) {
-    let (Some(head), Some(mid), Some(tail)) = (buf.get(..from), buf.get(from..to), buf.get(to..))
-    else {
-        return;
-    };
-    let mid: String = mid
-        .chars()
-        .map(|c| {
-            if c == '\n' {
-                "\n".to_string()
-            } else {
-                " ".repeat(c.len_utf8())
-            }
-        })
-        .collect();
+    let (Some(head), Some(mid), Some(tail)) = (buf.get(..from), buf.get(from..to), buf.get(to..)) else { return };
+    let mid: String = mid.chars().map(|c| if c == '\n' { "\n".to_string() } else { " ".repeat(c.len_utf8()) }).collect();
     *buf = format!("{head}{mid}{tail}");
 }
 
@@ -266,14 +216,7 @@ mod tests {
         let src = "import std\n/// doc\nmodel a {\n  x: int\n}\nblock b {\n}\n";
         let pieces = split_items(src);
         let texts: Vec<&str> = pieces.iter().map(|(s, e)| &src[*s..*e]).collect();
-        assert_eq!(
-            texts,
-            vec![
-                "import std\n",
-                "/// doc\nmodel a {\n  x: int\n}\n",
-                "block b {\n}\n"
-            ]
-        );
+        assert_eq!(texts, vec!["import std\n", "/// doc\nmodel a {\n  x: int\n}\n", "block b {\n}\n"]);
     }
 
     #[test]

@@ -11,9 +11,7 @@ fn repo_root() -> PathBuf {
 }
 
 fn tfm_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
     for e in entries.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -38,10 +36,7 @@ fn shipped_tfm_files_parse() {
     for dir in ["specs", "examples", "crates/tfm-std/std"] {
         tfm_files(&root.join(dir), &mut files);
     }
-    assert!(
-        files.len() > 3,
-        "expected the repository's specs and standard library, found {files:?}"
-    );
+    assert!(files.len() > 3, "expected the repository's specs and standard library, found {files:?}");
     let mut failures = vec![];
     for f in &files {
         let src = std::fs::read_to_string(f).unwrap_or_default();
@@ -62,10 +57,7 @@ fn reference_examples_parse() {
         let body = &rest[start + 7..];
         let Some(end) = body.find("```") else { break };
         count += 1;
-        if let Some(err) = check(
-            format!("README.md example {count}"),
-            body[..end].to_string(),
-        ) {
+        if let Some(err) = check(format!("README.md example {count}"), body[..end].to_string()) {
             failures.push(err);
         }
         rest = &body[end + 3..];

@@ -7,12 +7,7 @@ use tfm_diag::SourceMap;
 
 fn load(path: &std::path::Path) -> (String, String) {
     let src = std::fs::read_to_string(path).unwrap_or_default();
-    let name = format!(
-        "fixtures/{}",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    );
+    let name = format!("fixtures/{}", path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
     (name, src)
 }
 
@@ -23,11 +18,7 @@ fn ok_fixtures() {
         let mut sources = SourceMap::new();
         let id = sources.add(name, src.clone());
         let (file, diags) = tfm_syntax::parse(&src, id);
-        assert!(
-            diags.is_empty(),
-            "{}",
-            render(&diags, &sources, Format::Human, false)
-        );
+        assert!(diags.is_empty(), "{}", render(&diags, &sources, Format::Human, false));
         insta::assert_snapshot!(tfm_syntax::dump::dump(&file));
     });
 }
@@ -39,15 +30,8 @@ fn err_fixtures() {
         let mut sources = SourceMap::new();
         let id = sources.add(name, src.clone());
         let (file, diags) = tfm_syntax::parse(&src, id);
-        assert!(
-            !diags.is_empty(),
-            "expected syntax errors in {}",
-            path.display()
-        );
+        assert!(!diags.is_empty(), "expected syntax errors in {}", path.display());
         let shown = render(&diags, &sources, Format::Human, false);
-        insta::assert_snapshot!(format!(
-            "{shown}\n--- still parsed ---\n{}",
-            tfm_syntax::dump::dump(&file)
-        ));
+        insta::assert_snapshot!(format!("{shown}\n--- still parsed ---\n{}", tfm_syntax::dump::dump(&file)));
     });
 }

@@ -6,10 +6,7 @@ use tfm_syntax::ast::*;
 use tfm_syntax::parse;
 
 fn check_span(s: tfm_diag::Span, len: usize) {
-    assert!(
-        s.start <= s.end && (s.end as usize) <= len,
-        "span {s:?} outside input of {len} bytes"
-    );
+    assert!(s.start <= s.end && (s.end as usize) <= len, "span {s:?} outside input of {len} bytes");
 }
 
 fn walk_expr(e: &Expr, len: usize) {
@@ -22,11 +19,7 @@ fn walk_expr(e: &Expr, len: usize) {
         ExprKind::Unary { expr, .. } | ExprKind::Transpose(expr) => walk_expr(expr, len),
         ExprKind::List(v) => v.iter().for_each(|x| walk_expr(x, len)),
         ExprKind::Call(c) => c.args.iter().for_each(|a| walk_expr(&a.value, len)),
-        ExprKind::If {
-            cond,
-            then,
-            otherwise,
-        } => {
+        ExprKind::If { cond, then, otherwise } => {
             walk_expr(cond, len);
             walk_expr(then, len);
             walk_expr(otherwise, len);
@@ -57,72 +50,11 @@ fn check_all(src: &str) {
 
 /// Fragments of the language, so random inputs get deep into the grammar.
 const PIECES: &[&str] = &[
-    "model ",
-    "block ",
-    "import ",
-    "std",
-    "\"a.tfm\"",
-    " as ",
-    "m",
-    "x",
-    "{",
-    "}",
-    "(",
-    ")",
-    "[",
-    "]",
-    "\n",
-    ";",
-    ",",
-    ":",
-    "=",
-    "==",
-    "<",
-    "+",
-    "-",
-    "*",
-    "**",
-    "/",
-    "%",
-    "@",
-    "^T",
-    "!",
-    "&&",
-    "||",
-    "if ",
-    " then ",
-    " else ",
-    "int",
-    "float",
-    "bool",
-    "f32",
-    "input ",
-    "output ",
-    "layer ",
-    "repeat ",
-    " shared ",
-    "require ",
-    "expect ",
-    "params",
-    " given ",
-    "objective ",
-    " where ",
-    "1",
-    "2.5",
-    "1e-5",
-    "99999999999999999999",
-    "\"msg\"",
-    "\"open",
-    "/// doc\n",
-    "//! file\n",
-    "// c\n",
-    " ",
-    "\t",
-    "\r\n",
-    "é",
-    "\\",
-    ".",
-    "_",
+    "model ", "block ", "import ", "std", "\"a.tfm\"", " as ", "m", "x", "{", "}", "(", ")", "[", "]", "\n", ";",
+    ",", ":", "=", "==", "<", "+", "-", "*", "**", "/", "%", "@", "^T", "!", "&&", "||", "if ", " then ", " else ",
+    "int", "float", "bool", "f32", "input ", "output ", "layer ", "repeat ", " shared ", "require ", "expect ",
+    "params", " given ", "objective ", " where ", "1", "2.5", "1e-5", "99999999999999999999", "\"msg\"", "\"open",
+    "/// doc\n", "//! file\n", "// c\n", " ", "\t", "\r\n", "é", "\\", ".", "_",
 ];
 
 proptest! {
@@ -155,10 +87,7 @@ fn crlf_line_endings_parse_like_lf() {
     let (a, da) = parse(lf, FileId(0));
     let (b, db) = parse(&crlf, FileId(0));
     assert!(da.is_empty() && db.is_empty(), "{da:?} {db:?}");
-    assert_eq!(
-        tfm_syntax::dump::dump(&a).lines().count(),
-        tfm_syntax::dump::dump(&b).lines().count()
-    );
+    assert_eq!(tfm_syntax::dump::dump(&a).lines().count(), tfm_syntax::dump::dump(&b).lines().count());
     match &b.items[0] {
         Item::Model(d) => assert_eq!(d.doc.as_deref(), Some("doc")),
         other => panic!("expected a model, got {other:?}"),
@@ -167,11 +96,7 @@ fn crlf_line_endings_parse_like_lf() {
 
 #[test]
 fn deep_nesting_is_an_error_not_a_crash() {
-    let src = format!(
-        "model m {{\n  x = {}1{}\n}}\n",
-        "(".repeat(100_000),
-        ")".repeat(100_000)
-    );
+    let src = format!("model m {{\n  x = {}1{}\n}}\n", "(".repeat(100_000), ")".repeat(100_000));
     let (_, diags) = parse(&src, FileId(0));
     assert_eq!(diags.len(), 1);
     assert_eq!(diags[0].code, "E0005");
@@ -188,19 +113,10 @@ fn spans_and_file_ids_point_into_the_source() {
     let src = "model m {\n    heads: int = 12\n}\n";
     let (file, diags) = parse(src, FileId(3));
     assert!(diags.is_empty());
-    let Item::Model(d) = &file.items[0] else {
-        panic!("expected a model")
-    };
+    let Item::Model(d) = &file.items[0] else { panic!("expected a model") };
     assert_eq!(d.name.span.file, FileId(3));
     assert_eq!(&src[d.name.span.range()], "m");
-    let Stmt::Param {
-        name,
-        default: Some(def),
-        ..
-    } = &d.body[0]
-    else {
-        panic!("expected a parameter")
-    };
+    let Stmt::Param { name, default: Some(def), .. } = &d.body[0] else { panic!("expected a parameter") };
     assert_eq!(&src[name.span.range()], "heads");
     assert_eq!(&src[def.span.range()], "12");
     assert_eq!(&src[d.body[0].span().range()], "heads: int = 12");

@@ -444,7 +444,11 @@ impl std::fmt::Display for LoadReport {
             self.left_numel
         )?;
         names(f, &self.left)?;
-        writeln!(f, "shape mismatches {} (not loaded)", self.mismatched.len())?;
+        writeln!(
+            f,
+            "shape mismatches {} (not loaded)",
+            self.mismatched.len()
+        )?;
         for (n, model, ck) in &self.mismatched {
             writeln!(f, "  {n}: model {model:?}, checkpoint {ck:?}")?;
         }
@@ -483,9 +487,7 @@ pub fn load_by_name<D: Device<f32>>(
         if name.starts_with("optim.") {
             continue;
         }
-        source
-            .entry(renamed(name, prefix_map))
-            .or_insert(name.as_str());
+        source.entry(renamed(name, prefix_map)).or_insert(name.as_str());
     }
     let mut copies: Vec<(usize, &Vec<f32>)> = Vec::new();
     for (i, p) in store.params.iter().enumerate() {

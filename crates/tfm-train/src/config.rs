@@ -589,11 +589,11 @@ impl RunConfig {
                 )
             }
             (Some(_), Some(TaskKind::Addition)) => {
-                return Err(ConfigError::new(
-                    "the `addition` task generates its data and takes no `path`",
+                return Err(
+                    ConfigError::new("the `addition` task generates its data and takes no `path`")
+                        .key("data.task")
+                        .hint("remove `data.path`"),
                 )
-                .key("data.task")
-                .hint("remove `data.path`"))
             }
             (None, Some(t)) if t.needs_path() => {
                 return Err(ConfigError::new(format!(
@@ -621,10 +621,7 @@ impl RunConfig {
             .key("data.mask_prob"));
         }
         if self.data.min_count == 0 {
-            return Err(
-                ConfigError::new("`data.min_count` must be at least 1, found 0")
-                    .key("data.min_count"),
-            );
+            return Err(ConfigError::new("`data.min_count` must be at least 1, found 0").key("data.min_count"));
         }
         if !(self.data.val_fraction >= 0.0 && self.data.val_fraction < 1.0) {
             return Err(ConfigError::new(format!(

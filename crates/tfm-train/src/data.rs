@@ -177,9 +177,7 @@ fn describe(t: &Tokenizer) -> String {
         ),
         Tokenizer::Byte => "the byte vocabulary (256)".into(),
         Tokenizer::Tokens { vocab_size } => format!("a token-file vocabulary of {vocab_size}"),
-        Tokenizer::Vocab(v) => {
-            format!("a {:?}-level vocabulary of {} tokens", v.level, v.len()).to_lowercase()
-        }
+        Tokenizer::Vocab(v) => format!("a {:?}-level vocabulary of {} tokens", v.level, v.len()).to_lowercase(),
         Tokenizer::None => "no vocabulary (images)".into(),
     }
 }
@@ -325,21 +323,22 @@ impl TextData {
                 "point `data.path` at a non-empty file",
             ));
         }
-        let tokenizer =
-            match kind {
-                TokenizerKind::Char => Tokenizer::char_from_corpus(text),
-                TokenizerKind::Byte => Tokenizer::Byte,
-                TokenizerKind::Tokens => {
-                    return Err(TrainError::data_hint(
-                        "expected a token file for `tokenizer: tokens`, found text",
-                        "use `tokenizer: char` or `byte` for text",
-                    ))
-                }
-                TokenizerKind::Word => return Err(TrainError::data_hint(
+        let tokenizer = match kind {
+            TokenizerKind::Char => Tokenizer::char_from_corpus(text),
+            TokenizerKind::Byte => Tokenizer::Byte,
+            TokenizerKind::Tokens => {
+                return Err(TrainError::data_hint(
+                    "expected a token file for `tokenizer: tokens`, found text",
+                    "use `tokenizer: char` or `byte` for text",
+                ))
+            }
+            TokenizerKind::Word => {
+                return Err(TrainError::data_hint(
                     "a language-modelling corpus takes `tokenizer: char` or `byte`, found `word`",
                     "word vocabularies are built by the `translate` and `image_text` tasks",
-                )),
-            };
+                ))
+            }
+        };
         let tokens = tokenizer.encode(text)?;
         Self::from_tokens(tokenizer, tokens, val_fraction)
     }
@@ -577,9 +576,7 @@ impl Dataset {
                     config.seed,
                 )?))
             }
-            Some(_) => Ok(Dataset::Task(Box::new(crate::tasks::TaskData::load(
-                config,
-            )?))),
+            Some(_) => Ok(Dataset::Task(Box::new(crate::tasks::TaskData::load(config)?))),
             None => Ok(Dataset::Text(TextData::load(
                 &config.data,
                 config.tokenizer_kind(),

@@ -151,13 +151,7 @@ struct Beam {
     log_prob: f64,
 }
 
-fn hypothesis(
-    tokens: Vec<u32>,
-    log_prob: f64,
-    scored_len: usize,
-    finished: bool,
-    alpha: f64,
-) -> Hypothesis {
+fn hypothesis(tokens: Vec<u32>, log_prob: f64, scored_len: usize, finished: bool, alpha: f64) -> Hypothesis {
     Hypothesis {
         tokens,
         log_prob,
@@ -241,7 +235,11 @@ pub fn beam_search_all(
                 }
             }
             at += beams.len();
-            cands.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+            cands.sort_by(|a, b| {
+                b.0.total_cmp(&a.0)
+                    .then(a.1.cmp(&b.1))
+                    .then(a.2.cmp(&b.2))
+            });
             cands.truncate(m);
             let mut next = Vec::with_capacity(m);
             for (lp, bi, t) in cands {
@@ -253,10 +251,7 @@ pub fn beam_search_all(
                 } else {
                     let mut tokens = tokens;
                     tokens.push(t);
-                    next.push(Beam {
-                        tokens,
-                        log_prob: lp,
-                    });
+                    next.push(Beam { tokens, log_prob: lp });
                 }
             }
             live[s] = next;
@@ -288,12 +283,7 @@ pub fn beam_search(
     let all = beam_search_all(step, n, bos, eos, max_len, settings)?;
     Ok(all
         .into_iter()
-        .map(|hyps| {
-            hyps.into_iter()
-                .next()
-                .map(|h| h.tokens)
-                .unwrap_or_default()
-        })
+        .map(|hyps| hyps.into_iter().next().map(|h| h.tokens).unwrap_or_default())
         .collect())
 }
 
@@ -316,11 +306,7 @@ mod tests {
             Table(entries.iter().map(|(k, v)| (k.to_vec(), *v)).collect())
         }
         fn logp(&self, prefix: &[u32]) -> Vec<f32> {
-            let p = self
-                .0
-                .get(prefix)
-                .copied()
-                .unwrap_or([0.0, 0.01, 0.97, 0.02]);
+            let p = self.0.get(prefix).copied().unwrap_or([0.0, 0.01, 0.97, 0.02]);
             p.iter().map(|x| x.ln()).collect()
         }
     }
@@ -333,14 +319,9 @@ mod tests {
         move |rows: &[Row]| {
             calls.push(rows.to_vec());
             let len = rows[0].prefix.len();
-            assert!(rows
-                .iter()
-                .all(|r| r.prefix.len() == len && r.prefix[0] == BOS));
+            assert!(rows.iter().all(|r| r.prefix.len() == len && r.prefix[0] == BOS));
             assert!(rows.windows(2).all(|w| w[0].source <= w[1].source));
-            Ok(rows
-                .iter()
-                .map(|r| tables[r.source].logp(&r.prefix))
-                .collect())
+            Ok(rows.iter().map(|r| tables[r.source].logp(&r.prefix)).collect())
         }
     }
 
@@ -366,10 +347,7 @@ mod tests {
         assert_eq!(g, vec![vec![A]]);
         assert_eq!(calls.len(), 2);
         let mut calls = vec![];
-        let settings = BeamSettings {
-            width: 2,
-            alpha: 0.0,
-        };
+        let settings = BeamSettings { width: 2, alpha: 0.0 };
         let all = beam_search_all(&mut stepper(&tables, &mut calls), 1, BOS, EOS, 10, settings)
             .expect("beam");
         assert_eq!(calls.len(), 2);
@@ -412,21 +390,14 @@ mod tests {
                 .expect("beam");
             assert_eq!(all[0][0].tokens, want, "alpha {alpha}");
             assert_eq!(calls.len(), 3);
-            assert_eq!(
-                calls[2].len(),
-                1,
-                "the beam narrowed after a finished hypothesis"
-            );
+            assert_eq!(calls[2].len(), 1, "the beam narrowed after a finished hypothesis");
             if alpha == 1.0 {
                 assert!((all[0][0].score - (-0.809_107_246_028_947_3)).abs() < 1e-6);
                 assert!((all[0][1].score - (-0.875_701_069_313_126_9)).abs() < 1e-6);
             }
         }
         let mut calls = vec![];
-        let settings = BeamSettings {
-            width: 2,
-            alpha: 1.0,
-        };
+        let settings = BeamSettings { width: 2, alpha: 1.0 };
         let best = beam_search(&mut stepper(&tables, &mut calls), 1, BOS, EOS, 10, settings)
             .expect("beam");
         assert_eq!(best, vec![vec![B, A]]);
@@ -438,12 +409,9 @@ mod tests {
         let mut calls = vec![];
         let g = greedy(&mut stepper(&tables, &mut calls), 3, BOS, EOS, 5).expect("greedy");
         let mut calls = vec![];
-        let settings = BeamSettings {
-            width: 1,
-            alpha: 0.6,
-        };
-        let b =
-            beam_search(&mut stepper(&tables, &mut calls), 3, BOS, EOS, 5, settings).expect("beam");
+        let settings = BeamSettings { width: 1, alpha: 0.6 };
+        let b = beam_search(&mut stepper(&tables, &mut calls), 3, BOS, EOS, 5, settings)
+            .expect("beam");
         assert_eq!(g, b);
         assert_eq!(g, vec![vec![A], vec![A], vec![A; 5]]);
     }
@@ -456,30 +424,20 @@ mod tests {
         let mut calls = vec![];
         let g = greedy(&mut stepper(&tables, &mut calls), 2, BOS, EOS, 4).expect("greedy");
         assert_eq!(g, vec![vec![A], vec![A, A, A, A]]);
-        let sources: Vec<Vec<usize>> = calls
-            .iter()
-            .map(|c| c.iter().map(|r| r.source).collect())
-            .collect();
+        let sources: Vec<Vec<usize>> =
+            calls.iter().map(|c| c.iter().map(|r| r.source).collect()).collect();
         assert_eq!(sources, vec![vec![0, 1], vec![0, 1], vec![1], vec![1]]);
         assert_eq!(calls[3][0].prefix, vec![BOS, A, A, A]);
 
         // Beam: source 0 finishes at step 2 (see `beam_finds_what_greedy_misses`); source 1's
         // two beams go on to max_len.
         let mut calls = vec![];
-        let settings = BeamSettings {
-            width: 2,
-            alpha: 0.0,
-        };
+        let settings = BeamSettings { width: 2, alpha: 0.0 };
         let all = beam_search_all(&mut stepper(&tables, &mut calls), 2, BOS, EOS, 4, settings)
             .expect("beam");
-        let sources: Vec<Vec<usize>> = calls
-            .iter()
-            .map(|c| c.iter().map(|r| r.source).collect())
-            .collect();
-        assert_eq!(
-            sources,
-            vec![vec![0, 1], vec![0, 0, 1, 1], vec![1, 1], vec![1, 1]]
-        );
+        let sources: Vec<Vec<usize>> =
+            calls.iter().map(|c| c.iter().map(|r| r.source).collect()).collect();
+        assert_eq!(sources, vec![vec![0, 1], vec![0, 0, 1, 1], vec![1, 1], vec![1, 1]]);
         assert_eq!(all[0][0].tokens, vec![B]);
         // Source 1: every step's best two extensions of the best beam by A (0.97) and B (0.02),
         // or by A from both beams; the best is A A A A (0.97^4), cut off at max_len.
@@ -496,12 +454,9 @@ mod tests {
         assert_eq!(g, vec![Vec::<u32>::new()]);
         assert_eq!(calls.len(), 1);
         let mut calls = vec![];
-        let settings = BeamSettings {
-            width: 1,
-            alpha: 0.0,
-        };
-        let b =
-            beam_search(&mut stepper(&tables, &mut calls), 1, BOS, EOS, 3, settings).expect("beam");
+        let settings = BeamSettings { width: 1, alpha: 0.0 };
+        let b = beam_search(&mut stepper(&tables, &mut calls), 1, BOS, EOS, 3, settings)
+            .expect("beam");
         assert_eq!(b, vec![Vec::<u32>::new()]);
         assert_eq!(calls.len(), 1);
     }
@@ -521,10 +476,7 @@ mod tests {
         // hypothesis (eos, p = 0.01), so two beams go on; both are cut off after 3 tokens, and
         // the best is A A A (0.97^3 = 0.9127) ahead of the empty one (0.01).
         let mut calls = vec![];
-        let settings = BeamSettings {
-            width: 3,
-            alpha: 0.0,
-        };
+        let settings = BeamSettings { width: 3, alpha: 0.0 };
         let all = beam_search_all(&mut stepper(&tables, &mut calls), 1, BOS, EOS, 3, settings)
             .expect("beam");
         let widths: Vec<usize> = calls.iter().map(|c| c.len()).collect();
@@ -549,24 +501,15 @@ mod tests {
         assert!(e.to_string().contains("for 0 rows, expected 2"), "{e}");
         let mut empty =
             |rows: &[Row]| -> Result<Vec<Vec<f32>>, TrainError> { Ok(vec![vec![]; rows.len()]) };
-        let settings = BeamSettings {
-            width: 2,
-            alpha: 0.0,
-        };
+        let settings = BeamSettings { width: 2, alpha: 0.0 };
         let e = beam_search(&mut empty, 1, BOS, EOS, 3, settings).expect_err("empty vocab");
         assert!(e.to_string().contains("empty vocabulary"), "{e}");
         let mut ok = |rows: &[Row]| -> Result<Vec<Vec<f32>>, TrainError> {
             Ok(vec![vec![0.0f32; 4]; rows.len()])
         };
-        let settings = BeamSettings {
-            width: 0,
-            alpha: 0.0,
-        };
+        let settings = BeamSettings { width: 0, alpha: 0.0 };
         let e = beam_search(&mut ok, 1, BOS, EOS, 3, settings).expect_err("width 0");
-        assert!(
-            e.to_string().contains("beam width of at least 1, found 0"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("beam width of at least 1, found 0"), "{e}");
     }
 
     #[test]

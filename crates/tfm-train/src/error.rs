@@ -71,12 +71,7 @@ impl TrainError {
             hint: Some(hint.into()),
         }
     }
-    pub fn data_at(
-        path: impl Into<PathBuf>,
-        line: usize,
-        message: impl Into<String>,
-        hint: impl Into<String>,
-    ) -> Self {
+    pub fn data_at(path: impl Into<PathBuf>, line: usize, message: impl Into<String>, hint: impl Into<String>) -> Self {
         TrainError::DataAt {
             path: path.into(),
             line,
@@ -103,10 +98,7 @@ impl TrainError {
         }
         let code = match self {
             TrainError::Io { .. } => "E0802",
-            TrainError::Data { .. }
-            | TrainError::DataAt { .. }
-            | TrainError::VocabMismatch { .. }
-            | TrainError::SpecMismatch { .. } => "E0803",
+            TrainError::Data { .. } | TrainError::DataAt { .. } | TrainError::VocabMismatch { .. } | TrainError::SpecMismatch { .. } => "E0803",
             TrainError::Checkpoint { .. } => "E0804",
             TrainError::NonFinite { .. } => "E0805",
             _ => "E0806",
@@ -158,21 +150,9 @@ impl std::fmt::Display for TrainError {
                     lower(&source.to_string())
                 )
             }
-            TrainError::Data { message, .. } | TrainError::SpecMismatch { message, .. } => {
-                write!(f, "{message}")
-            }
-            TrainError::DataAt {
-                path,
-                line: 0,
-                message,
-                ..
-            } => write!(f, "{}: {message}", path.display()),
-            TrainError::DataAt {
-                path,
-                line,
-                message,
-                ..
-            } => write!(f, "{}:{line}: {message}", path.display()),
+            TrainError::Data { message, .. } | TrainError::SpecMismatch { message, .. } => write!(f, "{message}"),
+            TrainError::DataAt { path, line: 0, message, .. } => write!(f, "{}: {message}", path.display()),
+            TrainError::DataAt { path, line, message, .. } => write!(f, "{}:{line}: {message}", path.display()),
             TrainError::VocabMismatch {
                 expected, found, ..
             } => {

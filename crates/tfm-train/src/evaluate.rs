@@ -15,110 +15,39 @@ use crate::tasks::{TaskBody, TaskData};
 /// What was measured.
 #[derive(Clone, Debug)]
 pub enum TaskMetrics {
-    Classify {
-        accuracy: f64,
-        correct: usize,
-        total: usize,
-        confusion: Confusion,
-        classes: Vec<String>,
-    },
-    MaskedLm {
-        accuracy: f64,
-        masked: usize,
-        loss: f64,
-    },
-    Translate {
-        loss: f64,
-        sentences: usize,
-        greedy: Option<metrics::Bleu>,
-        beam: Option<(usize, metrics::Bleu)>,
-        samples: Vec<(String, String, Vec<String>)>,
-    },
-    ZeroShot {
-        accuracy: f64,
-        correct: usize,
-        total: usize,
-        captions: Vec<String>,
-    },
+    Classify { accuracy: f64, correct: usize, total: usize, confusion: Confusion, classes: Vec<String> },
+    MaskedLm { accuracy: f64, masked: usize, loss: f64 },
+    Translate { loss: f64, sentences: usize, greedy: Option<metrics::Bleu>, beam: Option<(usize, metrics::Bleu)>, samples: Vec<(String, String, Vec<String>)> },
+    ZeroShot { accuracy: f64, correct: usize, total: usize, captions: Vec<String> },
 }
 
 impl std::fmt::Display for TaskMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            TaskMetrics::Classify {
-                accuracy,
-                correct,
-                total,
-                confusion,
-                classes,
-            } => {
-                writeln!(
-                    f,
-                    "test accuracy   {:.2}% ({correct} / {total})",
-                    accuracy * 100.0
-                )?;
+            TaskMetrics::Classify { accuracy, correct, total, confusion, classes } => {
+                writeln!(f, "test accuracy   {:.2}% ({correct} / {total})", accuracy * 100.0)?;
                 write!(f, "{}", confusion.render(classes))
             }
-            TaskMetrics::MaskedLm {
-                accuracy,
-                masked,
-                loss,
-            } => {
+            TaskMetrics::MaskedLm { accuracy, masked, loss } => {
                 writeln!(f, "masked loss     {loss:.4}")?;
-                writeln!(
-                    f,
-                    "masked accuracy {:.2}% ({masked} masked tokens)",
-                    accuracy * 100.0
-                )
+                writeln!(f, "masked accuracy {:.2}% ({masked} masked tokens)", accuracy * 100.0)
             }
-            TaskMetrics::Translate {
-                loss,
-                sentences,
-                greedy,
-                beam,
-                samples,
-            } => {
-                writeln!(
-                    f,
-                    "test loss       {loss:.4} (perplexity {:.2})",
-                    loss.exp()
-                )?;
+            TaskMetrics::Translate { loss, sentences, greedy, beam, samples } => {
+                writeln!(f, "test loss       {loss:.4} (perplexity {:.2})", loss.exp())?;
                 if let Some(b) = greedy {
-                    writeln!(
-                        f,
-                        "BLEU greedy     {:.2} on {sentences} sentences ({b})",
-                        b.score
-                    )?;
+                    writeln!(f, "BLEU greedy     {:.2} on {sentences} sentences ({b})", b.score)?;
                 }
                 if let Some((k, b)) = beam {
-                    writeln!(
-                        f,
-                        "BLEU beam {k}     {:.2} on {sentences} sentences ({b})",
-                        b.score
-                    )?;
+                    writeln!(f, "BLEU beam {k}     {:.2} on {sentences} sentences ({b})", b.score)?;
                 }
                 for (src, hyp, refs) in samples {
                     writeln!(f, "  {src}\n    -> {hyp}\n    refs: {}", refs.join(" | "))?;
                 }
                 Ok(())
             }
-            TaskMetrics::ZeroShot {
-                accuracy,
-                correct,
-                total,
-                captions,
-            } => {
-                writeln!(
-                    f,
-                    "zero-shot       {:.2}% ({correct} / {total}) against {} captions",
-                    accuracy * 100.0,
-                    captions.len()
-                )?;
-                writeln!(
-                    f,
-                    "captions        \"{}\", ...",
-                    captions.first().map(String::as_str).unwrap_or("")
-                )
+            TaskMetrics::ZeroShot { accuracy, correct, total, captions } => {
+                writeln!(f, "zero-shot       {:.2}% ({correct} / {total}) against {} captions", accuracy * 100.0, captions.len())?;
+                writeln!(f, "captions        \"{}\", ...", captions.first().map(String::as_str).unwrap_or(""))
             }
         }
     }
@@ -147,19 +76,10 @@ fn model_err(e: tfm_runtime::RuntimeError) -> TrainError {
 }
 
 /// Which output port holds the objective's argument `arg`.
-pub(crate) fn objective_output<D: Backend>(
-    rt: &Runtime<D>,
-    arg: usize,
-) -> Result<usize, TrainError> {
+pub(crate) fn objective_output<D: Backend>(rt: &Runtime<D>, arg: usize) -> Result<usize, TrainError> {
     let m = rt.model();
-    let obj = m
-        .objective
-        .as_ref()
-        .ok_or_else(|| TrainError::Model(format!("model `{}` declares no objective", m.name)))?;
-    let v = *obj
-        .args
-        .get(arg)
-        .ok_or_else(|| TrainError::Model("the objective has too few arguments".into()))?;
+    let obj = m.objective.as_ref().ok_or_else(|| TrainError::Model(format!("model `{}` declares no objective", m.name)))?;
+    let v = *obj.args.get(arg).ok_or_else(|| TrainError::Model("the objective has too few arguments".into()))?;
     m.outputs.iter().position(|p| p.value == v).ok_or_else(|| {
         TrainError::Model(format!(
             "the objective's argument {} is not an output of `{}`; hint: declare it with `output`",
@@ -181,11 +101,7 @@ fn argmax(row: &[f32]) -> usize {
 }
 
 /// Class logits of a batch of inputs: `[B][classes]`.
-pub fn class_logits<D: Backend>(
-    rt: &Runtime<D>,
-    store: &ParamStore<D>,
-    inputs: &[HostTensor],
-) -> Result<Vec<Vec<f32>>, TrainError> {
+pub fn class_logits<D: Backend>(rt: &Runtime<D>, store: &ParamStore<D>, inputs: &[HostTensor]) -> Result<Vec<Vec<f32>>, TrainError> {
     let port = objective_output(rt, 0)?;
     let outs = rt.forward(store, inputs, false, 0).map_err(model_err)?;
     let (shape, data) = f32_of(&outs[port])?;
@@ -194,12 +110,7 @@ pub fn class_logits<D: Backend>(
 }
 
 /// Computes the task's metrics.
-pub fn evaluate_task<D: Backend>(
-    rt: &Runtime<D>,
-    store: &ParamStore<D>,
-    task: &TaskData,
-    opts: &EvalOptions,
-) -> Result<TaskMetrics, TrainError> {
+pub fn evaluate_task<D: Backend>(rt: &Runtime<D>, store: &ParamStore<D>, task: &TaskData, opts: &EvalOptions) -> Result<TaskMetrics, TrainError> {
     let bs = opts.batch.max(1);
     let cap = |n: usize| if opts.limit > 0 { n.min(opts.limit) } else { n };
     match &task.body {
@@ -221,13 +132,7 @@ pub fn evaluate_task<D: Backend>(
             let classes = task.classes.clone();
             let confusion = Confusion::from_labels(classes.len(), &pred, &gold)?;
             let correct = pred.iter().zip(&gold).filter(|(p, g)| p == g).count();
-            Ok(TaskMetrics::Classify {
-                accuracy: metrics::accuracy(&pred, &gold),
-                correct,
-                total: n,
-                confusion,
-                classes,
-            })
+            Ok(TaskMetrics::Classify { accuracy: metrics::accuracy(&pred, &gold), correct, total: n, confusion, classes })
         }
         TaskBody::MaskedLm { .. } => {
             let port = objective_output(rt, 0)?;
@@ -237,9 +142,7 @@ pub fn evaluate_task<D: Backend>(
             for _ in 0..batches {
                 let drawn = task.draw(Split::Val, bs, opts.context, &mut rng)?;
                 loss_sum += rt.loss(store, &drawn.batch).map_err(model_err)? as f64;
-                let outs = rt
-                    .forward(store, &drawn.batch.inputs, false, 0)
-                    .map_err(model_err)?;
+                let outs = rt.forward(store, &drawn.batch.inputs, false, 0).map_err(model_err)?;
                 let (shape, data) = f32_of(&outs[port])?;
                 let v = *shape.last().unwrap_or(&1);
                 if let Some(HostTensor::I64 { data: labels, .. }) = &drawn.batch.targets {
@@ -253,11 +156,7 @@ pub fn evaluate_task<D: Backend>(
                     }
                 }
             }
-            Ok(TaskMetrics::MaskedLm {
-                accuracy: hits as f64 / masked.max(1) as f64,
-                masked,
-                loss: loss_sum / batches as f64,
-            })
+            Ok(TaskMetrics::MaskedLm { accuracy: hits as f64 / masked.max(1) as f64, masked, loss: loss_sum / batches as f64 })
         }
         TaskBody::ImageText { test, .. } => {
             let captions: Vec<String> = (0..10u8).map(loaders::zero_shot_caption).collect();
@@ -266,14 +165,7 @@ pub fn evaluate_task<D: Backend>(
             let n = cap(test.images.n);
             // Text features of the ten captions (paired with any ten images).
             let idx10: Vec<usize> = (0..10).map(|i| i % test.images.n.max(1)).collect();
-            let outs = rt
-                .forward(
-                    store,
-                    &task.image_text_inputs(Split::Val, &idx10, &captions)?,
-                    false,
-                    0,
-                )
-                .map_err(model_err)?;
+            let outs = rt.forward(store, &task.image_text_inputs(Split::Val, &idx10, &captions)?, false, 0).map_err(model_err)?;
             let (tshape, tdata) = f32_of(&outs[txt_port])?;
             let d = *tshape.last().unwrap_or(&1);
             let text: Vec<Vec<f32>> = tdata.chunks(d).map(|r| r.to_vec()).collect();
@@ -281,32 +173,17 @@ pub fn evaluate_task<D: Backend>(
             for start in (0..n).step_by(bs) {
                 let idx: Vec<usize> = (start..(start + bs).min(n)).collect();
                 let filler: Vec<String> = idx.iter().map(|&i| captions[i % 10].clone()).collect();
-                let outs = rt
-                    .forward(
-                        store,
-                        &task.image_text_inputs(Split::Val, &idx, &filler)?,
-                        false,
-                        0,
-                    )
-                    .map_err(model_err)?;
+                let outs = rt.forward(store, &task.image_text_inputs(Split::Val, &idx, &filler)?, false, 0).map_err(model_err)?;
                 let (_, idata) = f32_of(&outs[img_port])?;
                 for (r, &i) in idx.iter().enumerate() {
                     let img = &idata[r * d..(r + 1) * d];
-                    let sims: Vec<f32> = text
-                        .iter()
-                        .map(|t| t.iter().zip(img).map(|(a, b)| a * b).sum())
-                        .collect();
+                    let sims: Vec<f32> = text.iter().map(|t| t.iter().zip(img).map(|(a, b)| a * b).sum()).collect();
                     if argmax(&sims) == test.labels[i] as usize {
                         correct += 1;
                     }
                 }
             }
-            Ok(TaskMetrics::ZeroShot {
-                accuracy: correct as f64 / n.max(1) as f64,
-                correct,
-                total: n,
-                captions,
-            })
+            Ok(TaskMetrics::ZeroShot { accuracy: correct as f64 / n.max(1) as f64, correct, total: n, captions })
         }
         TaskBody::Translate { .. } => crate::translate::evaluate(rt, store, task, opts),
     }

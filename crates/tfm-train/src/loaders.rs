@@ -21,11 +21,9 @@ fn text_lines(path: &Path) -> Result<Vec<(usize, String)>, TrainError> {
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         let text = std::str::from_utf8(raw).map_err(|e| {
             let col = e.valid_up_to();
-            let found = raw
-                .get(col)
-                .map_or(String::from("a cut-off character"), |b| {
-                    format!("byte 0x{b:02x} at byte {} of the line", col + 1)
-                });
+            let found = raw.get(col).map_or(String::from("a cut-off character"), |b| {
+                format!("byte 0x{b:02x} at byte {} of the line", col + 1)
+            });
             TrainError::data_at(
                 path,
                 i + 1,
@@ -43,12 +41,7 @@ fn text_lines(path: &Path) -> Result<Vec<(usize, String)>, TrainError> {
 
 /// Splits one line into its two tab-separated fields, or says what is wrong with it.
 /// `names` are the field names used in messages, e.g. `("source", "target")`.
-fn two_fields(
-    path: &Path,
-    line: usize,
-    text: &str,
-    names: (&str, &str),
-) -> Result<(String, String), TrainError> {
+fn two_fields(path: &Path, line: usize, text: &str, names: (&str, &str)) -> Result<(String, String), TrainError> {
     let layout = format!("{}<TAB>{}", names.0, names.1);
     if text.trim().is_empty() {
         return Err(TrainError::data_at(
@@ -61,10 +54,7 @@ fn two_fields(
     let fields: Vec<&str> = text.split('\t').collect();
     if fields.len() != 2 {
         let hint = if fields.len() == 1 {
-            format!(
-                "separate the {} from the {} with one tab character",
-                names.0, names.1
-            )
+            format!("separate the {} from the {} with one tab character", names.0, names.1)
         } else {
             format!(
                 "each line must hold exactly one tab; remove the extra tabs or replace them with spaces inside the {}",
@@ -198,37 +188,22 @@ fn magic_name(m: u32) -> &'static str {
 }
 
 /// Checks the magic number and that the header is there; returns the data after the header.
-fn idx_header(
-    path: &Path,
-    data: &[u8],
-    magic: u32,
-    dims: usize,
-    what: &str,
-) -> Result<Vec<usize>, TrainError> {
+fn idx_header(path: &Path, data: &[u8], magic: u32, dims: usize, what: &str) -> Result<Vec<usize>, TrainError> {
     let header = 4 + 4 * dims;
     if data.len() < 4 {
         return Err(TrainError::data_at(
             path,
             0,
-            format!(
-                "expected an IDX {what} file of at least {header} bytes, found {} bytes",
-                data.len()
-            ),
+            format!("expected an IDX {what} file of at least {header} bytes, found {} bytes", data.len()),
             "the file is truncated; download it again",
         ));
     }
     let found = be_u32(data, 0);
     if found != magic {
         let hint = match (magic, found) {
-            (IDX_IMAGES, IDX_LABELS) => {
-                "this is a label file; read it with `read_idx_labels`".to_string()
-            }
-            (IDX_LABELS, IDX_IMAGES) => {
-                "this is an image file; read it with `read_idx_images`".to_string()
-            }
-            _ => {
-                format!("point the path at an MNIST {what} file (`*-{what}-idx{dims}-ubyte[.gz]`)")
-            }
+            (IDX_IMAGES, IDX_LABELS) => "this is a label file; read it with `read_idx_labels`".to_string(),
+            (IDX_LABELS, IDX_IMAGES) => "this is an image file; read it with `read_idx_images`".to_string(),
+            _ => format!("point the path at an MNIST {what} file (`*-{what}-idx{dims}-ubyte[.gz]`)"),
         };
         return Err(TrainError::data_at(
             path,
@@ -244,25 +219,14 @@ fn idx_header(
         return Err(TrainError::data_at(
             path,
             0,
-            format!(
-                "expected a {header}-byte IDX header, found {} bytes",
-                data.len()
-            ),
+            format!("expected a {header}-byte IDX header, found {} bytes", data.len()),
             "the file is truncated; download it again",
         ));
     }
-    Ok((0..dims)
-        .map(|d| be_u32(data, 4 + 4 * d) as usize)
-        .collect())
+    Ok((0..dims).map(|d| be_u32(data, 4 + 4 * d) as usize).collect())
 }
 
-fn exact_length(
-    path: &Path,
-    data: &[u8],
-    header: usize,
-    counts: &[usize],
-    what: String,
-) -> Result<(), TrainError> {
+fn exact_length(path: &Path, data: &[u8], header: usize, counts: &[usize], what: String) -> Result<(), TrainError> {
     let body = counts.iter().try_fold(1usize, |a, &c| a.checked_mul(c));
     let expected = body.and_then(|b| b.checked_add(header));
     match expected {
@@ -294,19 +258,11 @@ pub fn read_idx_images(path: &Path) -> Result<Images, TrainError> {
     let data = read_maybe_gzip(path)?;
     let dims = idx_header(path, &data, IDX_IMAGES, 3, "images")?;
     let (n, rows, cols) = (dims[0], dims[1], dims[2]);
-    let what = format!(
-        "{n} image{} of {rows}x{cols}",
-        if n == 1 { "" } else { "s" }
-    );
+    let what = format!("{n} image{} of {rows}x{cols}", if n == 1 { "" } else { "s" });
     exact_length(path, &data, 16, &dims, what)?;
     let mut pixels = data;
     pixels.drain(..16);
-    Ok(Images {
-        n,
-        rows,
-        cols,
-        pixels,
-    })
+    Ok(Images { n, rows, cols, pixels })
 }
 
 /// Reads an IDX label file (magic `0x00000801`: count, then one `u8` per item), gzipped or raw.
@@ -370,10 +326,7 @@ pub fn read_mnist(dir: &Path, split: &str) -> Result<(Images, Vec<u8>), TrainErr
         return Err(TrainError::data_at(
             &labels_path,
             0,
-            format!(
-                "expected digit labels 0..=9, found {} at item {i}",
-                labels[i]
-            ),
+            format!("expected digit labels 0..=9, found {} at item {i}", labels[i]),
             "this is not an MNIST label file",
         ));
     }
@@ -402,11 +355,7 @@ fn fraction(f: f64) -> f64 {
 
 /// Splits item indices into `(train, test)` so each class sends `round(count * test_fraction)`
 /// of its items, chosen at random with `seed`, to the test side. Both lists are ascending.
-pub fn stratified_split(
-    labels: &[usize],
-    test_fraction: f64,
-    seed: u64,
-) -> (Vec<usize>, Vec<usize>) {
+pub fn stratified_split(labels: &[usize], test_fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
     let f = fraction(test_fraction);
     let mut by_class: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (i, &l) in labels.iter().enumerate() {
@@ -456,9 +405,7 @@ pub fn holdout_by_key(keys: &[&str], test_fraction: f64, seed: u64) -> (Vec<usiz
 /// Number of distinct wordings [`digit_captions`] produces for one label.
 pub const CAPTION_VARIANTS: usize = 10;
 
-const DIGIT_WORDS: [&str; 10] = [
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
-];
+const DIGIT_WORDS: [&str; 10] = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
 
 /// The English word for a digit (`7` -> `seven`); other numbers are written in numerals.
 pub fn digit_word(label: u8) -> String {
@@ -533,10 +480,7 @@ mod tests {
         let pairs = read_tsv_pairs(&p).expect("pairs");
         assert_eq!(
             pairs,
-            vec![
-                ("Go.".into(), "Va !".into()),
-                ("Hi.".into(), "Salut.".into())
-            ]
+            vec![("Go.".into(), "Va !".into()), ("Hi.".into(), "Salut.".into())]
         );
     }
 
@@ -547,28 +491,17 @@ mod tests {
         assert!(matches!(e, TrainError::DataAt { line: 2, .. }), "{e}");
         let (_d, p) = temp_file("p.tsv", b"a\tb\n\tb\n");
         let e = read_tsv_pairs(&p).expect_err("empty source");
-        assert!(
-            e.to_string()
-                .ends_with("2: expected a non-empty source, found an empty field"),
-            "{e}"
-        );
+        assert!(e.to_string().ends_with("2: expected a non-empty source, found an empty field"), "{e}");
         let (_d, p) = temp_file("p.tsv", b"a\tb\nx\xff\ty\n");
         let e = read_tsv_pairs(&p).expect_err("utf8");
-        assert!(
-            e.to_string()
-                .ends_with("2: expected UTF-8 text, found byte 0xff at byte 2 of the line"),
-            "{e}"
-        );
+        assert!(e.to_string().ends_with("2: expected UTF-8 text, found byte 0xff at byte 2 of the line"), "{e}");
     }
 
     #[test]
     fn labeled_skips_a_header() {
         let (_d, p) = temp_file("l.tsv", b"Label\tText\nham\thi\nspam\twin\n");
         let v = read_tsv_labeled(&p).expect("labeled");
-        assert_eq!(
-            v,
-            vec![("ham".into(), "hi".into()), ("spam".into(), "win".into())]
-        );
+        assert_eq!(v, vec![("ham".into(), "hi".into()), ("spam".into(), "win".into())]);
     }
 
     #[test]
@@ -597,10 +530,7 @@ mod tests {
         assert_eq!(test.iter().filter(|&&i| labels[i] == 0).count(), 20);
         assert_eq!(test.iter().filter(|&&i| labels[i] == 1).count(), 5);
         assert_eq!(train.len(), 75);
-        assert_eq!(
-            stratified_split(&labels, 0.25, 3),
-            (train.clone(), test.clone())
-        );
+        assert_eq!(stratified_split(&labels, 0.25, 3), (train.clone(), test.clone()));
         assert_ne!(stratified_split(&labels, 0.25, 4).1, test);
     }
 
@@ -629,10 +559,7 @@ mod tests {
         assert_eq!(digit_captions(8, 3), "an image of an 8");
         assert_eq!(digit_captions(8, 0), "a handwritten eight");
         assert_eq!(digit_captions(8, 8), "a black and white image of an eight");
-        assert_eq!(
-            digit_captions(3, 6 + CAPTION_VARIANTS),
-            "a three drawn in ink"
-        );
+        assert_eq!(digit_captions(3, 6 + CAPTION_VARIANTS), "a three drawn in ink");
         assert_eq!(zero_shot_caption(0), "a photo of the digit zero");
     }
 }

@@ -479,10 +479,7 @@ mod tests {
     #[test]
     fn bleu_of_nothing_is_0() {
         let b = corpus_bleu(&[vec![]], &[vec![toks("a b")]]);
-        assert_eq!(
-            (b.score, b.brevity_penalty, b.hyp_len, b.ref_len),
-            (0.0, 0.0, 0, 2)
-        );
+        assert_eq!((b.score, b.brevity_penalty, b.hyp_len, b.ref_len), (0.0, 0.0, 0, 2));
         let b = corpus_bleu(&[], &[]);
         assert_eq!(b.score, 0.0);
     }
@@ -490,11 +487,7 @@ mod tests {
     #[test]
     fn bleu_checked_rejects_mismatched_lists() {
         let e = corpus_bleu_checked(&[toks("a")], &[]).expect_err("mismatch");
-        assert!(
-            e.to_string()
-                .contains("expected one reference set per hypothesis (1), found 0"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("expected one reference set per hypothesis (1), found 0"), "{e}");
         let e = corpus_bleu_checked(&[toks("a")], &[vec![]]).expect_err("no reference");
         assert!(e.to_string().contains("at least one reference"), "{e}");
     }
@@ -543,17 +536,9 @@ mod tests {
     #[test]
     fn confusion_rejects_bad_labels() {
         let e = Confusion::from_labels(2, &[0, 2], &[0, 1]).expect_err("label 2");
-        assert!(
-            e.to_string()
-                .contains("expected a predicted label below 2, found 2"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("expected a predicted label below 2, found 2"), "{e}");
         let e = Confusion::from_labels(2, &[0], &[0, 1]).expect_err("lengths");
-        assert!(
-            e.to_string()
-                .contains("expected as many predictions as gold labels (2), found 1"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("expected as many predictions as gold labels (2), found 1"), "{e}");
     }
 
     #[test]

@@ -56,10 +56,7 @@ fn adamw_fused<D: Device<f32>>(
     v: &mut Option<Moment<D>>,
     scratch: &mut AdamwScratch,
 ) -> bool {
-    let (Some(pc), Some(gc)) = (
-        (p as &mut dyn Any).downcast_mut::<Flat<Cpu>>(),
-        (g as &dyn Any).downcast_ref::<Flat<Cpu>>(),
-    ) else {
+    let (Some(pc), Some(gc)) = ((p as &mut dyn Any).downcast_mut::<Flat<Cpu>>(), (g as &dyn Any).downcast_ref::<Flat<Cpu>>()) else {
         return false;
     };
     let mut mh = m.take().map(Moment::into_host).unwrap_or_default();
@@ -254,8 +251,7 @@ impl<D: Device<f32>> Optimizer<D> {
             }) else {
                 continue;
             };
-            let decays = (p.decay || s.decay_all || (s.decay_matrices && p.shape.len() >= 2))
-                && s.weight_decay != 0.0;
+            let decays = (p.decay || s.decay_all || (s.decay_matrices && p.shape.len() >= 2)) && s.weight_decay != 0.0;
             let n = p.value.shape().0;
             let dev = p.value.device().clone();
             let zeros = || dev.try_zeros_like(&(n,)).map_err(TrainError::device);
@@ -274,14 +270,7 @@ impl<D: Device<f32>> Optimizer<D> {
                         step: (lr / bc1) as f32,
                         decay: decays.then_some((1.0 - lr * s.weight_decay) as f32),
                     };
-                    if adamw_fused(
-                        &consts,
-                        &mut p.value,
-                        g,
-                        &mut self.m[i],
-                        &mut self.v[i],
-                        &mut self.scratch,
-                    ) {
+                    if adamw_fused(&consts, &mut p.value, g, &mut self.m[i], &mut self.v[i], &mut self.scratch) {
                         continue;
                     }
                     let m_prev = match self.m[i].take() {
@@ -324,10 +313,7 @@ impl<D: Device<f32>> Optimizer<D> {
                         }
                         let step_dir = if s.momentum != 0.0 {
                             let buf = match self.m[i].take() {
-                                Some(b) => b
-                                    .into_dev(&dev, n)?
-                                    .try_mul(s.momentum as f32)?
-                                    .try_add(g)?,
+                                Some(b) => b.into_dev(&dev, n)?.try_mul(s.momentum as f32)?.try_add(g)?,
                                 None => g,
                             };
                             self.m[i] = Some(Moment::Dev(buf.clone()));
@@ -381,9 +367,7 @@ impl<D: Device<f32>> Optimizer<D> {
                              missing: &mut Vec<String>|
              -> Result<Option<Moment<D>>, String> {
                 match get(&key) {
-                    Some(data) if data.len() == n => {
-                        Ok(Some(Moment::Dev(dev.tensor_from_vec(data, (n,)))))
-                    }
+                    Some(data) if data.len() == n => Ok(Some(Moment::Dev(dev.tensor_from_vec(data, (n,))))),
                     Some(data) => Err(format!("`{key}` has {} values, expected {n}", data.len())),
                     None => {
                         missing.push(key);

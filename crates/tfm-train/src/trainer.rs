@@ -18,11 +18,11 @@ use tfm_runtime::ParamStore;
 use crate::checkpoint::{self, Checkpoint, CheckpointMeta};
 use crate::config::RunConfig;
 use crate::data::{DataSource, Split};
+use tfm_runtime::Batch;
 use crate::error::TrainError;
 use crate::logging::{CheckpointKind, EvalStats, Observer, StepStats};
 use crate::optim::{GradSet, Optimizer};
 use crate::rng::{derive_seed, Rng};
-use tfm_runtime::Batch;
 
 const STREAM_DATA: u64 = 1;
 const STREAM_DROPOUT: u64 = 2;

@@ -43,9 +43,7 @@ pub struct Vocab {
 
 impl PartialEq for Vocab {
     fn eq(&self, other: &Self) -> bool {
-        self.level == other.level
-            && self.lowercase == other.lowercase
-            && self.tokens == other.tokens
+        self.level == other.level && self.lowercase == other.lowercase && self.tokens == other.tokens
     }
 }
 
@@ -131,19 +129,11 @@ impl Vocab {
         let (built_from, index) = self.index();
         if *built_from != self.tokens.len() {
             // The token list grew or shrank after the index was built: scan instead.
-            return self
-                .tokens
-                .iter()
-                .position(|t| t == token)
-                .map(|i| i as u32);
+            return self.tokens.iter().position(|t| t == token).map(|i| i as u32);
         }
         match index.get(token) {
             Some(&i) if self.tokens.get(i as usize).map(String::as_str) == Some(token) => Some(i),
-            Some(_) => self
-                .tokens
-                .iter()
-                .position(|t| t == token)
-                .map(|i| i as u32),
+            Some(_) => self.tokens.iter().position(|t| t == token).map(|i| i as u32),
             None => None,
         }
     }
@@ -254,10 +244,7 @@ pub fn words(text: &str, lowercase: bool) -> Vec<String> {
 
 /// Tokens that attach to the word before them.
 fn closes(t: &str) -> bool {
-    matches!(
-        t,
-        "," | "." | "!" | "?" | ";" | ":" | ")" | "]" | "}" | "%" | "»" | "…" | "-"
-    )
+    matches!(t, "," | "." | "!" | "?" | ";" | ":" | ")" | "]" | "}" | "%" | "»" | "…" | "-")
 }
 
 /// Tokens that attach to the word after them.
@@ -298,10 +285,7 @@ mod tests {
     #[test]
     fn punctuation_is_split_off() {
         assert_eq!(w("Hello, world!"), s(&["hello", ",", "world", "!"]));
-        assert_eq!(
-            words("Hello, world!", false),
-            s(&["Hello", ",", "world", "!"])
-        );
+        assert_eq!(words("Hello, world!", false), s(&["Hello", ",", "world", "!"]));
         assert_eq!(w("Wait..."), s(&["wait", ".", ".", "."]));
     }
 
@@ -326,10 +310,7 @@ mod tests {
 
     #[test]
     fn numbers_keep_inner_separators() {
-        assert_eq!(
-            w("It costs 3.50, ok."),
-            s(&["it", "costs", "3.50", ",", "ok", "."])
-        );
+        assert_eq!(w("It costs 3.50, ok."), s(&["it", "costs", "3.50", ",", "ok", "."]));
         assert_eq!(w("1,000 men"), s(&["1,000", "men"]));
     }
 
@@ -353,13 +334,7 @@ mod tests {
         assert!(v.has_specials());
         let v2 = Vocab::build(["b a b", "c a b"].into_iter(), Level::Word, true, 2, None);
         assert_eq!(v2.tokens[5..], s(&["b", "a"]));
-        let v3 = Vocab::build(
-            ["b a b", "c a b"].into_iter(),
-            Level::Word,
-            true,
-            1,
-            Some(6),
-        );
+        let v3 = Vocab::build(["b a b", "c a b"].into_iter(), Level::Word, true, 1, Some(6));
         assert_eq!(v3.len(), 6);
         assert_eq!(v3.tokens[5], "b");
     }

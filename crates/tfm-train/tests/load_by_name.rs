@@ -139,15 +139,9 @@ fn loads_renamed_weights_and_reports_the_rest() {
     // The copied weights are the checkpoint's, bit for bit; the rest keep their values.
     assert_eq!(values(&tuned, "trunk.weight"), values(&base, "body.weight"));
     assert_eq!(values(&tuned, "trunk.bias"), values(&base, "body.bias"));
-    assert_ne!(
-        values(&before, "trunk.weight"),
-        values(&base, "body.weight")
-    );
+    assert_ne!(values(&before, "trunk.weight"), values(&base, "body.weight"));
     assert_eq!(values(&tuned, "tok.weight"), values(&before, "tok.weight"));
-    assert_eq!(
-        values(&tuned, "extra.weight"),
-        values(&before, "extra.weight")
-    );
+    assert_eq!(values(&tuned, "extra.weight"), values(&before, "extra.weight"));
 
     assert_eq!(
         report.to_string(),
@@ -172,13 +166,7 @@ fn same_spec_loads_everything() {
     let report = load_by_name(&mut again, &ck, &[]).expect("load");
     assert_eq!(
         report.loaded,
-        names(&[
-            "tok.weight",
-            "body.weight",
-            "body.bias",
-            "ln.weight",
-            "ln.bias"
-        ])
+        names(&["tok.weight", "body.weight", "body.bias", "ln.weight", "ln.bias"])
     );
     assert!(report.new.is_empty() && report.left.is_empty() && report.mismatched.is_empty());
     for p in &base.params {
@@ -200,10 +188,7 @@ fn loading_nothing_is_an_error_that_leaves_the_model_alone() {
         "{text}"
     );
     let hint = err.hint().expect("hint");
-    assert!(
-        hint.contains("`emb.weight`") && hint.contains("`body.bias`"),
-        "{hint}"
-    );
+    assert!(hint.contains("`emb.weight`") && hint.contains("`body.bias`"), "{hint}");
     assert!(!hint.contains("differ in shape"), "{hint}");
     assert_eq!(values(&other, "emb.weight"), before);
 

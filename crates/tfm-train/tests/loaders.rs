@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use tfm_train::loaders::{
-    digit_captions, holdout_by_key, read_idx_images, read_idx_labels, read_mnist, read_tsv_labeled,
-    read_tsv_pairs, stratified_split, zero_shot_caption, CAPTION_VARIANTS,
+    digit_captions, holdout_by_key, read_idx_images, read_idx_labels, read_mnist, read_tsv_labeled, read_tsv_pairs,
+    stratified_split, zero_shot_caption, CAPTION_VARIANTS,
 };
 use tfm_train::vocab::{detokenize, words, Level, Vocab, BOS, EOS, UNK};
 use tfm_train::TrainError;
@@ -39,10 +39,7 @@ fn eng_fra_has_76037_pairs_and_holdout_keeps_sentences_together() {
     assert_eq!(train.len() + test.len(), pairs.len());
     let held: HashSet<&str> = test.iter().map(|&i| keys[i]).collect();
     let kept: HashSet<&str> = train.iter().map(|&i| keys[i]).collect();
-    assert!(
-        held.is_disjoint(&kept),
-        "an English sentence is on both sides"
-    );
+    assert!(held.is_disjoint(&kept), "an English sentence is on both sides");
     // 49197 distinct English sentences (counted with `cut -f1 | sort -u | wc -l`); 5% of them.
     assert_eq!(held.len() + kept.len(), 49197);
     assert_eq!(held.len(), 2460);
@@ -60,66 +57,25 @@ fn eng_fra_lines_tokenize_as_expected() {
     assert_eq!(fr("Run!", 0), s(&["cours", "!"]));
     assert_eq!(fr("Wow!", 0), s(&["ça", "alors", "!"]));
     // `Je l’ai vu.`: typographic apostrophe, elision kept on the left.
-    assert!(pairs
-        .iter()
-        .any(|p| p == &("I saw it.".to_string(), "Je l’ai vu.".to_string())));
-    assert_eq!(
-        words("Je l’ai vu.", true),
-        s(&["je", "l'", "ai", "vu", "."])
-    );
+    assert!(pairs.iter().any(|p| p == &("I saw it.".to_string(), "Je l’ai vu.".to_string())));
+    assert_eq!(words("Je l’ai vu.", true), s(&["je", "l'", "ai", "vu", "."]));
     assert_eq!(words("Arrête-toi !", true), s(&["arrête", "-", "toi", "!"]));
     assert_eq!(words("I'm going.", true), s(&["i'", "m", "going", "."]));
     assert_eq!(words("J’y vais.", true), s(&["j'", "y", "vais", "."]));
-    assert_eq!(
-        words("C‘est une distraction.", true),
-        s(&["c'", "est", "une", "distraction", "."])
-    );
-    assert_eq!(
-        words("Qu'est-ce que c'est\u{00A0}?", true),
-        s(&["qu'", "est", "-", "ce", "que", "c'", "est", "?"])
-    );
-    assert_eq!(
-        words("Ton cœur bat.", false),
-        s(&["Ton", "cœur", "bat", "."])
-    );
-    assert_eq!(
-        detokenize(&s(&["je", "l'", "ai", "vu", "."])),
-        "je l'ai vu."
-    );
+    assert_eq!(words("C‘est une distraction.", true), s(&["c'", "est", "une", "distraction", "."]));
+    assert_eq!(words("Qu'est-ce que c'est\u{00A0}?", true), s(&["qu'", "est", "-", "ce", "que", "c'", "est", "?"]));
+    assert_eq!(words("Ton cœur bat.", false), s(&["Ton", "cœur", "bat", "."]));
+    assert_eq!(detokenize(&s(&["je", "l'", "ai", "vu", "."])), "je l'ai vu.");
     assert_eq!(detokenize(&s(&["arrête", "-", "toi", "!"])), "arrête-toi!");
 }
 
 #[test]
 fn eng_fra_word_vocabularies() {
     let pairs = read_tsv_pairs(&data_dir().join("eng-fra.tsv")).expect("eng-fra");
-    let en = Vocab::build(
-        pairs.iter().map(|p| p.0.as_str()),
-        Level::Word,
-        true,
-        1,
-        None,
-    );
-    let fr = Vocab::build(
-        pairs.iter().map(|p| p.1.as_str()),
-        Level::Word,
-        true,
-        1,
-        None,
-    );
-    let en2 = Vocab::build(
-        pairs.iter().map(|p| p.0.as_str()),
-        Level::Word,
-        true,
-        2,
-        None,
-    );
-    let fr2 = Vocab::build(
-        pairs.iter().map(|p| p.1.as_str()),
-        Level::Word,
-        true,
-        2,
-        None,
-    );
+    let en = Vocab::build(pairs.iter().map(|p| p.0.as_str()), Level::Word, true, 1, None);
+    let fr = Vocab::build(pairs.iter().map(|p| p.1.as_str()), Level::Word, true, 1, None);
+    let en2 = Vocab::build(pairs.iter().map(|p| p.0.as_str()), Level::Word, true, 2, None);
+    let fr2 = Vocab::build(pairs.iter().map(|p| p.1.as_str()), Level::Word, true, 2, None);
     println!(
         "eng-fra lowercase words: english {} distinct, {} with count >= 2; french {} distinct, {} with count >= 2",
         en.len() - 5,
@@ -136,39 +92,20 @@ fn eng_fra_word_vocabularies() {
     let line = "Je l’ai vu.";
     let ids = fr.encode(line);
     assert!(!ids.contains(&UNK));
-    assert_eq!(
-        fr.decode(&[&[BOS][..], &ids, &[EOS][..]].concat()),
-        "je l'ai vu."
-    );
+    assert_eq!(fr.decode(&[&[BOS][..], &ids, &[EOS][..]].concat()), "je l'ai vu.");
     assert_eq!(en2.encode("zyzzyva")[0], UNK);
 }
 
 #[test]
 fn char_vocabularies_of_sms_and_shakespeare() {
     let sms = read_tsv_labeled(&data_dir().join("sms_spam_collection.tsv")).expect("sms");
-    let shakespeare =
-        std::fs::read_to_string(data_dir().join("tinyshakespeare.txt")).expect("shakespeare");
-    let shk = Vocab::build(
-        std::iter::once(shakespeare.as_str()),
-        Level::Char,
-        false,
-        1,
-        None,
-    );
+    let shakespeare = std::fs::read_to_string(data_dir().join("tinyshakespeare.txt")).expect("shakespeare");
+    let shk = Vocab::build(std::iter::once(shakespeare.as_str()), Level::Char, false, 1, None);
     // README: 65 distinct characters, plus the 5 specials.
     assert_eq!(shk.len(), 70);
-    let texts = sms
-        .iter()
-        .map(|p| p.1.as_str())
-        .chain(std::iter::once(shakespeare.as_str()));
+    let texts = sms.iter().map(|p| p.1.as_str()).chain(std::iter::once(shakespeare.as_str()));
     let both = Vocab::build(texts, Level::Char, false, 1, None);
-    let sms_only = Vocab::build(
-        sms.iter().map(|p| p.1.as_str()),
-        Level::Char,
-        false,
-        1,
-        None,
-    );
+    let sms_only = Vocab::build(sms.iter().map(|p| p.1.as_str()), Level::Char, false, 1, None);
     println!(
         "char vocab (no lowercasing, specials excluded): sms {}, shakespeare {}, combined {}",
         sms_only.len() - 5,
@@ -178,10 +115,7 @@ fn char_vocabularies_of_sms_and_shakespeare() {
     // Distinct characters counted with a separate script: 116 in the messages, 117 together.
     assert_eq!(sms_only.len() - 5, 116);
     assert_eq!(both.len() - 5, 117);
-    assert_eq!(
-        both.decode(&both.encode("To be, or not to be")),
-        "To be, or not to be"
-    );
+    assert_eq!(both.decode(&both.encode("To be, or not to be")), "To be, or not to be");
 }
 
 #[test]
@@ -235,10 +169,7 @@ fn mnist_train_and_test() {
 
     let (test_images, test_labels) = read_mnist(&dir, "test").expect("test");
     assert_eq!(test_images.n, 10000);
-    assert_eq!(
-        label_counts(&test_labels),
-        [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-    );
+    assert_eq!(label_counts(&test_labels), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]);
     assert_eq!(test_labels[0], 7);
 
     let digits: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
@@ -246,17 +177,11 @@ fn mnist_train_and_test() {
     assert_eq!(train.len() + held.len(), 60000);
     let held_counts = label_counts(&held.iter().map(|&i| labels[i]).collect::<Vec<u8>>());
     for (c, &n) in label_counts(&labels).iter().enumerate() {
-        assert!(
-            (held_counts[c] as f64 - n as f64 * 0.1).abs() <= 1.0,
-            "class {c}"
-        );
+        assert!((held_counts[c] as f64 - n as f64 * 0.1).abs() <= 1.0, "class {c}");
     }
 
     let e = read_mnist(&dir, "validation").expect_err("bad split");
-    assert_eq!(
-        e.to_string(),
-        "expected MNIST split `train` or `test`, found `validation`"
-    );
+    assert_eq!(e.to_string(), "expected MNIST split `train` or `test`, found `validation`");
     let e = read_mnist(&data_dir(), "train").expect_err("wrong dir");
     assert!(
         e.to_string()
@@ -267,9 +192,7 @@ fn mnist_train_and_test() {
 
 #[test]
 fn captions() {
-    let all: Vec<String> = (0..CAPTION_VARIANTS)
-        .map(|v| digit_captions(7, v))
-        .collect();
+    let all: Vec<String> = (0..CAPTION_VARIANTS).map(|v| digit_captions(7, v)).collect();
     const { assert!(CAPTION_VARIANTS >= 8) };
     assert_eq!(all.iter().collect::<HashSet<_>>().len(), CAPTION_VARIANTS);
     assert!(all.contains(&"a handwritten seven".to_string()));
@@ -294,21 +217,13 @@ fn render(path: &Path) -> String {
     } else if name.starts_with("labeled_") {
         read_tsv_labeled(path).map(|v| format!("{v:?}"))
     } else if name.starts_with("images_") {
-        read_idx_images(path).map(|im| {
-            format!(
-                "n={} rows={} cols={} pixels={:?}",
-                im.n, im.rows, im.cols, im.pixels
-            )
-        })
+        read_idx_images(path).map(|im| format!("n={} rows={} cols={} pixels={:?}", im.n, im.rows, im.cols, im.pixels))
     } else if name.starts_with("labels_") {
         read_idx_labels(path).map(|v| format!("{v:?}"))
     } else {
         return format!("unknown fixture kind: {name}");
     };
-    let dir = path
-        .parent()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
+    let dir = path.parent().map(|p| p.display().to_string()).unwrap_or_default();
     match result {
         Ok(v) => format!("ok\n{v}\n"),
         Err(e) => {
@@ -317,10 +232,7 @@ fn render(path: &Path) -> String {
                 TrainError::DataAt { line, .. } => format!("line: {line}\n"),
                 _ => String::new(),
             };
-            format!(
-                "error: {msg}\n{line}hint: {}\n",
-                e.hint().unwrap_or_default()
-            )
+            format!("error: {msg}\n{line}hint: {}\n", e.hint().unwrap_or_default())
         }
     }
 }

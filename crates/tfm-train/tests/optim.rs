@@ -125,21 +125,9 @@ fn decay_all_decays_parameters_marked_no_decay() {
 #[test]
 fn decay_matrices_decays_every_weight_of_two_or_more_dims() {
     let dev = Cpu::default();
-    let mut s = store(
-        &dev,
-        &[
-            ("emb", vec![1.0], true, false),
-            ("b", vec![1.0], true, false),
-        ],
-    );
+    let mut s = store(&dev, &[("emb", vec![1.0], true, false), ("b", vec![1.0], true, false)]);
     s.params[0].shape = vec![1, 1];
-    let mut opt = Optimizer::new(
-        OptimSettings {
-            decay_matrices: true,
-            ..adamw(0.1)
-        },
-        &s,
-    );
+    let mut opt = Optimizer::new(OptimSettings { decay_matrices: true, ..adamw(0.1) }, &s);
     {
         let g = grads(&s, &[vec![0.5], vec![0.5]]);
         opt.update(&mut s, &g, 0.1)

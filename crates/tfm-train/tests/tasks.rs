@@ -15,19 +15,13 @@ use tfm_train::vocab;
 use tfm_train::TrainError;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/tasks")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tasks").join(name)
 }
 
 fn model(text: &str) -> tfm_ir::Model {
     let mut sources = SourceMap::new();
     let checked = check_source("t.tfm", text, &CheckOptions::default(), &mut sources);
-    assert!(
-        checked.diagnostics.iter().all(|d| !d.is_error()),
-        "{:?}",
-        checked.diagnostics
-    );
+    assert!(checked.diagnostics.iter().all(|d| !d.is_error()), "{:?}", checked.diagnostics);
     checked.models.into_iter().next().expect("a model").model
 }
 
@@ -58,18 +52,11 @@ model c {
 
 #[test]
 fn classify_batches_start_with_bos_pad_to_the_longest_and_carry_labels() {
-    let mut t = TaskData::load(&config(
-        TaskKind::Classify,
-        fixture("labels.tsv"),
-        TokenizerKind::Byte,
-    ))
-    .expect("loads");
+    let mut t = TaskData::load(&config(TaskKind::Classify, fixture("labels.tsv"), TokenizerKind::Byte)).expect("loads");
     // Classes are the sorted distinct labels.
     assert_eq!(t.classes, vec!["ham".to_string(), "spam".to_string()]);
     t.bind(&model(CLASSIFIER)).expect("binds");
-    let TaskBody::Classify { train, test } = &t.body else {
-        panic!("classify body")
-    };
+    let TaskBody::Classify { train, test } = &t.body else { panic!("classify body") };
     // 10 lines, 7 ham and 3 spam; 20% stratified: round(7 * 0.2) = 1 ham, round(3 * 0.2) = 1 spam.
     assert_eq!((train.len(), test.len()), (8, 2));
     assert_eq!(test.iter().filter(|x| x.label == 1).count(), 1);
@@ -85,16 +72,10 @@ fn classify_batches_start_with_bos_pad_to_the_longest_and_carry_labels() {
         let t = text_of(&x.ids);
         assert!(lines.iter().any(|&(l, m)| m == t && l == x.label), "{t}");
     }
-    let i_short = (0..train.len())
-        .min_by_key(|&i| train[i].ids.len())
-        .expect("examples");
-    let i_long = (0..train.len())
-        .max_by_key(|&i| train[i].ids.len())
-        .expect("examples");
+    let i_short = (0..train.len()).min_by_key(|&i| train[i].ids.len()).expect("examples");
+    let i_long = (0..train.len()).max_by_key(|&i| train[i].ids.len()).expect("examples");
     let (short, long) = (text_of(&train[i_short].ids), text_of(&train[i_long].ids));
-    let drawn = t
-        .batch_of(Split::Train, &[i_short, i_long], 128, &mut Rng::new(1))
-        .expect("batch");
+    let drawn = t.batch_of(Split::Train, &[i_short, i_long], 128, &mut Rng::new(1)).expect("batch");
     let (shape, tok) = i64s(&drawn.batch.inputs[0]);
     // [BOS] + the longest message; the short row is padded with [PAD] = 0.
     let w = long.len() + 1;
@@ -106,15 +87,10 @@ fn classify_batches_start_with_bos_pad_to_the_longest_and_carry_labels() {
     assert_eq!(&tok[w + 1..2 * w], expect.as_slice());
     let (lshape, labels) = i64s(&drawn.batch.inputs[1]);
     assert_eq!(lshape, &[2]);
-    assert_eq!(
-        labels,
-        &[train[i_short].label as i64, train[i_long].label as i64]
-    );
+    assert_eq!(labels, &[train[i_short].label as i64, train[i_long].label as i64]);
     assert_eq!(drawn.units, 2);
     // A context of 5 cuts the long message to [BOS] + 4 bytes.
-    let cut = t
-        .batch_of(Split::Train, &[i_long], 5, &mut Rng::new(1))
-        .expect("batch");
+    let cut = t.batch_of(Split::Train, &[i_long], 5, &mut Rng::new(1)).expect("batch");
     let (shape, tok) = i64s(&cut.batch.inputs[0]);
     assert_eq!(shape, &[1, 5]);
     assert_eq!(&tok[1..], &expect[..4]);
@@ -122,21 +98,11 @@ fn classify_batches_start_with_bos_pad_to_the_longest_and_carry_labels() {
 
 #[test]
 fn a_classifier_with_too_few_outputs_is_refused_at_the_logits_line() {
-    let mut t = TaskData::load(&config(
-        TaskKind::Classify,
-        fixture("labels.tsv"),
-        TokenizerKind::Byte,
-    ))
-    .expect("loads");
+    let mut t = TaskData::load(&config(TaskKind::Classify, fixture("labels.tsv"), TokenizerKind::Byte)).expect("loads");
     let one = CLASSIFIER.replace("linear(4, 2)", "linear(4, 1)");
     let e = t.bind(&model(&one)).expect_err("2 classes, 1 output");
-    let TrainError::SpecMismatch { message, span, .. } = &e else {
-        panic!("{e:?}")
-    };
-    assert!(
-        message.contains("at least 2 outputs, one per class of the data (ham, spam), found 1"),
-        "{message}"
-    );
+    let TrainError::SpecMismatch { message, span, .. } = &e else { panic!("{e:?}") };
+    assert!(message.contains("at least 2 outputs, one per class of the data (ham, spam), found 1"), "{message}");
     // The span is the `logits` line of the spec.
     let line = &one[span.start as usize..span.end as usize];
     assert!(line.contains("head(first(tok(tokens)))"), "{line}");
@@ -144,28 +110,11 @@ fn a_classifier_with_too_few_outputs_is_refused_at_the_logits_line() {
 
 #[test]
 fn an_input_the_task_does_not_provide_names_the_spec_line() {
-    let mut t = TaskData::load(&config(
-        TaskKind::Classify,
-        fixture("labels.tsv"),
-        TokenizerKind::Byte,
-    ))
-    .expect("loads");
-    let odd = CLASSIFIER
-        .replace("input labels: i64[B]", "input weights: i64[B]")
-        .replace("logits, labels", "logits, weights");
+    let mut t = TaskData::load(&config(TaskKind::Classify, fixture("labels.tsv"), TokenizerKind::Byte)).expect("loads");
+    let odd = CLASSIFIER.replace("input labels: i64[B]", "input weights: i64[B]").replace("logits, labels", "logits, weights");
     let e = t.bind(&model(&odd)).expect_err("no `weights` tensor");
-    assert!(
-        e.to_string()
-            .contains("no tensor for the model input `weights`"),
-        "{e}"
-    );
-    assert!(
-        e.hint()
-            .unwrap_or_default()
-            .contains("`tokens`, `segments`, `labels`"),
-        "{:?}",
-        e.hint()
-    );
+    assert!(e.to_string().contains("no tensor for the model input `weights`"), "{e}");
+    assert!(e.hint().unwrap_or_default().contains("`tokens`, `segments`, `labels`"), "{:?}", e.hint());
 }
 
 const SEQ2SEQ: &str = "
@@ -180,22 +129,11 @@ model s {
 
 #[test]
 fn translate_batches_teacher_force_with_bos_and_score_eos() {
-    let mut c = config(
-        TaskKind::Translate,
-        fixture("pairs.tsv"),
-        TokenizerKind::Word,
-    );
+    let mut c = config(TaskKind::Translate, fixture("pairs.tsv"), TokenizerKind::Word);
     c.data.test_fraction = Some(0.2);
     let mut t = TaskData::load(&c).expect("loads");
     t.bind(&model(SEQ2SEQ)).expect("binds");
-    let TaskBody::Translate {
-        train,
-        test,
-        test_sentences,
-    } = &t.body
-    else {
-        panic!("translate body")
-    };
+    let TaskBody::Translate { train, test, test_sentences } = &t.body else { panic!("translate body") };
     // 7 distinct English sentences; round(7 * 0.2) = 1 held out with all its translations.
     assert_eq!(test_sentences.len(), 1);
     assert_eq!(test.len(), test_sentences[0].references.len());
@@ -206,17 +144,9 @@ fn translate_batches_teacher_force_with_bos_and_score_eos() {
     let v = t.vocab().expect("a word vocabulary").clone();
     // Build a batch from one pair by hand: source words + EOS; decoder input BOS + target;
     // labels target + EOS, -100 on padding.
-    let i = train
-        .iter()
-        .position(|p| p.tgt.len() == 3)
-        .expect("a three-word target");
-    let j = train
-        .iter()
-        .position(|p| p.tgt.len() == 2)
-        .expect("a two-word target");
-    let drawn = t
-        .batch_of(Split::Train, &[i, j], 32, &mut Rng::new(3))
-        .expect("batch");
+    let i = train.iter().position(|p| p.tgt.len() == 3).expect("a three-word target");
+    let j = train.iter().position(|p| p.tgt.len() == 2).expect("a two-word target");
+    let drawn = t.batch_of(Split::Train, &[i, j], 32, &mut Rng::new(3)).expect("batch");
     let (sshape, src) = i64s(&drawn.batch.inputs[0]);
     let (tshape, tgt) = i64s(&drawn.batch.inputs[1]);
     let (_, lab) = i64s(drawn.batch.targets.as_ref().expect("targets"));
@@ -235,10 +165,7 @@ fn translate_batches_teacher_force_with_bos_and_score_eos() {
     // Scored tokens: 4 + 3.
     assert_eq!(drawn.units, 7);
     // The vocabulary splits punctuation and keeps the elided article: `à l'aide !`.
-    assert_eq!(
-        vocab::words("À l'aide !", true),
-        vec!["à", "l'", "aide", "!"]
-    );
+    assert_eq!(vocab::words("À l'aide !", true), vec!["à", "l'", "aide", "!"]);
     // `!` ends most targets: it is in the vocabulary built from the training split.
     assert!(v.id("!").is_some());
 }
@@ -247,9 +174,7 @@ fn translate_batches_teacher_force_with_bos_and_score_eos() {
 fn masked_lm_masks_about_fifteen_percent_and_scores_only_masked_positions() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("corpus.txt");
-    let text: String = (0..4000)
-        .map(|i| (b'a' + (i * 7 % 26) as u8) as char)
-        .collect();
+    let text: String = (0..4000).map(|i| (b'a' + (i * 7 % 26) as u8) as char).collect();
     std::fs::write(&path, &text).expect("write");
     let mut c = config(TaskKind::MaskedLm, path, TokenizerKind::Byte);
     c.data.val_fraction = 0.1;

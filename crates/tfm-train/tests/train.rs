@@ -15,7 +15,8 @@ use tfm_train::config::TokenizerKind;
 use tfm_train::logging::{CheckpointKind, NullObserver, Observer, Recorder, StepStats};
 use tfm_train::runtime::greedy_generate;
 use tfm_train::{
-    train, DataSource, ParamStore, RunConfig, TextData, TrainError, TrainModel, TrainOptions,
+    train, DataSource, ParamStore, RunConfig, TextData, TrainError, TrainModel,
+    TrainOptions,
 };
 
 const HASH: &str = "0123abcd";
