@@ -55,10 +55,29 @@ fn run_cuda(_seed: u64, _job: impl DeviceJob) -> u8 {
 #[cfg(feature = "cuda")]
 fn run_cuda(seed: u64, job: impl DeviceJob) -> u8 {
     match tfm_runtime::device::cuda_device(seed) {
-        Ok(dev) => job.run(dev),
+        Ok(dev) => run_guarded(move || job.run(dev)),
         Err(message) => {
             eprintln!("error: {message}");
             eprintln!("  = help: run on the CPU with `--device cpu`");
+            FAILED
+        }
+    }
+}
+
+/// Runs a CUDA job, turning a panic inside dfdx or cudarc (some of their allocations and copies
+/// unwrap the driver's result) into an error message and exit code 1. Checkpoints already
+/// written stay as they are: they are renamed into place only when complete.
+#[cfg(feature = "cuda")]
+fn run_guarded(f: impl FnOnce() -> u8) -> u8 {
+    match tfm_runtime::device::quietly(f) {
+        Ok(code) => code,
+        Err(what) => {
+            eprintln!("error: the CUDA back end failed: {what}");
+            if what.contains("OUT_OF_MEMORY") {
+                eprintln!("  = help: the GPU ran out of memory; lower the batch (`--batch`) or the context, or train a smaller model");
+            } else {
+                eprintln!("  = help: the last checkpoint written is intact; `--resume` continues from it, or run on the CPU with `--device cpu`");
+            }
             FAILED
         }
     }

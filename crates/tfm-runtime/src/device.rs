@@ -40,22 +40,27 @@ pub fn check_driver() -> Result<(), String> {
 #[cfg(feature = "cuda")]
 pub fn cuda_device(seed: u64) -> Result<dfdx::prelude::Cuda, String> {
     check_driver()?;
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let built = std::panic::catch_unwind(|| dfdx::prelude::Cuda::try_build(0, seed));
-    std::panic::set_hook(previous);
-    match built {
+    match quietly(|| dfdx::prelude::Cuda::try_build(0, seed)) {
         Ok(Ok(dev)) => Ok(dev),
         Ok(Err(e)) => Err(format!("no CUDA device found: {e:?}")),
-        Err(payload) => {
-            let what = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "the CUDA driver could not be initialised".to_string());
-            Err(format!("no CUDA device found: {what}"))
-        }
+        Err(what) => Err(format!("no CUDA device found: {what}")),
     }
+}
+
+/// Runs `f`, turning a panic into its message (nothing printed): for calls into dfdx and cudarc,
+/// which unwrap some driver results instead of returning them.
+pub fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(previous);
+    out.map_err(|payload| {
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "a panic without a message".to_string())
+    })
 }
 
 /// `(free, total)` bytes of the current GPU, as the driver counts them.
@@ -106,6 +111,13 @@ pub fn check_fits(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panic_becomes_its_message() {
+        assert_eq!(quietly(|| 7), Ok(7));
+        assert_eq!(quietly(|| -> u8 { panic!("driver said {}", "no") }), Err("driver said no".to_string()));
+        assert_eq!(quietly(|| -> u8 { panic!("static") }), Err("static".to_string()));
+    }
 
     #[test]
     fn a_run_that_cannot_fit_is_refused_with_what_to_change() {
