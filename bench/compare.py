@@ -99,6 +99,22 @@ def measure_peak(args: argparse.Namespace, python: str) -> float:
     return float(res["gflops"])
 
 
+def best_of(sides: list[tuple[str, list[str]]], reps: int) -> dict[str, dict]:
+    """Runs every side once per repetition, in reverse order on odd ones (so neither side always
+    runs on a warmer or cooler machine), and keeps each side's fastest result (lowest median)."""
+    best: dict[str, dict] = {}
+    for rep in range(reps):
+        for label, cmd in (sides if rep % 2 == 0 else list(reversed(sides))):
+            try:
+                res = run_json(cmd)
+            except RuntimeError as e:
+                log(str(e))
+                continue
+            if label not in best or res["ms_per_step"] < best[label]["ms_per_step"]:
+                best[label] = res
+    return best
+
+
 def fmt(x, digits=1):
     return "-" if x is None else f"{x:,.{digits}f}"
 
@@ -124,22 +140,10 @@ def train_mode(args: argparse.Namespace) -> None:
             steps = args.steps
         common = ["--config", cfg, "--warmup", str(warmup), "--steps", str(steps),
                   "--threads", str(args.threads), "--peak-gflops", f"{peak:.3f}"]
-        best: dict[str, dict] = {}
-        for rep in range(args.reps):
-            pin = pin_prefix(args)
-            script = TORCH_MODELS_SCRIPT if cfg in NON_GPT else TORCH_SCRIPT
-            sides = [("tfm", [*pin, str(tfm_bin), *common]),
-                     ("pytorch", [*pin, python, str(script), *common, "--attn", args.attn])]
-            if rep % 2 == 1:
-                sides.reverse()
-            for side, cmd in sides:
-                try:
-                    res = run_json(cmd)
-                except RuntimeError as e:
-                    log(str(e))
-                    continue
-                if side not in best or res["ms_per_step"] < best[side]["ms_per_step"]:
-                    best[side] = res
+        pin = pin_prefix(args)
+        script = TORCH_MODELS_SCRIPT if cfg in NON_GPT else TORCH_SCRIPT
+        best = best_of([("tfm", [*pin, str(tfm_bin), *common]),
+                        ("pytorch", [*pin, python, str(script), *common, "--attn", args.attn])], args.reps)
         results[cfg] = best
         for side, res in best.items():
             log(json.dumps(res))
@@ -286,18 +290,9 @@ def gpu_mode(args: argparse.Namespace) -> None:
                                        "--compile"]),
              ("torch.compile (bf16 autocast)", [python, str(TORCH_SCRIPT), *common, "--device", "cuda",
                                                 "--attn", "sdpa", "--compile", "--dtype", "bf16"])]
-    best: dict[str, dict] = {}
-    for rep in range(args.reps):
-        order = sides if rep % 2 == 0 else list(reversed(sides))
-        for label, cmd in order:
-            try:
-                res = run_json(cmd)
-            except RuntimeError as e:
-                log(str(e))
-                continue
-            log(json.dumps(res))
-            if label not in best or res["ms_per_step"] < best[label]["ms_per_step"]:
-                best[label] = res
+    best = best_of(sides, args.reps)
+    for res in best.values():
+        log(json.dumps(res))
     gpu = next((r["gpu"] for r in best.values() if r.get("gpu")), "unknown GPU")
     print(f"GPU: {gpu}; configuration {args.config}; best of {args.reps} alternating repetitions, "
           f"{steps} timed steps each.")
