@@ -128,3 +128,34 @@ fn the_yaml_written_to_checkpoints_reads_back() {
     let back = RunConfig::from_yaml_str(&cfg.to_yaml()).expect("round trip");
     assert_eq!(back, cfg);
 }
+
+#[test]
+fn every_example_run_config_loads_and_names_an_existing_spec() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&examples).expect("examples/") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let cfg = RunConfig::from_file(&path).unwrap_or_else(|e| panic!("{}: {}", path.display(), e.message));
+        assert!(cfg.spec.is_file(), "{}: spec {} does not exist", path.display(), cfg.spec.display());
+        seen += 1;
+    }
+    assert!(seen >= 9, "expected the example run configs, found {seen}");
+}
+
+#[test]
+fn the_gpu_shakespeare_config_is_nanogpts_gpu_run() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shakespeare_char_gpu.yaml");
+    let cfg = RunConfig::from_file(&path).expect("loads");
+    assert_eq!((cfg.batch_size, cfg.context, cfg.steps), (64, 256, 5000));
+    for (k, v) in [("layers", 6.0), ("heads", 6.0), ("d_model", 384.0), ("context", 256.0), ("dropout", 0.2)] {
+        let got = match cfg.set.get(k) {
+            Some(SetValue::Int(i)) => *i as f64,
+            Some(SetValue::Float(f)) => *f,
+            other => panic!("set.{k}: expected a number, found {other:?}"),
+        };
+        assert_eq!(got, v, "set.{k}");
+    }
+}
