@@ -610,10 +610,10 @@ pub mod generic {
         if p <= 0.0 {
             return Ok(x.clone());
         }
-        // one multiplier per element (0, or 1 / (1 - p) where kept), drawn as the fused kernels
-        // draw their mask; an index gather would send twice the bytes and a concatenation
-        let s = 1.0 / (1.0 - p);
-        let scale: Vec<f32> = cx.rng.keep_mask(x.numel(), p).into_iter().map(|k| if k { s } else { 0.0 }).collect();
+        // one multiplier per element (0, or 1 / (1 - p) where kept), drawn on all host threads
+        // (attention dropout draws B H T S of them per layer); an index gather would send twice
+        // the bytes and a concatenation
+        let scale = cx.rng.keep_scales(x.numel(), p, 1.0 / (1.0 - p));
         let m = cx.constant(scale, x.shape.clone())?;
         Ok(cx.zip(x, &m, |x, m| x * m))
     }

@@ -878,3 +878,20 @@ fn tiny_gpt_learns_a_pattern_with_sgd() {
     assert!((first - 8f32.ln()).abs() < 0.1, "initial loss {first}");
     assert!(last < 0.5 * first, "loss {first} -> {last}");
 }
+
+#[test]
+fn dropout_scales_depend_on_the_seed_alone() {
+    let draw = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+        pool.install(|| crate::value::Rng::new(42).keep_scales(300_001, 0.2, 1.25))
+    };
+    let (one, two) = (draw(1), draw(2));
+    assert_eq!(one, two, "the multipliers must not depend on the thread count");
+    assert!(one.iter().all(|&v| v == 0.0 || v == 1.25));
+    let kept = one.iter().filter(|&&v| v > 0.0).count() as f64 / one.len() as f64;
+    // binomial standard deviation at n = 300k is 0.0007
+    assert!((kept - 0.8).abs() < 0.004, "kept {kept}");
+    assert_ne!(crate::value::Rng::new(43).keep_scales(1000, 0.2, 1.25), one[..1000].to_vec());
+    // blocks are not copies of each other
+    assert_ne!(one[..1000], one[65_536..66_536]);
+}

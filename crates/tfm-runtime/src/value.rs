@@ -160,6 +160,23 @@ impl Rng {
     pub fn keep_mask(&mut self, n: usize, p: f32) -> Vec<bool> {
         (0..n).map(|_| self.uniform() >= p).collect()
     }
+
+    /// Inverted-dropout multipliers for `n` elements: `scale` with probability `1 - p`, else 0.
+    /// Drawn in parallel: one draw from this generator seeds a stream per block of elements, so
+    /// the result depends on the seed alone, not on the number of threads.
+    pub fn keep_scales(&mut self, n: usize, p: f32, scale: f32) -> Vec<f32> {
+        use rayon::prelude::*;
+        const BLOCK: usize = 1 << 16;
+        let base = self.next_u64();
+        let mut out = vec![0.0f32; n];
+        out.par_chunks_mut(BLOCK).enumerate().for_each(|(i, chunk)| {
+            let mut r = Rng::new(base ^ (i as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
+            for v in chunk {
+                *v = if r.uniform() >= p { scale } else { 0.0 };
+            }
+        });
+        out
+    }
 }
 
 /// Per-run state: the device, the one tape all ops record into, dropout on/off and its rng.
