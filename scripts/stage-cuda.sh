@@ -54,20 +54,12 @@ for line in sys.stdin:
   mapfile -t found < <(cargo test --release -p tfm-runtime --features cuda --no-run \
       --message-format=json-render-diagnostics | list_exes)
   BINS+=("${found[@]}")
-  if cargo metadata --no-deps --format-version 1 | grep -q '"name":"tfm-cli"'; then
-    if grep -q '^cuda *=' crates/tfm-cli/Cargo.toml 2>/dev/null; then
-      log "building the tfm CLI (release, --features cuda)"
-      mapfile -t found < <(cargo build --release -p tfm-cli --features cuda \
-          --message-format=json-render-diagnostics | list_exes)
-      BINS+=("${found[@]}")
-      log "building the benchmark harness (release, --features cuda)"
-      mapfile -t found < <(cargo build --release -p tfm-bench --features cuda \
-          --message-format=json-render-diagnostics | list_exes)
-      BINS+=("${found[@]}")
-    else
-      log "tfm-cli has no cuda feature yet: not staged"
-    fi
-  fi
+  log "building the tfm CLI and the benchmark harness (release, --features cuda)"
+  for pkg in tfm-cli tfm-bench; do
+    mapfile -t found < <(cargo build --release -p "$pkg" --features cuda \
+        --message-format=json-render-diagnostics | list_exes)
+    BINS+=("${found[@]}")
+  done
 fi
 [ ${#BINS[@]} -gt 0 ] || die "no binaries to stage; hint: pass binary paths or --build"
 # cargo reports an example again when `cargo test` rebuilds it: stage each path once.

@@ -1,6 +1,6 @@
 //! The `tfm-bench` binary: builds a model (a GPT, a ViT or an encoder-decoder) from a `.tfm`
-//! spec, times training steps on the CPU (or, built with `--features cuda`, on a GPU) and prints one JSON line of results (the same
-//! fields as `bench/torch_gpt.py` and `bench/torch_models.py`).
+//! spec, times training steps on the CPU (or, built with `--features cuda`, on a GPU) and prints
+//! one JSON line of results (the same fields as `bench/torch_gpt.py` and `bench/torch_models.py`).
 
 mod step;
 
@@ -220,7 +220,7 @@ fn time_steps<D: Backend>(args: &Args, built: &Built, dev: D) -> Result<String, 
         "first_loss": first_loss,
         "last_loss": last_loss,
         "peak_rss_mib": peak_rss_mib(),
-        "gpu_mem_used_mib": gpu_memory_used_mib(args.device),
+        "gpu_mem_used_mib": trainer.device_memory_used_mib(),
         "loadavg_1m": loadavg_1m(),
     });
     if let Some(obj) = out.as_object_mut() {
@@ -244,16 +244,4 @@ fn time_steps<D: Backend>(args: &Args, built: &Built, dev: D) -> Result<String, 
 /// The one-minute load average, where the platform reports it (to judge a shared machine).
 fn loadavg_1m() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
-}
-
-/// The GPU memory in use after the timed steps (dfdx keeps freed buffers for reuse, so this is
-/// the run's high-water mark plus the CUDA context), as the driver counts it.
-fn gpu_memory_used_mib(device: DeviceArg) -> Option<f64> {
-    match device {
-        DeviceArg::Cpu => None,
-        #[cfg(feature = "cuda")]
-        DeviceArg::Cuda => tfm_runtime::device::gpu_memory_used_mib(),
-        #[cfg(not(feature = "cuda"))]
-        DeviceArg::Cuda => None,
-    }
 }

@@ -55,6 +55,14 @@ impl<D: Backend> Trainer<D> {
         self.store.num_trainable()
     }
 
+    /// Device memory in use after the steps, in MiB, as the driver counts it, on a device with
+    /// its own memory (dfdx keeps freed buffers for reuse, so this is the run's high-water mark
+    /// plus the CUDA context).
+    pub fn device_memory_used_mib(&self) -> Option<f64> {
+        let (free, total) = self.rt.device().memory_info()?;
+        Some(total.saturating_sub(free) as f64 / (1024.0 * 1024.0))
+    }
+
     /// Runs training step `i` (forward, backward, AdamW update) and returns its loss.
     pub fn step(&mut self, i: usize) -> Result<f32, String> {
         let batch = &self.batches[i % self.batches.len()];

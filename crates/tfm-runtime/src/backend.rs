@@ -364,9 +364,8 @@ pub mod generic {
     ) -> R<FT<D>> {
         let (b, t, s, h, hd) = (c.b, c.t, c.s, c.heads, c.hd);
         let group = h / c.kv_heads.max(1);
-        let aligned = |x: &Cols<D>| hd > 0 && x.off % hd == 0 && x.width % hd == 0 && x.row_stride() % hd == 0;
-        if !(aligned(&q) && aligned(&k) && aligned(&v)) {
-            return attention_core_gathered(cx, q, k, v, c, mask, bias);
+        for x in [&q, &k, &v] {
+            on_head_boundaries(x, hd)?;
         }
         type S4 = (usize, usize, usize, usize);
         let qh = split_heads(cx, q, b * t, h, hd, 1)?;
@@ -408,6 +407,20 @@ pub mod generic {
         Ok(cx.keep(o, vec![b, t, h * hd]))
     }
 
+    /// Attention reads whole heads: the executor's projections are `heads x hd` wide, so columns
+    /// start and end on head boundaries (and the checker keeps `hd` at least 1).
+    fn on_head_boundaries<D: Device<f32>>(x: &Cols<D>, hd: usize) -> R<()> {
+        if hd == 0 || x.off % hd != 0 || x.width % hd != 0 || x.row_stride() % hd != 0 {
+            return Err(run_err(format!(
+                "internal: attention columns {}..{} of width {} do not fall on heads of {hd}",
+                x.off,
+                x.off + x.width,
+                x.row_stride()
+            )));
+        }
+        Ok(())
+    }
+
     /// `[rows, heads, hd]`: head `j` of each row is head `first + j / group` of the columns `c`
     /// (grouped keys and values are repeated for their query heads). Free when the columns are
     /// exactly the heads in order.
@@ -423,93 +436,13 @@ pub mod generic {
         Ok(cx.keep(y, vec![rows, heads, hd]))
     }
 
-    /// The attention core by index gathers built on the host: for columns that do not fall on
-    /// head boundaries (never the case for the projections the executor builds).
-    fn attention_core_gathered<D: Device<f32>, T: Tape<f32, D>>(
-        cx: &mut Ctx<D, T>,
-        q: Cols<D>,
-        k: Cols<D>,
-        v: Cols<D>,
-        c: CoreCfg,
-        mask: Option<&BT>,
-        bias: Option<&FT<D>>,
-    ) -> R<FT<D>> {
-        let (b, t, s, h, hd) = (c.b, c.t, c.s, c.heads, c.hd);
-        let group = h / c.kv_heads.max(1);
-        let (wq, wk, wv) = (q.row_stride(), k.row_stride(), v.row_stride());
-        let mut iq = Vec::with_capacity(b * h * t * hd);
-        let mut ik = Vec::with_capacity(b * h * s * hd);
-        let mut iv = Vec::with_capacity(b * h * s * hd);
-        for bi in 0..b {
-            for hi in 0..h {
-                let g = hi / group;
-                for ti in 0..t {
-                    for d in 0..hd {
-                        iq.push((bi * t + ti) * wq + q.off + hi * hd + d);
-                    }
-                }
-                for d in 0..hd {
-                    for si in 0..s {
-                        ik.push((bi * s + si) * wk + k.off + g * hd + d);
-                    }
-                }
-                for si in 0..s {
-                    for d in 0..hd {
-                        iv.push((bi * s + si) * wv + v.off + g * hd + d);
-                    }
-                }
-            }
-        }
-        let q4 = cx.gather(q.x, iq, vec![b * h, t, hd])?;
-        let kt = cx.gather(k.x, ik, vec![b * h, hd, s])?;
-        let v4 = cx.gather(v.x, iv, vec![b * h, s, hd])?;
-        let sc = cx
-            .tr(&q4)
-            .reshape_like(&(b * h, t, hd))
-            .try_matmul(kt.t.clone().reshape_like(&(b * h, hd, s)))
-            .map_err(dev_err)?
-            * c.scale;
-        let mut sc = cx.keep(sc, vec![b, h, t, s]);
-        if let Some(bias) = bias {
-            let bb = bias.t.clone().reshape_like(&(h * t * s,)).broadcast_like::<(usize, usize), Axis<0>>(&(b, h * t * s));
-            let y = cx.tr(&sc).reshape_like(&(b, h * t * s)) + bb;
-            sc = cx.keep(y, vec![b, h, t, s]);
-        }
-        let mut keep = Vec::with_capacity(b * h * t * s);
-        for bi in 0..b {
-            for _ in 0..h {
-                for i in 0..t {
-                    for j in 0..s {
-                        let pad_ok = mask.map(|m| m.data[bi * s + j]).unwrap_or(true);
-                        keep.push(pad_ok && c.allowed(i, j));
-                    }
-                }
-            }
-        }
-        if keep.iter().any(|k| !k) {
-            sc = cx.masked_fill(&sc, &keep, -1e9)?;
-        }
-        let p = cx.tr(&sc).reshape_like(&(b * h * t, s)).softmax::<Axis<1>>();
-        let mut p = cx.keep(p, vec![b * h, t, s]);
-        if c.dropout > 0.0 {
-            p = dropout(cx, &p, c.dropout)?;
-        }
-        let o = cx
-            .tr(&p)
-            .reshape_like(&(b * h, t, s))
-            .try_matmul(v4.t.clone().reshape_like(&(b * h, s, hd)))
-            .map_err(dev_err)?;
-        let o = cx.keep(o, vec![b, h, t, hd]);
-        let (idx, _) = layout::permute(&[b, h, t, hd], &[0, 2, 1, 3]);
-        cx.gather(&o, idx, vec![b, t, h * hd])
-    }
-
     /// Rotary embedding with `[L, hd]` cos and signed sin tables broadcast over batch and heads on
     /// the device, and rotate-half as a swap of each head's halves (one index per row and head).
     pub fn rope<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: Cols<D>, heads: usize, hd: usize, theta: f32) -> R<FT<D>> {
         let (b, l) = (x.x.shape[0], x.x.shape[1]);
-        if hd == 0 || hd % 2 == 1 || x.off % hd != 0 || x.row_stride() % hd != 0 {
-            return rope_gathered(cx, x, heads, hd, theta);
+        on_head_boundaries(&x, hd)?;
+        if hd % 2 == 1 {
+            return Err(run_err(format!("rotary embeddings: expected an even head size, found {hd}")));
         }
         let half = hd / 2;
         let rows = b * l * heads;
@@ -528,44 +461,6 @@ pub mod generic {
         let a = cx.tr(&xh).reshape_like(&(b, l, heads, hd)) * cos;
         let a = cx.keep(a, vec![b, l, heads * hd]);
         Ok(cx.zip(&a, &rot, |a, r| a + r))
-    }
-
-    /// Rotary embedding by index gathers built on the host, for columns off head boundaries.
-    fn rope_gathered<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: Cols<D>, heads: usize, hd: usize, theta: f32) -> R<FT<D>> {
-        let (b, l, w) = (x.x.shape[0], x.x.shape[1], x.row_stride());
-        let width = heads * hd;
-        let half = hd / 2;
-        let xc = if x.off == 0 && width == w {
-            x.x.clone()
-        } else {
-            let mut idx = Vec::with_capacity(b * l * width);
-            for r in 0..b * l {
-                idx.extend(r * w + x.off..r * w + x.off + width);
-            }
-            cx.gather(x.x, idx, vec![b, l, width])?
-        };
-        let (cos, sin) = rope_tables(l, hd, theta);
-        let n = b * l * width;
-        let mut cb = Vec::with_capacity(n);
-        let mut sb = Vec::with_capacity(n);
-        let mut partner = Vec::with_capacity(n);
-        for r in 0..b * l {
-            let p = r % l;
-            for hh in 0..heads {
-                for d in 0..hd {
-                    cb.push(cos[p * hd + d]);
-                    sb.push(sin[p * hd + d]);
-                    let pd = if d < half { d + half } else { d - half };
-                    partner.push(r * width + hh * hd + pd);
-                }
-            }
-        }
-        let cosv = cx.constant(cb, vec![b, l, width])?;
-        let sinv = cx.constant(sb, vec![b, l, width])?;
-        let rot = cx.gather(&xc, partner, vec![b, l, width])?;
-        let a = cx.zip(&xc, &cosv, |x, c| x * c);
-        let r2 = cx.zip(&rot, &sinv, |x, s| x * s);
-        Ok(cx.zip(&a, &r2, |a, b| a + b))
     }
 
     pub fn embedding<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, w: &FT<D>, ids: &IT) -> R<FT<D>> {

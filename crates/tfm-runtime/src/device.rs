@@ -70,13 +70,8 @@ pub fn gpu_memory_info() -> Option<(u64, u64)> {
     Some((free as u64, total as u64))
 }
 
-/// GPU memory in use on the current device, in MiB, as the driver counts it (every process's
-/// allocations and contexts on that GPU).
-#[cfg(feature = "cuda")]
-pub fn gpu_memory_used_mib() -> Option<f64> {
-    let (free, total) = gpu_memory_info()?;
-    Some((total - free) as f64 / (1024.0 * 1024.0))
-}
+/// What to change when a run does not fit in GPU memory.
+pub const OUT_OF_MEMORY_HINT: &str = "lower the batch (`--batch`) or the context, or train a smaller model";
 
 /// Whether a training run whose estimate (`tfm summary`'s weights, gradients, AdamW moments and
 /// activations) is `need` bytes can start with `free` of `total` bytes of device memory; the

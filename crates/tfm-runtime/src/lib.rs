@@ -18,8 +18,10 @@
 //!   and a composite of dfdx ops elsewhere) and never with dfdx's `accurate_gelu`.
 //! - dfdx's slice backward assigns instead of accumulating: slices, splits and `first` are gathers.
 //! - dfdx's binary ops compute a gradient for both operands: masks (causal, window, padding,
-//!   dropout) are applied inside the fused kernel on the CPU, and as a gather from the input plus
-//!   one fill slot elsewhere, so no full-size constant mask is ever differentiated.
+//!   dropout) are applied inside the fused kernels on the CPU. The generic path adds attention
+//!   masks as `[T, S]` and `[B, S]` tables broadcast on the device and multiplies by dropout
+//!   scales, accepting the wasted gradient of the constant operand rather than building
+//!   per-element index vectors on the host; nothing reads that gradient.
 
 pub mod backend;
 mod cpu;
@@ -135,7 +137,7 @@ pub(crate) fn run_err(message: impl Into<String>) -> RuntimeError {
 pub(crate) fn dev_err(e: impl fmt::Debug) -> RuntimeError {
     let raw = format!("{e:?}");
     let message = if raw.contains("OUT_OF_MEMORY") {
-        format!("the GPU ran out of memory ({raw}); hint: lower the batch (`--batch`) or the context, or train a smaller model")
+        format!("the GPU ran out of memory ({raw}); hint: {}", device::OUT_OF_MEMORY_HINT)
     } else {
         raw
     };

@@ -270,14 +270,6 @@ impl<D: Device<f32>, T: Tape<f32, D>> Ctx<D, T> {
         Ok(self.keep(y, shape))
     }
 
-    /// `out[i] = x[i]` where `keep[i]`, else `fill`: a gather from `x` plus one constant slot, so
-    /// only `x` is differentiated (no full-size constant mask).
-    pub fn masked_fill(&mut self, x: &FT<D>, keep: &[bool], fill: f32) -> Result<FT<D>, RuntimeError> {
-        let n = x.numel();
-        let idx: Vec<usize> = keep.iter().enumerate().map(|(i, &k)| if k { i } else { n }).collect();
-        self.gather_fill(x, idx, x.shape.clone(), fill)
-    }
-
     /// A gather where index `x.numel()` reads the constant `fill` (padding, masks).
     pub fn gather_fill(&mut self, x: &FT<D>, idx: Vec<usize>, shape: Vec<usize>, fill: f32) -> Result<FT<D>, RuntimeError> {
         let n = x.numel();
