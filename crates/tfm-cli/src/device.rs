@@ -73,7 +73,7 @@ fn run_guarded(f: impl FnOnce() -> u8) -> u8 {
         Ok(code) => code,
         Err(what) => {
             eprintln!("error: the CUDA back end failed: {what}");
-            if what.contains("OUT_OF_MEMORY") {
+            if tfm_runtime::device::is_out_of_memory(&what) {
                 eprintln!("  = help: the GPU ran out of memory; {}", tfm_runtime::device::OUT_OF_MEMORY_HINT);
             } else {
                 eprintln!("  = help: the last checkpoint written is intact; `--resume` continues from it, or run on the CPU with `--device cpu`");

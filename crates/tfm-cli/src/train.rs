@@ -386,8 +386,9 @@ impl DeviceJob for TrainJob {
         if let Some((free, total)) = dev.memory_info() {
             // a run that cannot fit stops here with what to change, not at its first allocation
             let opts = tfm_summary::SummaryOptions { batch: cfg.batch_size as u64, seq: context as u64 };
-            let need = tfm_summary::summarize(&model, &opts).totals.training_bytes;
-            if let Err(msg) = tfm_runtime::device::check_fits(need, free, total, cfg.batch_size, context) {
+            let t = tfm_summary::summarize(&model, &opts).totals;
+            let fixed = t.training_bytes.saturating_sub(t.activation_bytes);
+            if let Err(msg) = tfm_runtime::device::check_fits(fixed, t.activation_bytes, free, total, cfg.batch_size, context) {
                 return emit_error(&TrainError::Model(msg), &sources, None);
             }
         }

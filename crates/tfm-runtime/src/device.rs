@@ -73,32 +73,44 @@ pub fn gpu_memory_info() -> Option<(u64, u64)> {
 /// What to change when a run does not fit in GPU memory.
 pub const OUT_OF_MEMORY_HINT: &str = "lower the batch (`--batch`) or the context, or train a smaller model";
 
-/// Whether a training run whose estimate (`tfm summary`'s weights, gradients, AdamW moments and
-/// activations) is `need` bytes can start with `free` of `total` bytes of device memory; the
-/// error says what to change. The estimate is a floor (the run also keeps temporaries), so only
-/// a run certain not to fit is refused.
+/// Whether a driver or dfdx error message reports the GPU out of memory.
+pub fn is_out_of_memory(message: &str) -> bool {
+    message.contains("OUT_OF_MEMORY")
+}
+
+/// Whether a training run can start with `free` of `total` bytes of device memory, from
+/// `tfm summary`'s estimate: `fixed` bytes of weights, gradients and AdamW moments, and
+/// `activations` bytes kept for the backward pass at `batch` sequences of `context`. The error
+/// says what to change. The estimate is a floor (the run also keeps temporaries), so only a run
+/// certain not to fit is refused.
 pub fn check_fits(
-    need: u128,
+    fixed: u128,
+    activations: u128,
     free: u64,
     total: u64,
     batch: usize,
     context: usize,
 ) -> Result<(), String> {
-    if need <= u128::from(free) {
+    let need = fixed.saturating_add(activations);
+    let free_b = u128::from(free);
+    if need <= free_b {
         return Ok(());
     }
     let gib = |b: u128| b as f64 / (1u64 << 30) as f64;
-    let per_row = need / batch.max(1) as u128;
-    let fits_rows = u128::from(free) / per_row.max(1);
-    let hint = if fits_rows >= 1 {
-        format!("lower the batch (`--batch {fits_rows}` or less) or the context ({context} now)")
-    } else {
+    let hint = if fixed >= free_b {
         "the weights, gradients and optimizer state alone do not fit: train a smaller model (`--set d_model=...`, `--set layers=...`) or on a larger GPU".to_string()
+    } else {
+        // activations grow with the batch; the rest does not
+        let per_row = (activations / batch.max(1) as u128).max(1);
+        match (free_b - fixed) / per_row {
+            0 => format!("not even one sequence of {context} fits beside the weights: lower the context, or train a smaller model"),
+            rows => format!("lower the batch (`--batch {rows}` or less) or the context ({context} now)"),
+        }
     };
     Err(format!(
         "the model does not fit in GPU memory: training at batch {batch}, context {context} needs about {:.2} GiB (weights, gradients, AdamW moments and activations), and the GPU has {:.2} GiB free of {:.2} GiB; hint: {hint}",
         gib(need),
-        gib(u128::from(free)),
+        gib(free_b),
         gib(u128::from(total)),
     ))
 }
@@ -116,15 +128,23 @@ mod tests {
 
     #[test]
     fn a_run_that_cannot_fit_is_refused_with_what_to_change() {
-        let gib = 1u64 << 30;
-        assert!(check_fits(3 * u128::from(gib), 4 * gib, 80 * gib, 8, 1024).is_ok());
-        let e = check_fits(40 * u128::from(gib), 10 * gib, 80 * gib, 8, 1024).unwrap_err();
+        let gib = 1u128 << 30;
+        let g = 1u64 << 30;
+        assert!(check_fits(gib, 2 * gib, 4 * g, 80 * g, 8, 1024).is_ok());
+        let e = check_fits(0, 40 * gib, 10 * g, 80 * g, 8, 1024).unwrap_err();
         assert!(e.contains("needs about 40.00 GiB"), "{e}");
         assert!(e.contains("10.00 GiB free of 80.00 GiB"), "{e}");
         // 5 GiB per row, 10 GiB free: two rows fit
         assert!(e.contains("`--batch 2` or less"), "{e}");
-        let e = check_fits(40 * u128::from(gib), 2 * gib, 80 * gib, 1, 1024).unwrap_err();
+        // the weights' share does not shrink with the batch: 1 GiB per row in the 2 GiB left
+        let e = check_fits(4 * gib, 8 * gib, 6 * g, 80 * g, 8, 1024).unwrap_err();
+        assert!(e.contains("`--batch 2` or less"), "{e}");
+        let e = check_fits(3 * gib, 37 * gib, 2 * g, 80 * g, 1, 1024).unwrap_err();
         assert!(e.contains("train a smaller model"), "{e}");
+        assert!(e.contains("alone do not fit"), "{e}");
+        // the weights fit, one sequence's activations do not
+        let e = check_fits(gib, 39 * gib, 2 * g, 80 * g, 1, 1024).unwrap_err();
+        assert!(e.contains("lower the context"), "{e}");
     }
 
     #[test]

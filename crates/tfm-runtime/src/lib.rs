@@ -136,7 +136,7 @@ pub(crate) fn run_err(message: impl Into<String>) -> RuntimeError {
 
 pub(crate) fn dev_err(e: impl fmt::Debug) -> RuntimeError {
     let raw = format!("{e:?}");
-    let message = if raw.contains("OUT_OF_MEMORY") {
+    let message = if device::is_out_of_memory(&raw) {
         format!("the GPU ran out of memory ({raw}); hint: {}", device::OUT_OF_MEMORY_HINT)
     } else {
         raw
