@@ -75,6 +75,19 @@ fn add_into(dst: &mut [f32], src: &[f32]) {
     });
 }
 
+/// Adds up per-chunk partial sums in chunk order. Chunks are computed in parallel, but combining
+/// them with rayon's `reduce` would add them in an order set by work stealing, so the same run
+/// would give different floating-point results from one time to the next.
+fn sum_in_order(parts: Vec<Vec<f32>>, n: usize) -> Vec<f32> {
+    let mut out = vec![0.0; n];
+    for p in &parts {
+        if !p.is_empty() {
+            mathf::axpy(&mut out, 1.0, p);
+        }
+    }
+    out
+}
+
 fn out_shape_last(shape: &[usize], last: usize) -> Vec<usize> {
     let mut s = shape.to_vec();
     if let Some(l) = s.last_mut() {
@@ -251,7 +264,7 @@ impl Backend for Cpu {
                     sgemm_par(o, n, i, 1.0, MatRef::trans(&gy, 0, o), MatRef::rows(&xh, 0, i), 1.0, gw, 0, i);
                 })?;
                 if let Some(bt) = bt {
-                    let db = gy
+                    let parts: Vec<Vec<f32>> = gy
                         .par_chunks(o.max(1) * 64)
                         .map(|c| {
                             let mut acc = vec![0.0f32; o];
@@ -262,12 +275,8 @@ impl Backend for Cpu {
                             }
                             acc
                         })
-                        .reduce(|| vec![0.0; o], |mut a, b| {
-                            for (x, y) in a.iter_mut().zip(&b) {
-                                *x += y;
-                            }
-                            a
-                        });
+                        .collect();
+                    let db = sum_in_order(parts, o);
                     with_grad(grads, &bt, |gb| add_into(gb, &db))?;
                 }
                 Ok(())
@@ -639,7 +648,7 @@ fn norm<T: Tape<f32, Cpu>>(cx: &mut Ctx<Cpu, T>, x: &FT<Cpu>, w: &FT<Cpu>, b: Op
                     },
                 );
             })?;
-            let (dw, db) = gy
+            let parts: Vec<(Vec<f32>, Vec<f32>)> = gy
                 .par_chunks(rows_per * n)
                 .zip(xh.par_chunks(rows_per * n))
                 .enumerate()
@@ -655,16 +664,9 @@ fn norm<T: Tape<f32, Cpu>>(cx: &mut Ctx<Cpu, T>, x: &FT<Cpu>, w: &FT<Cpu>, b: Op
                     }
                     (dw, db)
                 })
-                .reduce(
-                    || (vec![0.0; n], vec![0.0; n]),
-                    |(mut a, mut b), (c, d)| {
-                        for j in 0..n {
-                            a[j] += c[j];
-                            b[j] += d[j];
-                        }
-                        (a, b)
-                    },
-                );
+                .collect();
+            let (dws, dbs): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+            let (dw, db) = (sum_in_order(dws, n), sum_in_order(dbs, n));
             with_grad(grads, &wt, |g| add_into(g, &dw))?;
             if let Some(bt) = bt {
                 with_grad(grads, &bt, |g| add_into(g, &db))?;
@@ -872,7 +874,7 @@ fn attention<T: Tape<f32, Cpu>>(
                 }
             }
             let with_bias = bias_t.is_some();
-            let dbias: Vec<f32> = slots
+            let dbias: Vec<Vec<f32>> = slots
                 .into_par_iter()
                 .enumerate()
                 .map(|(bi, mut bufs)| {
@@ -933,13 +935,8 @@ fn attention<T: Tape<f32, Cpu>>(
                     }
                     dbias
                 })
-                .reduce(Vec::new, |mut a, b| {
-                    if a.is_empty() {
-                        return b;
-                    }
-                    mathf::axpy(&mut a, 1.0, &b);
-                    a
-                });
+                .collect::<Vec<_>>();
+            let dbias = sum_in_order(dbias, if with_bias { h * ts } else { 0 });
             put_grad(grads, &qt, gq)?;
             if let Some(gk) = gk {
                 put_grad(grads, &kt, gk)?;

@@ -779,6 +779,39 @@ fn init_follows_param_defs() {
     assert!((t[2 * 6 + 2] - (2.0f64 / 10000f64.powf(2.0 / 6.0)).sin() as f32).abs() < 1e-6);
 }
 
+/// Seeded runs repeat bit for bit on the CPU: the fused kernels' parallel reductions (bias,
+/// norm-weight and attention-bias gradients) must add their partial sums in a fixed order, not in
+/// the order work stealing happens to finish them. The model is large enough for every one of
+/// them to split into several chunks, and passes run side by side so that the scheduling varies.
+#[test]
+fn gradients_repeat_bit_for_bit_across_passes() {
+    let m = gpt(GptSize { vocab: 65, context: 64, layers: 2, heads: 4, d_model: 128, dropout: 0.1 });
+    let rt = Runtime::new(m, dfdx::prelude::Cpu::default()).expect("runtime");
+    let s = rt.init_params(3);
+    let (b, t) = (12usize, 64usize);
+    let toks: Vec<i64> = (0..b * t).map(|i| ((i * 31 + i / 7) % 65) as i64).collect();
+    let batch = Batch { inputs: vec![HostTensor::I64 { shape: vec![b, t], data: toks }], targets: None };
+    let pass = || {
+        let (loss, g) = rt.loss_and_grads(&s, &batch, 5).expect("pass");
+        let grads: Vec<Vec<u32>> = s.params.iter().map(|p| g.get(&p.value).as_vec().iter().map(|x| x.to_bits()).collect()).collect();
+        (loss.to_bits(), grads)
+    };
+    let first = pass();
+    // Passes running side by side in one pool steal each other's work all the time.
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(4).build().expect("pool");
+    let others: Vec<_> = pool.install(|| {
+        use rayon::prelude::*;
+        (0..12).into_par_iter().map(|_| pass()).collect()
+    });
+    for again in others {
+        assert_eq!(again.0, first.0, "loss differs between identical passes");
+        for (p, (a, b)) in s.params.iter().zip(again.1.iter().zip(&first.1)) {
+            let diff = a.iter().zip(b).filter(|(x, y)| x != y).count();
+            assert_eq!(diff, 0, "gradient of `{}` differs in {diff} of {} elements between identical passes", p.name, a.len());
+        }
+    }
+}
+
 // ---------------------------------------------------------------- run-time errors
 
 #[test]
