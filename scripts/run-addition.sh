@@ -7,5 +7,5 @@ cd "$(dirname "$0")/.."
 
 cargo build --release --quiet --bin tfm
 start=$SECONDS
-cargo run --release --quiet --bin tfm -- train examples/addition.tfm --config examples/addition.yaml "$@"
+cargo run --release --quiet --bin tfm -- train examples/addition.tfm --config examples/addition.yaml --overwrite "$@"
 echo "wall time: $((SECONDS - start)) s (training and evaluation)"

@@ -50,27 +50,27 @@ todo=("$@")
 for ex in "${todo[@]}"; do
     case $ex in
         vit)
-            run vit_mnist.train train examples/vit_mnist.tfm --config examples/vit_mnist.yaml --data "$data/mnist"
+            run vit_mnist.train train examples/vit_mnist.tfm --config examples/vit_mnist.yaml --data "$data/mnist" --overwrite
             evaluate vit_mnist.eval eval examples/vit_mnist.tfm --checkpoint runs/vit_mnist/checkpoints/last
             ;;
         clip)
-            run clip_mnist.train train examples/clip_mnist.tfm --config examples/clip_mnist.yaml --data "$data/mnist"
+            run clip_mnist.train train examples/clip_mnist.tfm --config examples/clip_mnist.yaml --data "$data/mnist" --overwrite
             evaluate clip_mnist.eval eval examples/clip_mnist.tfm --checkpoint runs/clip_mnist/checkpoints/last
             ;;
         bert)
-            run bert_mlm.train train examples/bert_sms.tfm --model bert_mini --config examples/bert_mlm.yaml --data "$data/tinyshakespeare.txt"
-            run bert_sms.train train examples/bert_sms.tfm --model bert_sms --config examples/bert_sms.yaml --data "$data/sms_spam_collection.tsv"
+            run bert_mlm.train train examples/bert_sms.tfm --model bert_mini --config examples/bert_mlm.yaml --data "$data/tinyshakespeare.txt" --overwrite
+            run bert_sms.train train examples/bert_sms.tfm --model bert_sms --config examples/bert_sms.yaml --data "$data/sms_spam_collection.tsv" --overwrite
             evaluate bert_sms.eval eval examples/bert_sms.tfm --model bert_sms --checkpoint runs/bert_sms/checkpoints/last
             evaluate bert_sms.predict predict examples/bert_sms.tfm --model bert_sms --checkpoint runs/bert_sms/checkpoints/last \
                 "WINNER!! You have been selected to receive a 900 prize. Call 09061701461 to claim now"
             ;;
         transformer | t5)
-            run "translate_$ex.train" train "examples/translate_$ex.tfm" --config "examples/translate_$ex.yaml" --data "$data/eng-fra.tsv"
+            run "translate_$ex.train" train "examples/translate_$ex.tfm" --config "examples/translate_$ex.yaml" --data "$data/eng-fra.tsv" --overwrite
             evaluate "translate_$ex.eval" eval "examples/translate_$ex.tfm" --checkpoint "runs/translate_$ex/checkpoints/last" --beam 4
             evaluate "translate_$ex.generate" generate "examples/translate_$ex.tfm" --checkpoint "runs/translate_$ex/checkpoints/last" --prompt "I am very hungry."
             ;;
         llama)
-            run llama_shakespeare.train train examples/llama_shakespeare.tfm --config examples/llama_shakespeare.yaml --data "$data/tinyshakespeare.txt"
+            run llama_shakespeare.train train examples/llama_shakespeare.tfm --config examples/llama_shakespeare.yaml --data "$data/tinyshakespeare.txt" --overwrite
             evaluate llama_shakespeare.eval eval examples/llama_shakespeare.tfm --checkpoint runs/llama_shakespeare --data "$data/tinyshakespeare.txt" --batches 200
             ;;
         *)

@@ -32,7 +32,7 @@ else
 fi
 
 start=$SECONDS
-tfm train examples/shakespeare_char.tfm --config "$config" --data "$data" "$@"
+tfm train examples/shakespeare_char.tfm --config "$config" --data "$data" --overwrite "$@"
 trained=$((SECONDS - start))
 echo
 echo "== validation loss of the best checkpoint over 200 batches"

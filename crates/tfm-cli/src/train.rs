@@ -97,6 +97,10 @@ pub struct TrainArgs {
     /// Without `--config`, the checkpoint's own run configuration is used.
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
+    /// Replace the earlier run in the output folder (its checkpoints, `metrics.jsonl` and
+    /// TensorBoard events); without it, a fresh run there is refused.
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
     #[arg(long, value_enum)]
     device: Option<DeviceArg>,
     /// Seed of the weights, the data order and dropout.
@@ -645,6 +649,14 @@ pub fn run(args: TrainArgs) -> u8 {
         return emit_error(&TrainError::Config(e), &sources, config_file);
     }
 
+    // A fresh run never silently replaces an earlier one's checkpoints and logs.
+    let (log_dir, ck_dir) = (cfg.log_dir(), cfg.checkpoint_dir());
+    if resume.is_none() {
+        if let Err(e) = tfm_train::checkpoint::check_fresh_run(&log_dir, &ck_dir, args.overwrite) {
+            return emit_error(&e, &sources, None);
+        }
+    }
+
     // 3. The model, checked with the `set` overrides.
     let loaded = match load_model(&cfg.spec, cfg.set_strings(), args.model.clone(), &mut sources) {
         Ok(l) => l,
@@ -680,6 +692,13 @@ pub fn run(args: TrainArgs) -> u8 {
     if let Some(ck) = &resume {
         // Checked here too, so the error comes before any device work.
         if let Err(e) = ck.check_spec_hash(&loaded.hash).and_then(|_| ck.meta.tokenizer.check_same(data.tokenizer())) {
+            return emit_error(&e, &sources, None);
+        }
+    }
+
+    if args.overwrite {
+        // only now that everything has been checked
+        if let Err(e) = tfm_train::checkpoint::clear_earlier_run(&log_dir, &ck_dir) {
             return emit_error(&e, &sources, None);
         }
     }

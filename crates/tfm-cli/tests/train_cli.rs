@@ -336,6 +336,40 @@ fn error_unknown_config_key_has_line_and_suggestion() {
 }
 
 #[test]
+fn error_a_fresh_run_into_an_earlier_runs_folder_unless_overwrite() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = shakespeare_slice(tmp.path(), 5_000);
+    let out = tmp.path().join("run");
+    assert_ok(&train_shakespeare(&data, &out, 3, &[]));
+    let before = tensors(&out.join("checkpoints/last"));
+    let metrics_before = std::fs::read(out.join("metrics.jsonl")).expect("metrics");
+    // A second fresh run into the same folder is refused and leaves the first one as it was.
+    let o = train_shakespeare(&data, &out, 2, &[]);
+    assert_eq!(o.status.code(), Some(1));
+    insta::assert_snapshot!("fresh_run_into_an_earlier_run", normalise(&text(&o.stderr), tmp.path()));
+    assert_eq!(tensors(&out.join("checkpoints/last")), before);
+    assert_eq!(std::fs::read(out.join("metrics.jsonl")).expect("metrics"), metrics_before);
+    // Logs alone (say, checkpoints kept elsewhere and deleted) are protected too.
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("mkdir");
+    std::fs::copy(out.join("metrics.jsonl"), logs.join("metrics.jsonl")).expect("copy");
+    std::fs::write(logs.join("events.out.tfevents.1.host.0"), b"").expect("write");
+    let o = train_shakespeare(&data, &logs, 2, &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("holds an earlier run's logs (2 files)"), "{}", text(&o.stderr));
+    // `--overwrite` replaces the earlier run: its checkpoints, metrics and event files.
+    assert_ok(&train_shakespeare(&data, &out, 2, &["--overwrite"]));
+    let (step, _) = tensors(&out.join("checkpoints/last"));
+    assert_eq!(step, 2);
+    assert_eq!(metrics(&out).0.len(), 2, "the earlier run's metrics were kept");
+    let events = std::fs::read_dir(&out).expect("dir").filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().starts_with("events.out.tfevents."))).count();
+    assert_eq!(events, 1);
+    // `--overwrite` does not go with `--resume`.
+    let o = run(tfm().arg("train").arg(spec("shakespeare_char.tfm")).arg("--resume").arg(&out).arg("--overwrite"));
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
 fn error_checkpoint_of_another_spec_shows_both_hashes() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = shakespeare_slice(tmp.path(), 5_000);

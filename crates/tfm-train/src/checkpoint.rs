@@ -550,3 +550,67 @@ pub fn load_by_name<D: Device<f32>>(
     }
     Ok(report)
 }
+
+/// What an earlier run left in a fresh run's output folders: its checkpoints (`last/`, `best/`),
+/// its `metrics.jsonl` and its TensorBoard event files.
+pub fn earlier_run(log_dir: &Path, ck_dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = ["last", "best"]
+        .iter()
+        .map(|k| ck_dir.join(k))
+        .filter(|d| d.join(FILE_NAME).is_file())
+        .collect();
+    let metrics = log_dir.join("metrics.jsonl");
+    if metrics.is_file() {
+        found.push(metrics);
+    }
+    if let Ok(entries) = std::fs::read_dir(log_dir) {
+        let mut events: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with("events.out.tfevents.")))
+            .map(|e| e.path())
+            .collect();
+        events.sort();
+        found.extend(events);
+    }
+    found
+}
+
+/// Refuses to start a fresh run where an earlier one would be overwritten (its checkpoints
+/// replaced, its logs mixed with the new run's), unless `overwrite` is set.
+pub fn check_fresh_run(log_dir: &Path, ck_dir: &Path, overwrite: bool) -> Result<(), TrainError> {
+    let found = earlier_run(log_dir, ck_dir);
+    if found.is_empty() || overwrite {
+        return Ok(());
+    }
+    match found.iter().find(|p| p.join(FILE_NAME).is_file()) {
+        Some(dir) => {
+            let step = Checkpoint::read(dir).map(|c| format!(", at step {}", c.meta.step)).unwrap_or_default();
+            Err(TrainError::Checkpoint {
+                path: dir.clone(),
+                message: format!("an earlier run's{step}; a new run in `{}` would overwrite it", log_dir.display()),
+                hint: Some(format!(
+                    "continue that run with `--resume {}`, write the new one elsewhere with `--out DIR`, or replace it with `--overwrite`",
+                    log_dir.display()
+                )),
+            })
+        }
+        None => Err(TrainError::data_hint(
+            format!(
+                "the output folder `{}` holds an earlier run's logs ({} file{}); a new run would mix its own into them",
+                log_dir.display(),
+                found.len(),
+                if found.len() == 1 { "" } else { "s" }
+            ),
+            "write the new run elsewhere with `--out DIR`, or replace those logs with `--overwrite`",
+        )),
+    }
+}
+
+/// Removes what [`earlier_run`] finds (a fresh run with `--overwrite`).
+pub fn clear_earlier_run(log_dir: &Path, ck_dir: &Path) -> Result<(), TrainError> {
+    for p in earlier_run(log_dir, ck_dir) {
+        let r = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        r.map_err(|e| TrainError::io(&p, "removed", e))?;
+    }
+    Ok(())
+}

@@ -176,6 +176,7 @@ fn action_verb(action: &str) -> &str {
         "written" => "write",
         "created" => "create",
         "renamed" => "rename",
+        "removed" => "remove",
         other => other,
     }
 }
