@@ -6,7 +6,7 @@
 
 use clap::ValueEnum;
 use dfdx::prelude::Cpu;
-use tfm_runtime::Backend;
+use tfm_runtime::AnyPrecision;
 use tfm_train::config::DeviceKind;
 
 /// `--device`.
@@ -27,7 +27,7 @@ impl From<DeviceArg> for DeviceKind {
 
 /// Work that runs on any back end; `run` is instantiated once per device type.
 pub trait DeviceJob {
-    fn run<D: Backend>(self, dev: D) -> u8;
+    fn run<D: AnyPrecision>(self, dev: D) -> u8;
 }
 
 /// Exit code of a usage problem.

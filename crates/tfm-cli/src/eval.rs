@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use clap::Args;
 use tfm_diag::SourceMap;
-use tfm_runtime::Backend;
+use tfm_runtime::AnyPrecision;
 use tfm_train::trainer::evaluate;
 use tfm_train::{Checkpoint, DataSource, Dataset, RunConfig};
 
@@ -63,7 +63,7 @@ struct EvalJob {
 }
 
 impl DeviceJob for EvalJob {
-    fn run<D: Backend>(self, dev: D) -> u8 {
+    fn run<D: AnyPrecision>(self, dev: D) -> u8 {
         let EvalJob { model, cfg, data, ck, sources, beam, limit } = self;
         let (rt, store) = match restored(model, dev, &ck, &sources) {
             Ok(x) => x,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use tfm_diag::SourceMap;
-use tfm_runtime::{Backend, HostTensor};
+use tfm_runtime::{AnyPrecision, HostTensor};
 use tfm_train::{Rng, TrainError, Tokenizer};
 
 use crate::common::parse_overrides;
@@ -114,7 +114,7 @@ struct GenerateJob {
 }
 
 impl DeviceJob for GenerateJob {
-    fn run<D: Backend>(self, dev: D) -> u8 {
+    fn run<D: AnyPrecision>(self, dev: D) -> u8 {
         let GenerateJob { model, tokenizer, ck, prompt, context, args, sources } = self;
         let (rt, store) = match restored(model, dev, &ck, &sources) {
             Ok(x) => x,

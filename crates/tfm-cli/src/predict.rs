@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use tfm_diag::SourceMap;
-use tfm_runtime::Backend;
+use tfm_runtime::AnyPrecision;
 use tfm_train::config::TaskKind;
 use tfm_train::tasks::TaskData;
 use tfm_train::{Checkpoint, TrainError};
@@ -87,7 +87,7 @@ struct PredictJob {
 }
 
 impl DeviceJob for PredictJob {
-    fn run<D: Backend>(self, dev: D) -> u8 {
+    fn run<D: AnyPrecision>(self, dev: D) -> u8 {
         let PredictJob { inf, text } = self;
         let Inference { model, ck, task, context, sources } = inf;
         let (rt, store) = match restored(model, dev, &ck, &sources) {
@@ -136,7 +136,7 @@ struct TranslateJob {
 }
 
 impl DeviceJob for TranslateJob {
-    fn run<D: Backend>(self, dev: D) -> u8 {
+    fn run<D: AnyPrecision>(self, dev: D) -> u8 {
         let TranslateJob { inf, text, beam } = self;
         let Inference { model, ck, task, context, sources } = inf;
         let (rt, store) = match restored(model, dev, &ck, &sources) {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 use tfm_diag::{Diagnostic, FileId, SourceMap};
 use tfm_elab::{check_file, CheckOptions};
-use tfm_runtime::{Backend, ParamStore, Runtime};
+use tfm_runtime::{AnyPrecision, Backend, ParamStore, Runtime};
 use tfm_train::addition::AdditionTask;
 use tfm_train::config::TaskKind;
 use tfm_train::logging::{self, EvalStats, Observer, StepStats};
@@ -383,7 +383,7 @@ struct TrainJob {
 }
 
 impl DeviceJob for TrainJob {
-    fn run<D: Backend>(self, dev: D) -> u8 {
+    fn run<D: AnyPrecision>(self, dev: D) -> u8 {
         let TrainJob { model, hash, cfg, data, resume, progress, sources } = self;
         let name = model.name.clone();
         let context = data.fixed_context().unwrap_or(cfg.context);
@@ -430,13 +430,17 @@ impl DeviceJob for TrainJob {
         });
         let params: usize = store.params.iter().map(|p| p.shape.iter().product::<usize>()).sum();
         eprintln!(
-            "training `{name}` ({params} parameters) for {} steps: batch {}, lr {:.2e}, {}",
+            "training `{name}` ({params} parameters) for {} steps: batch {}, lr {:.2e}, {}{}",
             cfg.steps,
             batch_shape(&data, cfg.batch_size * cfg.accumulation, context),
             cfg.optimizer.lr,
             match cfg.device {
                 tfm_train::config::DeviceKind::Cpu => "cpu",
                 tfm_train::config::DeviceKind::Cuda => "cuda",
+            },
+            match cfg.precision {
+                tfm_train::config::Precision::F32 => String::new(),
+                p => format!(", {}", p.name()),
             }
         );
         let started = Instant::now();

@@ -335,6 +335,43 @@ fn error_unknown_config_key_has_line_and_suggestion() {
     insta::assert_snapshot!("unknown_config_key", normalise(&text(&o.stderr), tmp.path()));
 }
 
+/// `precision: f16`: half-precision steps from f32 master weights with dynamic loss scaling. The
+/// run learns, its first steps overflow at the initial scale of 2^16 and are skipped with a
+/// warning, a resumed run (loss scale included) matches the uninterrupted one exactly, and the
+/// checkpoint holds the f32 weights that `tfm eval` reads.
+#[test]
+fn mixed_precision_learns_resumes_exactly_and_checkpoints_f32_weights() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = shakespeare_slice(tmp.path(), 20_000);
+    let f16 = ["--cfg", "precision=f16", "--cfg", "schedule.decay_steps=30"];
+    let whole = tmp.path().join("whole");
+    let o = train_shakespeare(&data, &whole, 30, &f16);
+    assert_ok(&o);
+    let err = text(&o.stderr);
+    assert!(err.contains("f16 mixed precision"), "{err}");
+    assert!(err.contains("step 1: the gradients overflowed half precision; step skipped, loss scale lowered to 32768"), "{err}");
+    let (train, val) = metrics(&whole);
+    assert_eq!(train.len(), 30);
+    let loss = |s: &str| s.parse::<f64>().expect("a number");
+    let (first, last) = (loss(&val[0].1), loss(&val.last().expect("a validation loss").1));
+    assert!(last < first - 0.5, "validation loss {first} -> {last}: mixed precision did not learn");
+    // The same run stopped after 12 steps and resumed.
+    let split = tmp.path().join("split");
+    assert_ok(&train_shakespeare(&data, &split, 12, &f16));
+    let o = run(tfm().arg("train").arg(spec("shakespeare_char.tfm")).arg("--resume").arg(&split).args(["--steps", "30", "--no-progress"]));
+    assert_ok(&o);
+    let (resumed_train, resumed_val) = metrics(&split);
+    assert_eq!(train, resumed_train, "the resumed run's training losses differ");
+    assert_eq!(val.last(), resumed_val.last(), "the resumed run's final validation loss differs");
+    assert_eq!(tensors(&whole.join("checkpoints/last")), tensors(&split.join("checkpoints/last")));
+    // The checkpoint's weights are f32 and evaluate to the run's last validation loss.
+    let ck = Checkpoint::read(&whole.join("checkpoints/last")).expect("checkpoint");
+    assert!(ck.tensors.values().all(|(_, d)| d.iter().all(|x| x.is_finite())));
+    let o = run(tfm().arg("eval").arg(spec("shakespeare_char.tfm")).arg("--checkpoint").arg(&whole).arg("--data").arg(&data).args(["--batches", "2"]));
+    assert_ok(&o);
+    assert!((figure(&text(&o.stdout), "val loss") - last).abs() < 1e-3, "{}", text(&o.stdout));
+}
+
 #[test]
 fn error_a_fresh_run_into_an_earlier_runs_folder_unless_overwrite() {
     let tmp = tempfile::tempdir().expect("tempdir");

@@ -1,7 +1,7 @@
 //! The hot operations, as a trait over the device: default methods written with dfdx ops serve
 //! every device; the CPU overrides them with fused, parallel kernels (`cpu.rs`).
 
-use crate::value::{Ctx, BT, FT, IT};
+use crate::value::{e, Ctx, Elem, Half, BT, FT, IT};
 use crate::{dev_err, layout, run_err, Batch, HostTensor, ParamStore, Runtime, RuntimeError};
 use dfdx::prelude::*;
 use tfm_ir::Activation;
@@ -11,14 +11,14 @@ type R<X> = Result<X, RuntimeError>;
 /// Columns `off..off + width` of the last axis of a `[B, L, W]` tensor (q, k and v inside a
 /// fused projection are read in place).
 #[derive(Clone, Copy)]
-pub struct Cols<'a, D: Device<f32>> {
-    pub x: &'a FT<D>,
+pub struct Cols<'a, D: Device<E>, E: Elem = f32> {
+    pub x: &'a FT<D, E>,
     pub off: usize,
     pub width: usize,
 }
 
-impl<'a, D: Device<f32>> Cols<'a, D> {
-    pub fn all(x: &'a FT<D>) -> Self {
+impl<'a, E: Elem, D: Device<E>> Cols<'a, D, E> {
+    pub fn all(x: &'a FT<D, E>) -> Self {
         Cols { x, off: 0, width: x.last() }
     }
     pub fn row_stride(&self) -> usize {
@@ -52,9 +52,8 @@ impl CoreCfg {
     }
 }
 
-/// Operations with a device-specific fast path. Every method has a correct default built from
-/// dfdx ops; devices override what they can do faster.
-pub trait Backend: Device<f32> + Sized {
+/// What a device says about itself, whatever the element type it runs.
+pub trait DeviceInfo {
     /// Process-wide set-up the device wants before the first pass (called by `Runtime::new`).
     #[doc(hidden)]
     fn prepare_host() {}
@@ -69,13 +68,23 @@ pub trait Backend: Device<f32> + Sized {
     fn memory_info(&self) -> Option<(u64, u64)> {
         None
     }
+}
+
+/// A device that runs both element types: `f32`, and half precision for mixed-precision training.
+pub trait AnyPrecision: Backend + Backend<Half> {}
+
+impl<D: Backend + Backend<Half>> AnyPrecision for D {}
+
+/// Operations with a device-specific fast path. Every method has a correct default built from
+/// dfdx ops; devices override what they can do faster.
+pub trait Backend<E: Elem = f32>: Device<E> + DeviceInfo + Sized {
 
     // Whole passes: the CPU moves each onto a rayon worker, so its parallel kernels join inside
     // the pool instead of waking the pool from outside for every op.
     #[doc(hidden)]
     fn pass_forward(
         rt: &Runtime<Self>,
-        store: &ParamStore<Self>,
+        store: &ParamStore<Self, E>,
         inputs: &[HostTensor],
         train: bool,
         seed: u64,
@@ -83,78 +92,85 @@ pub trait Backend: Device<f32> + Sized {
         rt.forward_here(store, inputs, train, seed)
     }
     #[doc(hidden)]
-    fn pass_loss_and_grads(rt: &Runtime<Self>, store: &ParamStore<Self>, batch: &Batch, seed: u64) -> R<(f32, Gradients<f32, Self>)> {
-        rt.loss_and_grads_here(store, batch, seed)
+    fn pass_loss_and_grads(rt: &Runtime<Self>, store: &ParamStore<Self, E>, batch: &Batch, seed: u64, loss_scale: f32) -> R<(f32, Gradients<E, Self>)> {
+        rt.loss_and_grads_here(store, batch, seed, loss_scale)
     }
     #[doc(hidden)]
-    fn pass_loss(rt: &Runtime<Self>, store: &ParamStore<Self>, batch: &Batch) -> R<f32> {
+    fn pass_loss(rt: &Runtime<Self>, store: &ParamStore<Self, E>, batch: &Batch) -> R<f32> {
         rt.loss_here(store, batch)
     }
 
     /// `x [*, in] @ w[out, in]^T + b`.
-    fn linear<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, w: &FT<Self>, b: Option<&FT<Self>>) -> R<FT<Self>> {
+    fn linear<T: Tape<E, Self>>(cx: &mut Ctx<Self, T, E>, x: &FT<Self, E>, w: &FT<Self, E>, b: Option<&FT<Self, E>>) -> R<FT<Self, E>> {
         generic::linear(cx, x, w, b)
     }
     /// Batched `a [.., m, k] @ b [.., k, n]` with broadcasting of the leading dims.
-    fn matmul<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, a: &FT<Self>, b: &FT<Self>) -> R<FT<Self>> {
+    fn matmul<T: Tape<E, Self>>(cx: &mut Ctx<Self, T, E>, a: &FT<Self, E>, b: &FT<Self, E>) -> R<FT<Self, E>> {
         generic::matmul(cx, a, b)
     }
-    fn layer_norm<T: Tape<f32, Self>>(
-        cx: &mut Ctx<Self, T>,
-        x: &FT<Self>,
-        w: &FT<Self>,
-        b: Option<&FT<Self>>,
+    fn layer_norm<T: Tape<E, Self>>(
+        cx: &mut Ctx<Self, T, E>,
+        x: &FT<Self, E>,
+        w: &FT<Self, E>,
+        b: Option<&FT<Self, E>>,
         eps: f32,
-    ) -> R<FT<Self>> {
+    ) -> R<FT<Self, E>> {
         generic::layer_norm(cx, x, w, b, eps)
     }
-    fn rms_norm<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, w: &FT<Self>, eps: f32) -> R<FT<Self>> {
+    fn rms_norm<T: Tape<E, Self>>(cx: &mut Ctx<Self, T, E>, x: &FT<Self, E>, w: &FT<Self, E>, eps: f32) -> R<FT<Self, E>> {
         generic::rms_norm(cx, x, w, eps)
     }
     /// Elementwise activation (`gelu`, `gelu_exact`, `relu`, `silu`; gated ones are built from these).
-    fn act<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, act: Activation) -> R<FT<Self>> {
+    fn act<T: Tape<E, Self>>(cx: &mut Ctx<Self, T, E>, x: &FT<Self, E>, act: Activation) -> R<FT<Self, E>> {
         generic::act(cx, x, act)
     }
     /// Same-shape elementwise sum.
-    fn add<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, a: &FT<Self>, b: &FT<Self>) -> R<FT<Self>> {
+    fn add<T: Tape<E, Self>>(cx: &mut Ctx<Self, T, E>, a: &FT<Self, E>, b: &FT<Self, E>) -> R<FT<Self, E>> {
         Ok(cx.zip(a, b, |a, b| a + b))
     }
     /// `[B, T, heads * hd]`: softmax(scale * q k^T + bias + masks) v per head.
-    fn attention_core<T: Tape<f32, Self>>(
-        cx: &mut Ctx<Self, T>,
-        q: Cols<Self>,
-        k: Cols<Self>,
-        v: Cols<Self>,
+    fn attention_core<T: Tape<E, Self>>(
+        cx: &mut Ctx<Self, T, E>,
+        q: Cols<Self, E>,
+        k: Cols<Self, E>,
+        v: Cols<Self, E>,
         cfg: CoreCfg,
         mask: Option<&BT>,
-        bias: Option<&FT<Self>>,
-    ) -> R<FT<Self>> {
+        bias: Option<&FT<Self, E>>,
+    ) -> R<FT<Self, E>> {
         generic::attention_core(cx, q, k, v, cfg, mask, bias)
     }
     /// Rotary embedding (rotate-half) of the `heads * hd` columns of `x [B, L, W]`, positions 0..L.
-    fn rope<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: Cols<Self>, heads: usize, hd: usize, theta: f32) -> R<FT<Self>> {
+    fn rope<T: Tape<E, Self>>(cx: &mut Ctx<Self, T, E>, x: Cols<Self, E>, heads: usize, hd: usize, theta: f32) -> R<FT<Self, E>> {
         generic::rope(cx, x, heads, hd, theta)
     }
     /// Rows of `w [num, dim]` picked by `ids`.
-    fn embedding<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, w: &FT<Self>, ids: &IT) -> R<FT<Self>> {
+    fn embedding<T: Tape<E, Self>>(cx: &mut Ctx<Self, T, E>, w: &FT<Self, E>, ids: &IT) -> R<FT<Self, E>> {
         generic::embedding(cx, w, ids)
     }
     /// Mean cross-entropy of `logits [rows, V]` against `targets` (`-100` = ignored); a scalar.
-    fn cross_entropy<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, logits: &FT<Self>, targets: &[i64]) -> R<FT<Self>> {
+    fn cross_entropy<T: Tape<E, Self>>(cx: &mut Ctx<Self, T, E>, logits: &FT<Self, E>, targets: &[i64]) -> R<FT<Self, E>> {
         generic::cross_entropy(cx, logits, targets)
     }
     /// Inverted dropout with keep probability `1 - p`.
-    fn dropout<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, p: f32) -> R<FT<Self>> {
+    fn dropout<T: Tape<E, Self>>(cx: &mut Ctx<Self, T, E>, x: &FT<Self, E>, p: f32) -> R<FT<Self, E>> {
         generic::dropout(cx, x, p)
     }
     /// `out[i] = x[idx[i]]` with an accumulating backward.
-    fn gather<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, idx: Vec<usize>, shape: Vec<usize>) -> R<FT<Self>> {
+    fn gather<T: Tape<E, Self>>(cx: &mut Ctx<Self, T, E>, x: &FT<Self, E>, idx: Vec<usize>, shape: Vec<usize>) -> R<FT<Self, E>> {
         cx.gather(x, idx, shape)
     }
 }
 
+/// Mixed precision on the CPU runs dfdx's kernels throughout (the fused kernels are `f32`): it
+/// exists to test the half-precision path where no GPU is at hand, not for speed.
+impl Backend<Half> for Cpu {}
+
 #[cfg(feature = "cuda")]
-impl Backend for Cuda {
+impl<E: Elem> Backend<E> for Cuda where Cuda: Device<E> {}
+
+#[cfg(feature = "cuda")]
+impl DeviceInfo for Cuda {
     fn sync(&self) -> R<()> {
         self.try_synchronize().map_err(dev_err)
     }
@@ -218,7 +234,7 @@ pub(crate) fn rope_tables(l: usize, hd: usize, theta: f32) -> (Vec<f32>, Vec<f32
 pub mod generic {
     use super::*;
 
-    pub fn linear<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &FT<D>, w: &FT<D>, b: Option<&FT<D>>) -> R<FT<D>> {
+    pub fn linear<E: Elem, D: Device<E>, T: Tape<E, D>>(cx: &mut Ctx<D, T, E>, x: &FT<D, E>, w: &FT<D, E>, b: Option<&FT<D, E>>) -> R<FT<D, E>> {
         let (o, i) = (w.shape[0], w.numel() / w.shape[0].max(1));
         let n = x.rows();
         let w = &cx.distinct(x, w);
@@ -236,7 +252,7 @@ pub mod generic {
         Ok(cx.keep(y, shape))
     }
 
-    pub fn matmul<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, a: &FT<D>, b: &FT<D>) -> R<FT<D>> {
+    pub fn matmul<E: Elem, D: Device<E>, T: Tape<E, D>>(cx: &mut Ctx<D, T, E>, a: &FT<D, E>, b: &FT<D, E>) -> R<FT<D, E>> {
         let (ra, rb) = (a.shape.len(), b.shape.len());
         if ra < 2 || rb < 2 {
             return Err(run_err("matmul: expected operands with at least 2 dims"));
@@ -266,12 +282,12 @@ pub mod generic {
     }
 
     /// Broadcasts the leading dims of two matmul operands to a common batch shape.
-    pub fn broadcast_batch<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, a: &FT<D>, b: &FT<D>) -> R<(FT<D>, FT<D>, Vec<usize>)> {
+    pub fn broadcast_batch<E: Elem, D: Device<E>, T: Tape<E, D>>(cx: &mut Ctx<D, T, E>, a: &FT<D, E>, b: &FT<D, E>) -> R<(FT<D, E>, FT<D, E>, Vec<usize>)> {
         let (ra, rb) = (a.shape.len(), b.shape.len());
         let (ba, bb) = (&a.shape[..ra - 2], &b.shape[..rb - 2]);
         let batch = layout::broadcast_shapes(ba, bb)
             .ok_or_else(|| run_err(format!("matmul: batch dims {ba:?} and {bb:?} do not broadcast")))?;
-        let expand = |cx: &mut Ctx<D, T>, x: &FT<D>, r: usize| -> R<FT<D>> {
+        let expand = |cx: &mut Ctx<D, T, E>, x: &FT<D, E>, r: usize| -> R<FT<D, E>> {
             if x.shape[..r - 2] == batch[..] {
                 return Ok(x.clone());
             }
@@ -285,13 +301,13 @@ pub mod generic {
         Ok((a2, b2, batch))
     }
 
-    pub fn layer_norm<D: Device<f32>, T: Tape<f32, D>>(
-        cx: &mut Ctx<D, T>,
-        x: &FT<D>,
-        w: &FT<D>,
-        b: Option<&FT<D>>,
+    pub fn layer_norm<E: Elem, D: Device<E>, T: Tape<E, D>>(
+        cx: &mut Ctx<D, T, E>,
+        x: &FT<D, E>,
+        w: &FT<D, E>,
+        b: Option<&FT<D, E>>,
         eps: f32,
-    ) -> R<FT<D>> {
+    ) -> R<FT<D, E>> {
         let (r, n) = (x.rows(), x.last());
         let xn = cx.tr(x).reshape_like(&(r, n)).try_normalize::<Axis<1>>(eps).map_err(dev_err)?;
         let mut y = xn * w.t.clone().reshape_like(&(n,)).broadcast_like::<(usize, usize), Axis<0>>(&(r, n));
@@ -301,17 +317,17 @@ pub mod generic {
         Ok(cx.keep(y, x.shape.clone()))
     }
 
-    pub fn rms_norm<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &FT<D>, w: &FT<D>, eps: f32) -> R<FT<D>> {
+    pub fn rms_norm<E: Elem, D: Device<E>, T: Tape<E, D>>(cx: &mut Ctx<D, T, E>, x: &FT<D, E>, w: &FT<D, E>, eps: f32) -> R<FT<D, E>> {
         let (r, n) = (x.rows(), x.last());
-        let ms = cx.tr(x).reshape_like(&(r, n)).square().sum::<(usize,), Axis<1>>() * (1.0 / n as f32);
-        let inv = (ms + eps).sqrt().recip();
+        let ms = cx.tr(x).reshape_like(&(r, n)).square().sum::<(usize,), Axis<1>>() * e::<E>(1.0 / n as f32);
+        let inv = (ms + e::<E>(eps)).sqrt().recip();
         let inv = cx.keep(inv, vec![r]);
         let y = cx.tr(&inv).broadcast_like::<(usize, usize), Axis<1>>(&(r, n)) * x.t.clone().reshape_like(&(r, n));
         let y = y * w.t.clone().reshape_like(&(n,)).broadcast_like::<(usize, usize), Axis<0>>(&(r, n));
         Ok(cx.keep(y, x.shape.clone()))
     }
 
-    pub fn act<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &FT<D>, act: Activation) -> R<FT<D>> {
+    pub fn act<E: Elem, D: Device<E>, T: Tape<E, D>>(cx: &mut Ctx<D, T, E>, x: &FT<D, E>, act: Activation) -> R<FT<D, E>> {
         Ok(match act {
             Activation::Gelu => cx.map(x, |t| t.fast_gelu()),
             Activation::Relu => cx.map(x, |t| t.relu()),
@@ -328,22 +344,22 @@ pub mod generic {
 
     /// `x * Phi(x)` with Phi from erfc's Abramowitz-Stegun 7.1.26 form (error below 1.5e-7),
     /// differentiated by dfdx through elementary ops (never dfdx's `accurate_gelu`).
-    pub fn gelu_exact<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &FT<D>) -> R<FT<D>> {
+    pub fn gelu_exact<E: Elem, D: Device<E>, T: Tape<E, D>>(cx: &mut Ctx<D, T, E>, x: &FT<D, E>) -> R<FT<D, E>> {
         const P: f32 = 0.327_591_1;
         const A: [f32; 5] = [0.254_829_6, -0.284_496_74, 1.421_413_7, -1.453_152_1, 1.061_405_4];
-        let z = cx.map(x, |t| t.abs() * std::f32::consts::FRAC_1_SQRT_2);
-        let tt = cx.map(&z, |z| (z * P + 1.0).recip());
-        let mut poly = cx.map(&tt, |t| t * A[4]);
+        let z = cx.map(x, |t| t.abs() * e::<E>(std::f32::consts::FRAC_1_SQRT_2));
+        let tt = cx.map(&z, |z| (z * e::<E>(P) + e::<E>(1.0)).recip());
+        let mut poly = cx.map(&tt, |t| t * e::<E>(A[4]));
         for a in A[..4].iter().rev() {
-            let a = *a;
+            let a = e::<E>(*a);
             poly = cx.map(&poly, |u| u + a);
             poly = cx.zip(&poly, &tt, |u, t| u * t);
         }
-        let e = cx.map(x, |t| (t.square() * -0.5).exp());
+        let g = cx.map(x, |t| (t.square() * e::<E>(-0.5)).exp());
         // q = P(X > |x|) = erfc(|x| / sqrt 2) / 2
-        let q = cx.zip(&poly, &e, |p, e| p * e * 0.5);
-        let one_minus_q = cx.map(&q, |q| q.negate() + 1.0);
-        let cond = x.t.clone().ge(0.0);
+        let q = cx.zip(&poly, &g, |p, g| p * g * e::<E>(0.5));
+        let one_minus_q = cx.map(&q, |q| q.negate() + e::<E>(1.0));
+        let cond = x.t.clone().ge(e::<E>(0.0));
         let phi = cond.try_choose(cx.tr(&one_minus_q), q.t.clone()).map_err(dev_err)?;
         let phi = cx.keep(phi, x.shape.clone());
         Ok(cx.zip(&phi, x, |p, x| p * x))
@@ -353,15 +369,15 @@ pub mod generic {
     /// per row and head, not per element), scores and `P @ V` as batched products of permuted
     /// views, masks added as `[T, S]` and `[B, S]` tables broadcast on the device. Nothing the size
     /// of the scores is built on the host, so it stays fast on a device behind a bus.
-    pub fn attention_core<D: Device<f32>, T: Tape<f32, D>>(
-        cx: &mut Ctx<D, T>,
-        q: Cols<D>,
-        k: Cols<D>,
-        v: Cols<D>,
+    pub fn attention_core<E: Elem, D: Device<E>, T: Tape<E, D>>(
+        cx: &mut Ctx<D, T, E>,
+        q: Cols<D, E>,
+        k: Cols<D, E>,
+        v: Cols<D, E>,
         c: CoreCfg,
         mask: Option<&BT>,
-        bias: Option<&FT<D>>,
-    ) -> R<FT<D>> {
+        bias: Option<&FT<D, E>>,
+    ) -> R<FT<D, E>> {
         let (b, t, s, h, hd) = (c.b, c.t, c.s, c.heads, c.hd);
         let group = h / c.kv_heads.max(1);
         for x in [&q, &k, &v] {
@@ -372,7 +388,7 @@ pub mod generic {
         let kh = split_heads(cx, k, b * s, h, hd, group)?;
         let vh = split_heads(cx, v, b * s, h, hd, group)?;
         // [B, H, T, hd] @ [B, H, hd, S], the scale folded into q (T hd products, not T S)
-        let q4 = cx.tr(&qh).reshape_like(&(b, t, h, hd)).permute::<S4, Axes4<0, 2, 1, 3>>() * c.scale;
+        let q4 = cx.tr(&qh).reshape_like(&(b, t, h, hd)).permute::<S4, Axes4<0, 2, 1, 3>>() * e::<E>(c.scale);
         let kt = kh.t.clone().reshape_like(&(b, s, h, hd)).permute::<S4, Axes4<0, 2, 3, 1>>();
         let sc = q4.try_matmul(kt).map_err(dev_err)?;
         let mut sc = cx.keep(sc, vec![b, h, t, s]);
@@ -382,15 +398,15 @@ pub mod generic {
             sc = cx.keep(y, vec![b, h, t, s]);
         }
         if (0..t).any(|i| (0..s).any(|j| !c.allowed(i, j))) {
-            let table: Vec<f32> = (0..t * s).map(|ij| if c.allowed(ij / s, ij % s) { 0.0 } else { -1e9 }).collect();
-            let m = cx.dev.try_tensor_from_vec(table, (t, s)).map_err(dev_err)?;
+            let table: Vec<f32> = (0..t * s).map(|ij| if c.allowed(ij / s, ij % s) { 0.0 } else { E::MASKED }).collect();
+            let m = cx.dev.try_tensor_from_vec(E::vec_from_f32(table), (t, s)).map_err(dev_err)?;
             let m = m.broadcast_like::<(usize, usize, usize), Axis<0>>(&(b * h, t, s));
             let y = cx.tr(&sc).reshape_like(&(b * h, t, s)) + m;
             sc = cx.keep(y, vec![b, h, t, s]);
         }
         if let Some(mask) = mask.filter(|m| m.data.iter().any(|k| !k)) {
-            let table: Vec<f32> = mask.data.iter().map(|&k| if k { 0.0 } else { -1e9 }).collect();
-            let m = cx.dev.try_tensor_from_vec(table, (b, s)).map_err(dev_err)?;
+            let table: Vec<f32> = mask.data.iter().map(|&k| if k { 0.0 } else { E::MASKED }).collect();
+            let m = cx.dev.try_tensor_from_vec(E::vec_from_f32(table), (b, s)).map_err(dev_err)?;
             let m = m.broadcast_like::<(usize, usize, usize), Axis<1>>(&(b, h * t, s));
             let y = cx.tr(&sc).reshape_like(&(b, h * t, s)) + m;
             sc = cx.keep(y, vec![b, h, t, s]);
@@ -409,7 +425,7 @@ pub mod generic {
 
     /// Attention reads whole heads: the executor's projections are `heads x hd` wide, so columns
     /// start and end on head boundaries (and the checker keeps `hd` at least 1).
-    fn on_head_boundaries<D: Device<f32>>(x: &Cols<D>, hd: usize) -> R<()> {
+    fn on_head_boundaries<E: Elem, D: Device<E>>(x: &Cols<D, E>, hd: usize) -> R<()> {
         if hd == 0 || x.off % hd != 0 || x.width % hd != 0 || x.row_stride() % hd != 0 {
             return Err(run_err(format!(
                 "internal: attention columns {}..{} of width {} do not fall on heads of {hd}",
@@ -424,7 +440,7 @@ pub mod generic {
     /// `[rows, heads, hd]`: head `j` of each row is head `first + j / group` of the columns `c`
     /// (grouped keys and values are repeated for their query heads). Free when the columns are
     /// exactly the heads in order.
-    fn split_heads<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, c: Cols<D>, rows: usize, heads: usize, hd: usize, group: usize) -> R<FT<D>> {
+    fn split_heads<E: Elem, D: Device<E>, T: Tape<E, D>>(cx: &mut Ctx<D, T, E>, c: Cols<D, E>, rows: usize, heads: usize, hd: usize, group: usize) -> R<FT<D, E>> {
         let total = c.row_stride() / hd;
         let first = c.off / hd;
         if first == 0 && total == heads && group == 1 {
@@ -438,7 +454,7 @@ pub mod generic {
 
     /// Rotary embedding with `[L, hd]` cos and signed sin tables broadcast over batch and heads on
     /// the device, and rotate-half as a swap of each head's halves (one index per row and head).
-    pub fn rope<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: Cols<D>, heads: usize, hd: usize, theta: f32) -> R<FT<D>> {
+    pub fn rope<E: Elem, D: Device<E>, T: Tape<E, D>>(cx: &mut Ctx<D, T, E>, x: Cols<D, E>, heads: usize, hd: usize, theta: f32) -> R<FT<D, E>> {
         let (b, l) = (x.x.shape[0], x.x.shape[1]);
         on_head_boundaries(&x, hd)?;
         if hd % 2 == 1 {
@@ -448,8 +464,8 @@ pub mod generic {
         let rows = b * l * heads;
         let xh = split_heads(cx, x, b * l, heads, hd, 1)?;
         let (cos, sin) = rope_tables(l, hd, theta);
-        let table = |v: Vec<f32>| -> R<Tensor<(usize, usize, usize, usize), f32, D>> {
-            let t = cx.dev.try_tensor_from_vec(v, (l, hd)).map_err(dev_err)?;
+        let table = |v: Vec<f32>| -> R<Tensor<(usize, usize, usize, usize), E, D>> {
+            let t = cx.dev.try_tensor_from_vec(E::vec_from_f32(v), (l, hd)).map_err(dev_err)?;
             Ok(t.broadcast_like::<(usize, usize, usize, usize), Axes2<0, 2>>(&(b, l, heads, hd)))
         };
         let (cos, sin) = (table(cos)?, table(sin)?);
@@ -463,20 +479,20 @@ pub mod generic {
         Ok(cx.zip(&a, &rot, |a, r| a + r))
     }
 
-    pub fn embedding<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, w: &FT<D>, ids: &IT) -> R<FT<D>> {
+    pub fn embedding<E: Elem, D: Device<E>, T: Tape<E, D>>(cx: &mut Ctx<D, T, E>, w: &FT<D, E>, ids: &IT) -> R<FT<D, E>> {
         let (num, dim) = (w.shape[0], w.numel() / w.shape[0].max(1));
         let idx = check_ids(ids, num, "embedding")?;
         let n = idx.len();
         let it = cx.index(idx)?;
         let y = cx.tr(w).reshape_like(&(num, dim)).try_gather(it).map_err(dev_err)?;
-        let _: &Tensor<(usize, usize), f32, D, T> = &y;
+        let _: &Tensor<(usize, usize), E, D, T> = &y;
         let mut shape = ids.shape.clone();
         shape.push(dim);
         debug_assert_eq!(shape.iter().product::<usize>(), n * dim);
         Ok(cx.keep(y, shape))
     }
 
-    pub fn cross_entropy<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, logits: &FT<D>, targets: &[i64]) -> R<FT<D>> {
+    pub fn cross_entropy<E: Elem, D: Device<E>, T: Tape<E, D>>(cx: &mut Ctx<D, T, E>, logits: &FT<D, E>, targets: &[i64]) -> R<FT<D, E>> {
         let (rows, v) = (logits.rows(), logits.last());
         if targets.len() != rows {
             return Err(run_err(format!("cross-entropy: expected {rows} labels, found {}", targets.len())));
@@ -490,18 +506,18 @@ pub mod generic {
         let sel: Vec<usize> = targets.iter().map(|&t| if t == -100 { 0 } else { t as usize }).collect();
         let it = cx.index(sel)?;
         let picked = cx.tr(logits).reshape_like(&(rows, v)).log_softmax::<Axis<1>>().try_select(it).map_err(dev_err)?;
-        let _: &Tensor<(usize,), f32, D, T> = &picked;
+        let _: &Tensor<(usize,), E, D, T> = &picked;
         let picked = if count == rows {
             picked
         } else {
             let w: Vec<f32> = targets.iter().map(|&t| if t == -100 { 0.0 } else { 1.0 }).collect();
-            picked * cx.dev.try_tensor_from_vec(w, (rows,)).map_err(dev_err)?
+            picked * cx.dev.try_tensor_from_vec(E::vec_from_f32(w), (rows,)).map_err(dev_err)?
         };
-        let loss = picked.sum::<(), Axis<0>>() * (-1.0 / count as f32);
+        let loss = picked.sum::<(), Axis<0>>() * e::<E>(-1.0 / count as f32);
         Ok(cx.keep(loss, vec![]))
     }
 
-    pub fn dropout<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &FT<D>, p: f32) -> R<FT<D>> {
+    pub fn dropout<E: Elem, D: Device<E>, T: Tape<E, D>>(cx: &mut Ctx<D, T, E>, x: &FT<D, E>, p: f32) -> R<FT<D, E>> {
         if p <= 0.0 {
             return Ok(x.clone());
         }
@@ -514,7 +530,7 @@ pub mod generic {
     }
 
     /// Sum over `axis`.
-    pub fn sum_axis<D: Device<f32>, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &FT<D>, axis: usize) -> R<FT<D>> {
+    pub fn sum_axis<E: Elem, D: Device<E>, T: Tape<E, D>>(cx: &mut Ctx<D, T, E>, x: &FT<D, E>, axis: usize) -> R<FT<D, E>> {
         let pre: usize = x.shape[..axis].iter().product();
         let n = x.shape[axis];
         let post: usize = x.shape[axis + 1..].iter().product();
@@ -525,12 +541,12 @@ pub mod generic {
     }
 
     /// Moves `axis` last (a gather) when it is not already, applies `f` over rows, moves it back.
-    pub fn over_axis<D: Device<f32>, T: Tape<f32, D>>(
-        cx: &mut Ctx<D, T>,
-        x: &FT<D>,
+    pub fn over_axis<E: Elem, D: Device<E>, T: Tape<E, D>>(
+        cx: &mut Ctx<D, T, E>,
+        x: &FT<D, E>,
         axis: usize,
-        f: impl FnOnce(Tensor<(usize, usize), f32, D, T>) -> Tensor<(usize, usize), f32, D, T>,
-    ) -> R<FT<D>> {
+        f: impl FnOnce(Tensor<(usize, usize), E, D, T>) -> Tensor<(usize, usize), E, D, T>,
+    ) -> R<FT<D, E>> {
         let r = x.shape.len();
         if axis + 1 == r {
             let y = f(cx.tr(x).reshape_like(&(x.rows(), x.last())));

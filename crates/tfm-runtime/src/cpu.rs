@@ -3,7 +3,7 @@
 //! gradient and accumulates into the inputs' gradients, keyed by the same tensors as dfdx's own
 //! ops. `Ctx::fused == false` falls back to the generic dfdx versions.
 
-use crate::backend::{check_ids, check_targets, generic, rope_tables, Backend, Cols, CoreCfg};
+use crate::backend::{check_ids, check_targets, generic, rope_tables, Backend, Cols, CoreCfg, DeviceInfo};
 use crate::gemm::{sgemm, sgemm_par, sgemm_small, MatRef};
 use crate::mathf;
 use crate::value::{Ctx, Flat, HostPtr, Rng, BT, FT, IT};
@@ -214,17 +214,20 @@ fn glibc_keep_freed_memory() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn glibc_keep_freed_memory() {}
 
-impl Backend for Cpu {
+impl DeviceInfo for Cpu {
     fn prepare_host() {
         keep_freed_memory();
     }
+}
+
+impl Backend for Cpu {
     fn pass_forward(rt: &Runtime<Cpu>, store: &ParamStore<Cpu>, inputs: &[HostTensor], train: bool, seed: u64) -> R<Vec<HostTensor>> {
         keep_freed_memory();
         rayon::join(|| rt.forward_here(store, inputs, train, seed), || ()).0
     }
-    fn pass_loss_and_grads(rt: &Runtime<Cpu>, store: &ParamStore<Cpu>, batch: &Batch, seed: u64) -> R<(f32, Grads)> {
+    fn pass_loss_and_grads(rt: &Runtime<Cpu>, store: &ParamStore<Cpu>, batch: &Batch, seed: u64, loss_scale: f32) -> R<(f32, Grads)> {
         keep_freed_memory();
-        rayon::join(|| rt.loss_and_grads_here(store, batch, seed), || ()).0
+        rayon::join(|| rt.loss_and_grads_here(store, batch, seed, loss_scale), || ()).0
     }
     fn pass_loss(rt: &Runtime<Cpu>, store: &ParamStore<Cpu>, batch: &Batch) -> R<f32> {
         keep_freed_memory();

@@ -2,14 +2,14 @@
 //! tied weights) and lowers each primitive to backend ops.
 
 use crate::backend::{generic, Backend, Cols, CoreCfg};
-use crate::value::{param_uid, Ctx, Val, BT, FT, IT};
+use crate::value::{e, param_uid, Ctx, Elem, Val, BT, FT, IT};
 use crate::{dev_err, layout, run_err, HostTensor, ParamStore, Runtime, RuntimeError};
 use dfdx::prelude::*;
 use std::sync::Arc;
 use tfm_ir::{Activation, AttentionCfg, ChildKind, Dim, DimEnv, Graph, Node, Op, ParamId, Prim};
 
 type R<X> = Result<X, RuntimeError>;
-pub(crate) type Vals<D> = Vec<Option<Val<D>>>;
+pub(crate) type Vals<D, E = f32> = Vec<Option<Val<D, E>>>;
 
 /// Global weight indices of one graph instance: its own weights, then for each child one
 /// instance per repeat copy (one, reused, when shared).
@@ -44,12 +44,12 @@ impl Inst {
 }
 
 /// Runs the root graph on host inputs; returns every root value (the objective reads some).
-pub(crate) fn run_model<D: Backend, T: Tape<f32, D>>(
+pub(crate) fn run_model<E: Elem, D: Backend<E>, T: Tape<E, D>>(
     rt: &Runtime<D>,
-    cx: &mut Ctx<D, T>,
-    store: &ParamStore<D>,
+    cx: &mut Ctx<D, T, E>,
+    store: &ParamStore<D, E>,
     inputs: &[HostTensor],
-) -> R<Vals<D>> {
+) -> R<Vals<D, E>> {
     let m = &rt.model;
     if inputs.len() != m.inputs.len() {
         let names: Vec<_> = m.inputs.iter().map(|p| p.name.as_str()).collect();
@@ -95,7 +95,7 @@ pub(crate) fn run_model<D: Backend, T: Tape<f32, D>>(
     run_graph(rt, cx, store, &m.graph, &rt.inst, vals, &env)
 }
 
-fn host_to_val<D: Backend, T: Tape<f32, D>>(cx: &Ctx<D, T>, h: &HostTensor) -> R<Val<D>> {
+fn host_to_val<E: Elem, D: Backend<E>, T: Tape<E, D>>(cx: &Ctx<D, T, E>, h: &HostTensor) -> R<Val<D, E>> {
     Ok(match h {
         HostTensor::F32 { shape, data } => Val::F(cx.constant(data.clone(), shape.clone())?),
         HostTensor::I64 { shape, data } => Val::I(IT { shape: shape.clone(), data: Arc::new(data.clone()) }),
@@ -131,20 +131,20 @@ fn eval(d: &Dim, env: &DimEnv, what: &str) -> R<usize> {
         .ok_or_else(|| run_err(format!("{what}: cannot evaluate `{d}` with the bound shape variables {env:?}")))
 }
 
-fn run_graph<D: Backend, T: Tape<f32, D>>(
+fn run_graph<E: Elem, D: Backend<E>, T: Tape<E, D>>(
     rt: &Runtime<D>,
-    cx: &mut Ctx<D, T>,
-    store: &ParamStore<D>,
+    cx: &mut Ctx<D, T, E>,
+    store: &ParamStore<D, E>,
     g: &Graph,
     inst: &Inst,
-    inputs: Vec<Val<D>>,
+    inputs: Vec<Val<D, E>>,
     parent_env: &DimEnv,
-) -> R<Vals<D>> {
+) -> R<Vals<D, E>> {
     let mut env = parent_env.clone();
     if inputs.len() != g.inputs.len() {
         return Err(run_err(format!("internal: a block expects {} inputs, found {}", g.inputs.len(), inputs.len())));
     }
-    let mut vals: Vals<D> = vec![None; g.values.len()];
+    let mut vals: Vals<D, E> = vec![None; g.values.len()];
     for (&vid, v) in g.inputs.iter().zip(inputs) {
         bind(&mut env, &g.values[vid].ty.shape, v.shape(), true).map_err(run_err)?;
         vals[vid] = Some(v);
@@ -220,7 +220,7 @@ pub(crate) fn transposes_read_in_place(g: &Graph) -> Vec<bool> {
 }
 
 /// Checks a computed value against its IR type where the dims evaluate.
-fn check_type<D: Backend>(g: &Graph, vid: usize, v: &Val<D>, env: &DimEnv) -> R<()> {
+fn check_type<E: Elem, D: Backend<E>>(g: &Graph, vid: usize, v: &Val<D, E>, env: &DimEnv) -> R<()> {
     let ty = &g.values[vid].ty;
     let name = g.values[vid].name.as_deref().unwrap_or("a value");
     let dt_ok = match v {
@@ -241,7 +241,7 @@ fn check_type<D: Backend>(g: &Graph, vid: usize, v: &Val<D>, env: &DimEnv) -> R<
     }
 }
 
-fn weight<D: Backend>(g: &Graph, inst: &Inst, store: &ParamStore<D>, path: &[usize], param: ParamId) -> R<FT<D>> {
+fn weight<E: Elem, D: Backend<E>>(g: &Graph, inst: &Inst, store: &ParamStore<D, E>, path: &[usize], param: ParamId) -> R<FT<D, E>> {
     let (mut g, mut inst) = (g, inst);
     for &c in path {
         let child = g.children.get(c).ok_or_else(|| run_err("internal: weight path names a missing child"))?;
@@ -264,19 +264,19 @@ fn weight<D: Backend>(g: &Graph, inst: &Inst, store: &ParamStore<D>, path: &[usi
 }
 
 #[allow(clippy::too_many_arguments)]
-fn apply<D: Backend, T: Tape<f32, D>>(
+fn apply<E: Elem, D: Backend<E>, T: Tape<E, D>>(
     rt: &Runtime<D>,
-    cx: &mut Ctx<D, T>,
-    store: &ParamStore<D>,
+    cx: &mut Ctx<D, T, E>,
+    store: &ParamStore<D, E>,
     g: &Graph,
     inst: &Inst,
     c: usize,
-    ins: Vec<Val<D>>,
+    ins: Vec<Val<D, E>>,
     env: &DimEnv,
-) -> R<Vec<Val<D>>> {
+) -> R<Vec<Val<D, E>>> {
     let child = &g.children[c];
     let insts = &inst.children[c];
-    let outputs = |vals: Vals<D>| -> R<Vec<Val<D>>> {
+    let outputs = |vals: Vals<D, E>| -> R<Vec<Val<D, E>>> {
         child
             .graph
             .outputs
@@ -306,20 +306,20 @@ fn apply<D: Backend, T: Tape<f32, D>>(
 }
 
 /// The weights a primitive reads.
-struct Ps<'a, D: Backend> {
+struct Ps<'a, D: Backend<E>, E: Elem> {
     g: &'a Graph,
     inst: &'a Inst,
-    store: &'a ParamStore<D>,
+    store: &'a ParamStore<D, E>,
     ids: &'a [ParamId],
 }
 
-impl<D: Backend> Ps<'_, D> {
-    fn at(&self, i: usize) -> R<FT<D>> {
+impl<E: Elem, D: Backend<E>> Ps<'_, D, E> {
+    fn at(&self, i: usize) -> R<FT<D, E>> {
         let pid = *self.ids.get(i).ok_or_else(|| run_err("internal: a layer is missing a weight"))?;
         weight(self.g, self.inst, self.store, &[], pid)
     }
     /// The weight whose name ends with `.{suffix}` (or is `suffix`).
-    fn named(&self, suffix: &str) -> R<Option<FT<D>>> {
+    fn named(&self, suffix: &str) -> R<Option<FT<D, E>>> {
         let dotted = format!(".{suffix}");
         for &pid in self.ids {
             let n = &self.g.params[pid].name;
@@ -331,20 +331,20 @@ impl<D: Backend> Ps<'_, D> {
     }
 }
 
-fn f<'a, D: Backend>(ins: &'a [Val<D>], i: usize, what: &str) -> R<&'a FT<D>> {
+fn f<'a, E: Elem, D: Backend<E>>(ins: &'a [Val<D, E>], i: usize, what: &str) -> R<&'a FT<D, E>> {
     ins.get(i).ok_or_else(|| run_err(format!("internal: {what} is missing an input")))?.f(what)
 }
 
-fn prim_op<D: Backend, T: Tape<f32, D>>(
-    cx: &mut Ctx<D, T>,
-    ps: &Ps<D>,
+fn prim_op<E: Elem, D: Backend<E>, T: Tape<E, D>>(
+    cx: &mut Ctx<D, T, E>,
+    ps: &Ps<D, E>,
     prim: &Prim,
-    ins: &[Val<D>],
+    ins: &[Val<D, E>],
     node: &Node,
     env: &DimEnv,
-) -> R<Vec<Val<D>>> {
+) -> R<Vec<Val<D, E>>> {
     let _ = node;
-    let one = |x: FT<D>| Ok(vec![Val::F(x)]);
+    let one = |x: FT<D, E>| Ok(vec![Val::F(x)]);
     match prim {
         Prim::Embedding => {
             let ids = ins.first().ok_or_else(|| run_err("embedding: missing ids"))?.i("embedding ids")?;
@@ -437,7 +437,7 @@ fn prim_op<D: Backend, T: Tape<f32, D>>(
         }
         Prim::Neg => one(cx.map(f(ins, 0, "neg")?, |t| t.negate())),
         Prim::Scale(c) => {
-            let c = *c as f32;
+            let c = e::<E>(*c as f32);
             one(cx.map(f(ins, 0, "scale")?, |t| t * c))
         }
         Prim::Act(a) => one(D::act(cx, f(ins, 0, "an activation")?, *a)?),
@@ -536,7 +536,7 @@ fn prim_op<D: Backend, T: Tape<f32, D>>(
             let x = f(ins, 0, "a reduction")?;
             let s = generic::sum_axis(cx, x, *axis)?;
             if matches!(prim, Prim::Mean { .. }) {
-                let c = 1.0 / x.shape[*axis].max(1) as f32;
+                let c = e::<E>(1.0 / x.shape[*axis].max(1) as f32);
                 one(cx.map(&s, |t| t * c))
             } else {
                 one(s)
@@ -545,7 +545,7 @@ fn prim_op<D: Backend, T: Tape<f32, D>>(
         Prim::Normalize => {
             let x = f(ins, 0, "normalize")?;
             let (r, n) = (x.rows(), x.last());
-            let inv = (cx.tr(x).reshape_like(&(r, n)).square().sum::<(usize,), Axis<1>>() + 1e-24).sqrt().recip();
+            let inv = (cx.tr(x).reshape_like(&(r, n)).square().sum::<(usize,), Axis<1>>() + e::<E>(E::TINY)).sqrt().recip();
             let inv = cx.keep(inv, vec![r]);
             let x2 = cx.distinct(&inv, x);
             let y = cx.tr(&inv).broadcast_like::<(usize, usize), Axis<1>>(&(r, n)) * x2.t.clone().reshape_like(&(r, n));
@@ -574,7 +574,7 @@ fn prim_op<D: Backend, T: Tape<f32, D>>(
 }
 
 /// Applies a layout gather to any dtype (host gather for integer and bool tensors).
-fn regather<D: Backend, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &Val<D>, idx: Vec<usize>, shape: Vec<usize>) -> R<Val<D>> {
+fn regather<E: Elem, D: Backend<E>, T: Tape<E, D>>(cx: &mut Ctx<D, T, E>, x: &Val<D, E>, idx: Vec<usize>, shape: Vec<usize>) -> R<Val<D, E>> {
     Ok(match x {
         Val::F(x) => Val::F(D::gather(cx, x, idx, shape)?),
         Val::I(x) => Val::I(IT { shape, data: Arc::new(idx.iter().map(|&i| x.data[i]).collect()) }),
@@ -582,7 +582,7 @@ fn regather<D: Backend, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &Val<D>, idx: Ve
     })
 }
 
-fn expand_to<D: Backend, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &FT<D>, shape: &[usize]) -> R<FT<D>> {
+fn expand_to<E: Elem, D: Backend<E>, T: Tape<E, D>>(cx: &mut Ctx<D, T, E>, x: &FT<D, E>, shape: &[usize]) -> R<FT<D, E>> {
     if x.shape == shape {
         return Ok(x.clone());
     }
@@ -593,7 +593,7 @@ fn expand_to<D: Backend, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &FT<D>, shape: 
     D::gather(cx, x, idx, shape.to_vec())
 }
 
-fn concat<D: Backend, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, ins: &[Val<D>], axis: usize) -> R<Val<D>> {
+fn concat<E: Elem, D: Backend<E>, T: Tape<E, D>>(cx: &mut Ctx<D, T, E>, ins: &[Val<D, E>], axis: usize) -> R<Val<D, E>> {
     let first = ins.first().ok_or_else(|| run_err("concat: expected at least one tensor"))?;
     let shapes: Vec<Vec<usize>> = ins.iter().map(|v| v.shape().to_vec()).collect();
     for s in &shapes {
@@ -605,7 +605,7 @@ fn concat<D: Backend, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, ins: &[Val<D>], axis:
     let (idx, shape) = layout::concat(&shapes, axis);
     match first {
         Val::F(_) => {
-            let mut acc: Option<FT<D>> = None;
+            let mut acc: Option<FT<D, E>> = None;
             for v in ins {
                 let x = v.f("concat")?;
                 acc = Some(match acc {
@@ -638,7 +638,7 @@ fn concat<D: Backend, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, ins: &[Val<D>], axis:
     }
 }
 
-fn linear<D: Backend, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &FT<D>, w: &FT<D>, b: Option<&FT<D>>) -> R<FT<D>> {
+fn linear<E: Elem, D: Backend<E>, T: Tape<E, D>>(cx: &mut Ctx<D, T, E>, x: &FT<D, E>, w: &FT<D, E>, b: Option<&FT<D, E>>) -> R<FT<D, E>> {
     let inn = w.numel() / w.shape[0].max(1);
     if x.last() != inn {
         return Err(run_err(format!("linear: expected inputs with last dim {inn}, found shape {:?}", x.shape)));
@@ -646,10 +646,10 @@ fn linear<D: Backend, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &FT<D>, w: &FT<D>,
     D::linear(cx, x, w, b)
 }
 
-fn mlp<D: Backend, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, ps: &Ps<D>, act: Activation, bias: bool, x: &FT<D>) -> R<FT<D>> {
+fn mlp<E: Elem, D: Backend<E>, T: Tape<E, D>>(cx: &mut Ctx<D, T, E>, ps: &Ps<D, E>, act: Activation, bias: bool, x: &FT<D, E>) -> R<FT<D, E>> {
     let gated = matches!(act, Activation::Swiglu | Activation::Geglu);
     // by name (`up.weight`, `gate.weight`, `down.weight`), else in the documented order
-    let get = |name: &str, pos: usize| -> R<FT<D>> {
+    let get = |name: &str, pos: usize| -> R<FT<D, E>> {
         match ps.named(name)? {
             Some(w) => Ok(w),
             None => ps.at(pos),
@@ -675,7 +675,7 @@ fn mlp<D: Backend, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, ps: &Ps<D>, act: Activat
     linear(cx, &h, &down_w, down_b.as_ref())
 }
 
-fn attention<D: Backend, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, ps: &Ps<D>, c: &AttentionCfg, ins: &[Val<D>]) -> R<FT<D>> {
+fn attention<E: Elem, D: Backend<E>, T: Tape<E, D>>(cx: &mut Ctx<D, T, E>, ps: &Ps<D, E>, c: &AttentionCfg, ins: &[Val<D, E>]) -> R<FT<D, E>> {
     let x = f(ins, 0, "attention")?;
     let mut i = 1;
     let mem = if c.cross {
@@ -711,7 +711,7 @@ fn attention<D: Backend, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, ps: &Ps<D>, c: &At
     }
     // weights by name, else in the documented order: q, k, v, o weights (qkv, o when fused), then biases
     let nw = if c.fused_qkv { 2 } else { 4 };
-    let get = |name: &str, pos: usize| -> R<FT<D>> {
+    let get = |name: &str, pos: usize| -> R<FT<D, E>> {
         match ps.named(name)? {
             Some(w) => Ok(w),
             None => ps.at(pos),

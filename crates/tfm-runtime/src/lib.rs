@@ -1,8 +1,10 @@
 //! Lowers validated IR to runtime-shaped dfdx tensors: forward and backward on CPU or CUDA.
 //!
 //! # Architecture
-//! - Every float value is a flat, contiguous `Tensor<(usize,), f32, D>` plus its logical shape
-//!   ([`value::FT`]); integer and boolean tensors (token ids, positions, padding masks) stay on
+//! - Every float value is a flat, contiguous `Tensor<(usize,), E, D>` plus its logical shape
+//!   ([`value::FT`]), `E` being `f32` or, for mixed precision, [`Half`] (the parameter store
+//!   keeps `f32` master weights; [`ParamStore::cast`] makes the half copy a step runs with);
+//!   integer and boolean tensors (token ids, positions, padding masks) stay on
 //!   the host. Reshapes are free; other layout changes (permute, slice, split, concat, expand,
 //!   broadcasting) are gathers, whose backward accumulates.
 //! - One gradient tape per run: each op's backward work is merged into it, so every parameter
@@ -43,8 +45,9 @@ mod tests;
 use dfdx::prelude::*;
 use std::fmt;
 
-pub use backend::Backend;
+pub use backend::{AnyPrecision, Backend, DeviceInfo};
 pub use params::{Param, ParamStore};
+pub use value::{Elem, Half};
 pub use tfm_ir;
 
 /// A tensor on the host: inputs to and outputs of the model.
@@ -145,7 +148,7 @@ pub(crate) fn dev_err(e: impl fmt::Debug) -> RuntimeError {
 }
 
 /// A checked model bound to a device.
-pub struct Runtime<D: Backend> {
+pub struct Runtime<D> {
     model: tfm_ir::Model,
     dev: D,
     inst: exec::Inst,
@@ -187,11 +190,6 @@ impl<D: Backend> Runtime<D> {
         self.fused = on;
     }
 
-    fn ctx<T: Tape<f32, D>>(&self, train: bool, seed: u64) -> value::Ctx<D, T> {
-        let mut cx = value::Ctx::new(self.dev.clone(), train, seed);
-        cx.fused = self.fused;
-        cx
-    }
 
     /// Allocates and initialises every weight (names from `Graph::for_each_param`).
     pub fn init_params(&self, seed: u64) -> ParamStore<D> {
@@ -210,25 +208,6 @@ impl<D: Backend> Runtime<D> {
         D::pass_forward(self, store, inputs, train, rng_seed)
     }
 
-    pub(crate) fn forward_here(
-        &self,
-        store: &ParamStore<D>,
-        inputs: &[HostTensor],
-        train: bool,
-        rng_seed: u64,
-    ) -> Result<Vec<HostTensor>, RuntimeError> {
-        self.check_store(store)?;
-        let mut cx = self.ctx::<NoneTape>(train, rng_seed);
-        let outs = exec::run_model(self, &mut cx, store, inputs)?;
-        let ports: Vec<_> = self.model.outputs.iter().map(|p| p.value).collect();
-        let mut host = Vec::with_capacity(ports.len());
-        for v in ports {
-            let val = outs.get(v).and_then(|v| v.as_ref()).ok_or_else(|| run_err("an output was not computed"))?;
-            host.push(val.to_host());
-        }
-        Ok(host)
-    }
-
     /// Training mode (dropout on): the objective's loss and the gradient of every weight.
     pub fn loss_and_grads(
         &self,
@@ -236,44 +215,12 @@ impl<D: Backend> Runtime<D> {
         batch: &Batch,
         rng_seed: u64,
     ) -> Result<(f32, Gradients<f32, D>), RuntimeError> {
-        D::pass_loss_and_grads(self, store, batch, rng_seed)
-    }
-
-    pub(crate) fn loss_and_grads_here(
-        &self,
-        store: &ParamStore<D>,
-        batch: &Batch,
-        rng_seed: u64,
-    ) -> Result<(f32, Gradients<f32, D>), RuntimeError> {
-        self.check_store(store)?;
-        let mut cx = self.ctx::<OwnedTape<f32, D>>(true, rng_seed);
-        let outs = exec::run_model(self, &mut cx, store, &batch.inputs)?;
-        let loss = objective::loss(self, &mut cx, &outs, batch)?;
-        let value = loss.t.as_vec().first().copied().unwrap_or(f32::NAN);
-        let tape = std::mem::take(&mut cx.tape);
-        let scalar = loss.t.clone().reshape_like(&()).put_tape(tape);
-        let mut all = scalar.backward();
-        // Keep only the weights' gradients, allocating zeros for weights the loss does not reach.
-        let mut grads = Gradients::leaky();
-        for p in &store.params {
-            let dst = grads.get_or_alloc_mut(&p.value).map_err(dev_err)?;
-            let src = all.get_or_alloc_mut(&p.value).map_err(dev_err)?;
-            std::mem::swap(dst, src);
-        }
-        Ok((value, grads))
+        D::pass_loss_and_grads(self, store, batch, rng_seed, 1.0)
     }
 
     /// Evaluation mode (no dropout, no tape): the objective's loss.
     pub fn loss(&self, store: &ParamStore<D>, batch: &Batch) -> Result<f32, RuntimeError> {
         D::pass_loss(self, store, batch)
-    }
-
-    pub(crate) fn loss_here(&self, store: &ParamStore<D>, batch: &Batch) -> Result<f32, RuntimeError> {
-        self.check_store(store)?;
-        let mut cx = self.ctx::<NoneTape>(false, 0);
-        let outs = exec::run_model(self, &mut cx, store, &batch.inputs)?;
-        let loss = objective::loss(self, &mut cx, &outs, batch)?;
-        Ok(loss.t.as_vec().first().copied().unwrap_or(f32::NAN))
     }
 
     /// `sum(output0 * probe)` and its gradients (tests: checks every primitive's backward).
@@ -285,7 +232,7 @@ impl<D: Backend> Runtime<D> {
         probe: &[f32],
         train: bool,
     ) -> Result<(f32, Gradients<f32, D>), RuntimeError> {
-        let mut cx = self.ctx::<OwnedTape<f32, D>>(train, 7);
+        let mut cx = self.ctx::<f32, OwnedTape<f32, D>>(train, 7);
         let loss = self.probe_value(&mut cx, store, inputs, probe)?;
         let value = loss.t.as_vec()[0];
         let tape = std::mem::take(&mut cx.tape);
@@ -300,7 +247,7 @@ impl<D: Backend> Runtime<D> {
 
     #[cfg(test)]
     pub(crate) fn probe_loss(&self, store: &ParamStore<D>, inputs: &[HostTensor], probe: &[f32], train: bool) -> Result<f32, RuntimeError> {
-        let mut cx = self.ctx::<NoneTape>(train, 7);
+        let mut cx = self.ctx::<f32, NoneTape>(train, 7);
         Ok(self.probe_value(&mut cx, store, inputs, probe)?.t.as_vec()[0])
     }
 
@@ -320,7 +267,109 @@ impl<D: Backend> Runtime<D> {
         Ok(cx.keep(s, vec![]))
     }
 
-    fn check_store(&self, store: &ParamStore<D>) -> Result<(), RuntimeError> {
+}
+
+/// The passes in any element type `E` the device runs (`f32`, or [`Half`] for mixed precision).
+impl<D> Runtime<D> {
+    /// Training mode in element type `E` with the loss multiplied by `loss_scale` before the
+    /// backward pass (mixed precision: small gradients stay representable in half precision).
+    /// Returns the unscaled loss and the scaled gradients.
+    pub fn loss_and_grads_in<E: Elem>(
+        &self,
+        store: &ParamStore<D, E>,
+        batch: &Batch,
+        rng_seed: u64,
+        loss_scale: f32,
+    ) -> Result<(f32, Gradients<E, D>), RuntimeError>
+    where
+        D: Backend<E>,
+    {
+        D::pass_loss_and_grads(self, store, batch, rng_seed, loss_scale)
+    }
+
+    /// Evaluation mode in element type `E`.
+    pub fn loss_in<E: Elem>(&self, store: &ParamStore<D, E>, batch: &Batch) -> Result<f32, RuntimeError>
+    where
+        D: Backend<E>,
+    {
+        D::pass_loss(self, store, batch)
+    }
+
+    fn ctx<E: Elem, T: Tape<E, D>>(&self, train: bool, seed: u64) -> value::Ctx<D, T, E>
+    where
+        D: Device<E>,
+    {
+        let mut cx = value::Ctx::new(self.dev.clone(), train, seed);
+        cx.fused = self.fused;
+        cx
+    }
+
+    pub(crate) fn forward_here<E: Elem>(
+        &self,
+        store: &ParamStore<D, E>,
+        inputs: &[HostTensor],
+        train: bool,
+        rng_seed: u64,
+    ) -> Result<Vec<HostTensor>, RuntimeError>
+    where
+        D: Backend<E>,
+    {
+        self.check_store(store)?;
+        let mut cx = self.ctx::<E, NoneTape>(train, rng_seed);
+        let outs = exec::run_model(self, &mut cx, store, inputs)?;
+        let ports: Vec<_> = self.model.outputs.iter().map(|p| p.value).collect();
+        let mut host = Vec::with_capacity(ports.len());
+        for v in ports {
+            let val = outs.get(v).and_then(|v| v.as_ref()).ok_or_else(|| run_err("an output was not computed"))?;
+            host.push(val.to_host());
+        }
+        Ok(host)
+    }
+
+    pub(crate) fn loss_and_grads_here<E: Elem>(
+        &self,
+        store: &ParamStore<D, E>,
+        batch: &Batch,
+        rng_seed: u64,
+        loss_scale: f32,
+    ) -> Result<(f32, Gradients<E, D>), RuntimeError>
+    where
+        D: Backend<E>,
+    {
+        self.check_store(store)?;
+        let mut cx = self.ctx::<E, OwnedTape<E, D>>(true, rng_seed);
+        let outs = exec::run_model(self, &mut cx, store, &batch.inputs)?;
+        let loss = objective::loss(self, &mut cx, &outs, batch)?;
+        let value = loss.t.as_vec().first().map(|&x| x.value()).unwrap_or(f32::NAN);
+        let tape = std::mem::take(&mut cx.tape);
+        let scalar = loss.t.clone().reshape_like(&()).put_tape(tape);
+        let scalar = if loss_scale == 1.0 { scalar } else { scalar * E::of(loss_scale) };
+        let mut all = scalar.backward();
+        // Keep only the weights' gradients, allocating zeros for weights the loss does not reach.
+        let mut grads = Gradients::leaky();
+        for p in &store.params {
+            let dst = grads.get_or_alloc_mut(&p.value).map_err(dev_err)?;
+            let src = all.get_or_alloc_mut(&p.value).map_err(dev_err)?;
+            std::mem::swap(dst, src);
+        }
+        Ok((value, grads))
+    }
+
+    pub(crate) fn loss_here<E: Elem>(&self, store: &ParamStore<D, E>, batch: &Batch) -> Result<f32, RuntimeError>
+    where
+        D: Backend<E>,
+    {
+        self.check_store(store)?;
+        let mut cx = self.ctx::<E, NoneTape>(false, 0);
+        let outs = exec::run_model(self, &mut cx, store, &batch.inputs)?;
+        let loss = objective::loss(self, &mut cx, &outs, batch)?;
+        Ok(loss.t.as_vec().first().map(|&x| x.value()).unwrap_or(f32::NAN))
+    }
+
+    fn check_store<E: Elem>(&self, store: &ParamStore<D, E>) -> Result<(), RuntimeError>
+    where
+        D: Device<E>,
+    {
         if store.params.len() != self.n_params {
             return Err(run_err(format!(
                 "expected a parameter store with {} weights, found {}; hint: create it with `init_params` or load a checkpoint of this model",

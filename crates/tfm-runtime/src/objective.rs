@@ -2,18 +2,18 @@
 
 use crate::backend::Backend;
 use crate::exec::Vals;
-use crate::value::{Ctx, Val, FT};
+use crate::value::{e, Ctx, Elem, Val, FT};
 use crate::{layout, run_err, Batch, HostTensor, Runtime, RuntimeError};
 use dfdx::prelude::*;
 use tfm_ir::ObjectiveKind;
 
 type R<X> = Result<X, RuntimeError>;
 
-pub(crate) fn loss<D: Backend, T: Tape<f32, D>>(rt: &Runtime<D>, cx: &mut Ctx<D, T>, outs: &Vals<D>, batch: &Batch) -> R<FT<D>> {
+pub(crate) fn loss<E: Elem, D: Backend<E>, T: Tape<E, D>>(rt: &Runtime<D>, cx: &mut Ctx<D, T, E>, outs: &Vals<D, E>, batch: &Batch) -> R<FT<D, E>> {
     let obj = rt.model.objective.as_ref().ok_or_else(|| RuntimeError::Unsupported {
         message: format!("model `{}` declares no objective; hint: add e.g. `objective next_token(logits, tokens)`", rt.model.name),
     })?;
-    let arg = |i: usize| -> R<&Val<D>> {
+    let arg = |i: usize| -> R<&Val<D, E>> {
         obj.args
             .get(i)
             .and_then(|&v| outs.get(v))
@@ -96,13 +96,13 @@ pub(crate) fn loss<D: Backend, T: Tape<f32, D>>(rt: &Runtime<D>, cx: &mut Ctx<D,
             let lt = D::gather(cx, &logits, idx, sh)?;
             let l2 = D::cross_entropy(cx, &lt, &labels)?;
             let s = cx.zip(&l1.reshaped(vec![1]), &l2.reshaped(vec![1]), |a, b| a + b);
-            let s = cx.map(&s, |t| t * 0.5);
+            let s = cx.map(&s, |t| t * e::<E>(0.5));
             Ok(s.reshaped(vec![]))
         }
     }
 }
 
-fn seq_logits<D: Backend>(logits: &FT<D>) -> R<(usize, usize)> {
+fn seq_logits<E: Elem, D: Backend<E>>(logits: &FT<D, E>) -> R<(usize, usize)> {
     if logits.shape.len() != 3 {
         return Err(run_err(format!("expected logits f32[B, T, V], found shape {:?}", logits.shape)));
     }

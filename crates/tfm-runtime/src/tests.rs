@@ -812,6 +812,58 @@ fn gradients_repeat_bit_for_bit_across_passes() {
     }
 }
 
+/// Mixed precision: the same GPT run with half-precision weights and values (dfdx's `AMP<f16>`,
+/// loss scaled by 1024 before the backward pass) gives the `f32` loss to within half precision's
+/// rounding and, once unscaled, gradients pointing the same way as the `f32` ones.
+fn check_half_precision<D: AnyPrecision>(dev: D) -> Result<(), String> {
+    let m = gpt(GptSize { vocab: 65, context: 32, layers: 2, heads: 4, d_model: 64, dropout: 0.0 });
+    let rt = Runtime::new(m, dev).map_err(|e| e.to_string())?;
+    let s = rt.init_params(11);
+    let (b, t) = (4usize, 32usize);
+    let toks: Vec<i64> = (0..b * t).map(|i| ((i * 17 + i / 5) % 65) as i64).collect();
+    let batch = Batch { inputs: vec![HostTensor::I64 { shape: vec![b, t], data: toks }], targets: None };
+    let (l32, g32) = rt.loss_and_grads(&s, &batch, 1).map_err(|e| e.to_string())?;
+    let half = s.cast::<Half>();
+    let scale = 1024.0f32;
+    let (l16, g16) = rt.loss_and_grads_in(&half, &batch, 1, scale).map_err(|e| e.to_string())?;
+    if (l16 - l32).abs() > 0.01 * l32 {
+        return Err(format!("loss: f16 {l16} against f32 {l32}"));
+    }
+    let eval16 = rt.loss_in(&half, &batch).map_err(|e| e.to_string())?;
+    if (eval16 - l32).abs() > 0.01 * l32 {
+        return Err(format!("evaluation loss: f16 {eval16} against f32 {l32}"));
+    }
+    for (p, ph) in s.params.iter().zip(&half.params) {
+        let a = g32.get(&p.value).as_vec();
+        let h: Vec<f32> = g16.get(&ph.value).to_dtype::<f32>().as_vec().iter().map(|x| x / scale).collect();
+        if h.iter().any(|x| !x.is_finite()) {
+            return Err(format!("`{}`: a gradient overflowed", p.name));
+        }
+        let dot: f64 = a.iter().zip(&h).map(|(x, y)| (*x as f64) * (*y as f64)).sum();
+        let (na, nh) = (a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt(), h.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt());
+        if na < 1e-6 {
+            continue;
+        }
+        let cos = dot / (na * nh).max(1e-30);
+        if cos < 0.99 || (nh / na - 1.0).abs() > 0.05 {
+            return Err(format!("`{}`: f16 gradient at cosine {cos:.4} to the f32 one, norms {nh:.4e} against {na:.4e}", p.name));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn half_precision_pass_matches_f32_on_cpu() {
+    check_half_precision(dfdx::prelude::Cpu::default()).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn half_precision_pass_matches_f32_on_cuda() {
+    let dev = crate::device::cuda_device(0).unwrap_or_else(|e| panic!("expected a usable CUDA device, found: {e}"));
+    check_half_precision(dev).unwrap_or_else(|e| panic!("{e}"));
+}
+
 // ---------------------------------------------------------------- run-time errors
 
 #[test]

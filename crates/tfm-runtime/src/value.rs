@@ -5,15 +5,70 @@ use crate::{dev_err, run_err, HostTensor, RuntimeError};
 use dfdx::prelude::*;
 use std::sync::Arc;
 
+/// The element type of float values: `f32`, or dfdx's `AMP<f16>` for mixed precision (values
+/// and weights held in half precision; dfdx's AMP kernels accumulate products and reductions in
+/// `f32`). Host data is always `f32` and converted at the boundary.
+pub trait Elem: Dtype + std::fmt::Debug {
+    /// As written in run configurations and messages.
+    const NAME: &'static str;
+    /// Added to the attention scores a query may not see: large enough to zero its weight after
+    /// the softmax, and finite (a row with every key masked stays a number).
+    const MASKED: f32;
+    /// Added to a squared norm before dividing by its root (a representable positive number).
+    const TINY: f32;
+    fn of(x: f32) -> Self;
+    fn value(self) -> f32;
+    /// Host data for a device tensor (`f32` passes its vector through unchanged).
+    fn vec_from_f32(v: Vec<f32>) -> Vec<Self>;
+}
+
+impl Elem for f32 {
+    const NAME: &'static str = "f32";
+    const MASKED: f32 = -1e9;
+    const TINY: f32 = 1e-24;
+    fn of(x: f32) -> Self {
+        x
+    }
+    fn value(self) -> f32 {
+        self
+    }
+    fn vec_from_f32(v: Vec<f32>) -> Vec<Self> {
+        v
+    }
+}
+
+/// dfdx's automatic mixed precision half type.
+pub type Half = dfdx::dtypes::AMP<dfdx::dtypes::f16>;
+
+impl Elem for Half {
+    const NAME: &'static str = "f16";
+    const MASKED: f32 = -6e4;
+    const TINY: f32 = 6e-8;
+    fn of(x: f32) -> Self {
+        dfdx::dtypes::AMP(dfdx::dtypes::f16::from_f32(x))
+    }
+    fn value(self) -> f32 {
+        self.0.to_f32()
+    }
+    fn vec_from_f32(v: Vec<f32>) -> Vec<Self> {
+        v.into_iter().map(Self::of).collect()
+    }
+}
+
+/// `x` as the element type `E`.
+pub fn e<E: Elem>(x: f32) -> E {
+    E::of(x)
+}
+
 /// A flat device tensor.
-pub type Flat<D, T = NoneTape> = Tensor<(usize,), f32, D, T>;
+pub type Flat<D, T = NoneTape, E = f32> = Tensor<(usize,), E, D, T>;
 
 /// An f32 value: a flat, contiguous device tensor and its logical shape. `uid` identifies the
 /// underlying tensor (dfdx's own id is private): values sharing it must not meet in one dfdx
 /// binary op, whose backward cannot take the same tensor twice.
 #[derive(Clone, Debug)]
-pub struct FT<D: Device<f32>> {
-    pub t: Flat<D>,
+pub struct FT<D: Device<E>, E: Elem = f32> {
+    pub t: Flat<D, NoneTape, E>,
     pub shape: Vec<usize>,
     pub uid: u64,
     /// Where `t`'s elements lie in host memory, when a CPU kernel made `t` from its own buffer
@@ -50,12 +105,12 @@ pub fn param_uid(i: usize) -> u64 {
     (1 << 62) | i as u64
 }
 
-impl<D: Device<f32>> FT<D> {
+impl<E: Elem, D: Device<E>> FT<D, E> {
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
     /// The same data with another shape of equal size (free).
-    pub fn reshaped(&self, shape: Vec<usize>) -> FT<D> {
+    pub fn reshaped(&self, shape: Vec<usize>) -> FT<D, E> {
         debug_assert_eq!(shape.iter().product::<usize>(), self.numel());
         FT { t: self.t.clone(), shape, uid: self.uid, host: self.host }
     }
@@ -83,13 +138,13 @@ pub struct BT {
 }
 
 #[derive(Clone, Debug)]
-pub enum Val<D: Device<f32>> {
-    F(FT<D>),
+pub enum Val<D: Device<E>, E: Elem = f32> {
+    F(FT<D, E>),
     I(IT),
     B(BT),
 }
 
-impl<D: Device<f32>> Val<D> {
+impl<E: Elem, D: Device<E>> Val<D, E> {
     pub fn shape(&self) -> &[usize] {
         match self {
             Val::F(x) => &x.shape,
@@ -106,12 +161,12 @@ impl<D: Device<f32>> Val<D> {
     }
     pub fn to_host(&self) -> HostTensor {
         match self {
-            Val::F(x) => HostTensor::F32 { shape: x.shape.clone(), data: x.t.as_vec() },
+            Val::F(x) => HostTensor::F32 { shape: x.shape.clone(), data: x.t.as_vec().into_iter().map(E::value).collect() },
             Val::I(x) => HostTensor::I64 { shape: x.shape.clone(), data: x.data.to_vec() },
             Val::B(x) => HostTensor::Bool { shape: x.shape.clone(), data: x.data.to_vec() },
         }
     }
-    pub fn f(&self, what: &str) -> Result<&FT<D>, RuntimeError> {
+    pub fn f(&self, what: &str) -> Result<&FT<D, E>, RuntimeError> {
         match self {
             Val::F(x) => Ok(x),
             other => Err(run_err(format!("expected an f32 tensor for {what}, found {}", other.dtype().name()))),
@@ -180,13 +235,14 @@ impl Rng {
 }
 
 /// Per-run state: the device, the one tape all ops record into, dropout on/off and its rng.
-pub struct Ctx<D: Device<f32>, T> {
+pub struct Ctx<D: Device<E>, T, E: Elem = f32> {
     pub dev: D,
     pub tape: T,
     pub train: bool,
     pub rng: Rng,
     /// Use the device's fused kernels where it has them (off: dfdx ops everywhere).
     pub fused: bool,
+    pub elem: std::marker::PhantomData<E>,
 }
 
 impl<T: Tape<f32, Cpu>> Ctx<Cpu, T> {
@@ -200,19 +256,19 @@ impl<T: Tape<f32, Cpu>> Ctx<Cpu, T> {
     }
 }
 
-impl<D: Device<f32>, T: Tape<f32, D>> Ctx<D, T> {
+impl<E: Elem, D: Device<E>, T: Tape<E, D>> Ctx<D, T, E> {
     pub fn new(dev: D, train: bool, seed: u64) -> Self {
-        Ctx { dev, tape: T::default(), train, rng: Rng::new(seed), fused: true }
+        Ctx { dev, tape: T::default(), train, rng: Rng::new(seed), fused: true, elem: std::marker::PhantomData }
     }
 
     /// `x` with an empty tape of the run's kind, ready to be the taped operand of a dfdx op.
-    pub fn tr(&self, x: &FT<D>) -> Flat<D, T> {
+    pub fn tr(&self, x: &FT<D, E>) -> Flat<D, T, E> {
         x.t.clone().put_tape(T::default())
     }
 
     /// Takes the result of a dfdx op: flattens it (free when contiguous), moves its backward ops
     /// onto the run's tape.
-    pub fn keep<S: Shape>(&mut self, y: Tensor<S, f32, D, T>, shape: Vec<usize>) -> FT<D> {
+    pub fn keep<S: Shape>(&mut self, y: Tensor<S, E, D, T>, shape: Vec<usize>) -> FT<D, E> {
         let n: usize = shape.iter().product();
         debug_assert_eq!(n, y.shape().num_elements());
         let y = y.reshape_like(&(n,));
@@ -223,9 +279,9 @@ impl<D: Device<f32>, T: Tape<f32, D>> Ctx<D, T> {
     }
 
     /// A constant (no gradient is ever needed for it).
-    pub fn constant(&self, data: Vec<f32>, shape: Vec<usize>) -> Result<FT<D>, RuntimeError> {
+    pub fn constant(&self, data: Vec<f32>, shape: Vec<usize>) -> Result<FT<D, E>, RuntimeError> {
         let n = data.len();
-        let t = self.dev.try_tensor_from_vec(data, (n,)).map_err(dev_err)?;
+        let t = self.dev.try_tensor_from_vec(E::vec_from_f32(data), (n,)).map_err(dev_err)?;
         Ok(FT { t, shape, uid: fresh_uid(), host: None })
     }
 
@@ -235,14 +291,14 @@ impl<D: Device<f32>, T: Tape<f32, D>> Ctx<D, T> {
     }
 
     /// Elementwise unary map with dfdx ops.
-    pub fn map(&mut self, x: &FT<D>, f: impl FnOnce(Flat<D, T>) -> Flat<D, T>) -> FT<D> {
+    pub fn map(&mut self, x: &FT<D, E>, f: impl FnOnce(Flat<D, T, E>) -> Flat<D, T, E>) -> FT<D, E> {
         let y = f(self.tr(x));
         self.keep(y, x.shape.clone())
     }
 
     /// Elementwise binary map of two same-shape values with dfdx ops (`b` untaped: dfdx still
     /// sends its gradient to `b`'s id).
-    pub fn zip(&mut self, a: &FT<D>, b: &FT<D>, f: impl FnOnce(Flat<D, T>, Flat<D>) -> Flat<D, T>) -> FT<D> {
+    pub fn zip(&mut self, a: &FT<D, E>, b: &FT<D, E>, f: impl FnOnce(Flat<D, T, E>, Flat<D, NoneTape, E>) -> Flat<D, T, E>) -> FT<D, E> {
         debug_assert_eq!(a.numel(), b.numel());
         let b = self.distinct(a, b);
         let y = f(self.tr(a), b.t.clone());
@@ -250,31 +306,31 @@ impl<D: Device<f32>, T: Tape<f32, D>> Ctx<D, T> {
     }
 
     /// `b`, or a copy of it when it is the same tensor as `a`.
-    pub fn distinct(&mut self, a: &FT<D>, b: &FT<D>) -> FT<D> {
+    pub fn distinct(&mut self, a: &FT<D, E>, b: &FT<D, E>) -> FT<D, E> {
         if a.uid == b.uid {
-            self.map(b, |t| t * 1.0)
+            self.map(b, |t| t * e::<E>(1.0))
         } else {
             b.clone()
         }
     }
 
     /// `out[i] = x[idx[i]]`, with an accumulating backward.
-    pub fn gather(&mut self, x: &FT<D>, idx: Vec<usize>, shape: Vec<usize>) -> Result<FT<D>, RuntimeError> {
+    pub fn gather(&mut self, x: &FT<D, E>, idx: Vec<usize>, shape: Vec<usize>) -> Result<FT<D, E>, RuntimeError> {
         debug_assert_eq!(idx.len(), shape.iter().product::<usize>());
         let n = x.numel();
         if let Some(bad) = idx.iter().find(|&&i| i >= n) {
             return Err(run_err(format!("internal: gather index {bad} out of range for {n} elements")));
         }
         let it = self.index(idx)?;
-        let y: Flat<D, T> = self.tr(x).try_gather(it).map_err(dev_err)?;
+        let y: Flat<D, T, E> = self.tr(x).try_gather(it).map_err(dev_err)?;
         Ok(self.keep(y, shape))
     }
 
     /// A gather where index `x.numel()` reads the constant `fill` (padding, masks).
-    pub fn gather_fill(&mut self, x: &FT<D>, idx: Vec<usize>, shape: Vec<usize>, fill: f32) -> Result<FT<D>, RuntimeError> {
+    pub fn gather_fill(&mut self, x: &FT<D, E>, idx: Vec<usize>, shape: Vec<usize>, fill: f32) -> Result<FT<D, E>, RuntimeError> {
         let n = x.numel();
         let slot = self.constant(vec![fill], vec![1])?;
-        let ext: Flat<D, T> = (self.tr(x), slot.t.clone()).try_concat_along(Axis::<0>).map_err(dev_err)?;
+        let ext: Flat<D, T, E> = (self.tr(x), slot.t.clone()).try_concat_along(Axis::<0>).map_err(dev_err)?;
         let ext = self.keep(ext, vec![n + 1]);
         self.gather(&ext, idx, shape)
     }

@@ -44,6 +44,17 @@ pub struct CheckpointMeta {
     /// Class names by label id, for classifiers (`tfm predict` prints them).
     #[serde(default)]
     pub classes: Vec<String>,
+    /// Mixed precision: the dynamic loss scale and the steps taken since it last changed.
+    #[serde(default)]
+    pub loss_scale: Option<LossScaleState>,
+}
+
+/// The state of dynamic loss scaling (saved so that a resumed mixed-precision run goes on
+/// exactly as an uninterrupted one).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LossScaleState {
+    pub scale: f32,
+    pub good_steps: u64,
 }
 
 /// Hex SHA-256 of a text (the elaborated IR's serialised form, say).

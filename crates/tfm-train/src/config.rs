@@ -21,6 +21,7 @@
 //! checkpoints: { dir: runs/gpt/checkpoints, every: 500, keep_best: true, keep_last: true }
 //! seed: 1337
 //! device: cpu
+//! precision: f32               # f32 | f16 (mixed precision)
 //! ```
 
 use std::collections::BTreeMap;
@@ -69,6 +70,11 @@ pub struct RunConfig {
     pub seed: u64,
     #[serde(default)]
     pub device: DeviceKind,
+    /// `f32`, or `f16` for mixed precision: each step runs the model with half-precision weights
+    /// and values cast from an `f32` master copy, which the optimizer updates, with dynamic loss
+    /// scaling. Evaluation and checkpoints use the `f32` weights.
+    #[serde(default)]
+    pub precision: Precision,
     /// Start from the weights of a checkpoint of another spec, matched by parameter name
     /// (a pretrained encoder into a classifier). New weights keep their initialisation.
     #[serde(default)]
@@ -301,6 +307,24 @@ impl Default for CheckpointConfig {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    /// Mixed precision: half-precision steps, `f32` master weights, dynamic loss scaling.
+    F16,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16 mixed precision",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DeviceKind {
     #[default]
     Cpu,
@@ -442,6 +466,7 @@ impl RunConfig {
             checkpoints: CheckpointConfig::default(),
             seed: d_seed(),
             device: DeviceKind::Cpu,
+            precision: Precision::F32,
             init_from: None,
         }
     }

@@ -2,10 +2,11 @@
 //! greedy generator serves the addition evaluator and sampling.
 
 use dfdx::prelude::*;
-use tfm_runtime::{Backend, Batch, HostTensor, ParamStore, Runtime};
+use tfm_runtime::{AnyPrecision, Backend, Batch, Half, HostTensor, ParamStore, Runtime};
 
 use crate::data::TokenBatch;
 use crate::error::TrainError;
+use crate::optim::GradSet;
 use crate::trainer::TrainModel;
 
 /// `x` as the model's single input `i64[B, T]` and `y` as next-token targets.
@@ -23,7 +24,7 @@ pub fn to_batch(b: &TokenBatch) -> Batch {
     }
 }
 
-impl<D: Backend> TrainModel<D> for Runtime<D> {
+impl<D: AnyPrecision> TrainModel<D> for Runtime<D> {
     fn loss_and_grads(
         &self,
         store: &ParamStore<D>,
@@ -36,6 +37,26 @@ impl<D: Backend> TrainModel<D> for Runtime<D> {
 
     fn loss(&self, store: &ParamStore<D>, batch: &Batch) -> Result<f32, TrainError> {
         Runtime::loss(self, store, batch).map_err(|e| TrainError::Model(e.to_string()))
+    }
+
+    fn loss_and_grads_half(
+        &self,
+        store: &ParamStore<D>,
+        batch: &Batch,
+        seed: u64,
+        loss_scale: f32,
+    ) -> Result<(f32, GradSet<D>), TrainError> {
+        let half = store.cast::<Half>();
+        let (loss, grads) = self
+            .loss_and_grads_in(&half, batch, seed, loss_scale)
+            .map_err(|e| TrainError::Model(e.to_string()))?;
+        let grads = store
+            .params
+            .iter()
+            .zip(&half.params)
+            .map(|(p, h)| p.trainable.then(|| grads.get(&h.value).to_dtype::<f32>()))
+            .collect();
+        Ok((loss, GradSet { grads }))
     }
 }
 

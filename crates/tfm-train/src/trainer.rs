@@ -15,8 +15,8 @@ use std::time::Instant;
 use dfdx::prelude::*;
 use tfm_runtime::ParamStore;
 
-use crate::checkpoint::{self, Checkpoint, CheckpointMeta};
-use crate::config::RunConfig;
+use crate::checkpoint::{self, Checkpoint, CheckpointMeta, LossScaleState};
+use crate::config::{Precision, RunConfig};
 use crate::data::{DataSource, Split};
 use tfm_runtime::Batch;
 use crate::error::TrainError;
@@ -38,6 +38,53 @@ pub trait TrainModel<D: Device<f32>> {
         seed: u64,
     ) -> Result<(f32, Gradients<f32, D>), TrainError>;
     fn loss(&self, store: &ParamStore<D>, batch: &Batch) -> Result<f32, TrainError>;
+    /// Mixed precision: the pass run with half-precision copies of the `f32` weights in
+    /// `store`, the loss multiplied by `loss_scale` before the backward pass. Returns the loss
+    /// and the `f32` gradients, still multiplied by `loss_scale`.
+    fn loss_and_grads_half(
+        &self,
+        _store: &ParamStore<D>,
+        _batch: &Batch,
+        _seed: u64,
+        _loss_scale: f32,
+    ) -> Result<(f32, GradSet<D>), TrainError> {
+        Err(TrainError::Model("this model has no half-precision pass; hint: train with `precision: f32`".into()))
+    }
+}
+
+/// Dynamic loss scaling for mixed precision, with PyTorch's `GradScaler` defaults: the scale
+/// starts at 2^16, halves (and the step is skipped) when the gradients overflow half precision,
+/// and doubles after 2000 steps in a row without overflow.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct LossScaler {
+    state: LossScaleState,
+}
+
+impl LossScaler {
+    const INITIAL: f32 = 65536.0;
+    const GROWTH_INTERVAL: u64 = 2000;
+    /// Below this the gradients overflow at any scale: the run has diverged.
+    const SMALLEST: f32 = 1.0;
+
+    fn new() -> Self {
+        LossScaler { state: LossScaleState { scale: Self::INITIAL, good_steps: 0 } }
+    }
+
+    /// Records a step's outcome; returns false when the gradients overflowed (skip the step).
+    fn update(&mut self, finite: bool) -> bool {
+        let s = &mut self.state;
+        if finite {
+            s.good_steps += 1;
+            if s.good_steps >= Self::GROWTH_INTERVAL {
+                s.scale *= 2.0;
+                s.good_steps = 0;
+            }
+        } else {
+            s.scale *= 0.5;
+            s.good_steps = 0;
+        }
+        finite
+    }
 }
 
 /// Things the loop needs besides the config.
@@ -104,6 +151,7 @@ pub fn train<D: Device<f32>, M: TrainModel<D> + ?Sized>(
     let schedule = config.schedule();
     let mut opt = Optimizer::new(config.optim_settings(), store);
     let mut rng = Rng::new(derive_seed(config.seed, &[STREAM_DATA]));
+    let mut scaler = (config.precision == Precision::F16).then(LossScaler::new);
     let mut step = 0u64;
     let mut best: Option<f32> = None;
     let ck_dir = config.checkpoint_dir();
@@ -127,6 +175,9 @@ pub fn train<D: Device<f32>, M: TrainModel<D> + ?Sized>(
         step = ck.meta.step;
         rng = Rng::from_state(ck.meta.rng_state);
         best = ck.meta.best_val_loss;
+        if let (Some(s), Some(state)) = (&mut scaler, ck.meta.loss_scale) {
+            s.state = state;
+        }
         report.last_checkpoint = Some(ck.path.clone());
         if best_dir.join(checkpoint::FILE_NAME).is_file() {
             report.best_checkpoint = Some(best_dir.join(checkpoint::FILE_NAME));
@@ -135,7 +186,7 @@ pub fn train<D: Device<f32>, M: TrainModel<D> + ?Sized>(
     report.start_step = step;
     observer.on_start(step, config.steps);
 
-    let meta = |step: u64, rng: &Rng, best: Option<f32>, val: Option<f32>, opt: &Optimizer<D>| {
+    let meta = |step: u64, rng: &Rng, best: Option<f32>, val: Option<f32>, opt: &Optimizer<D>, scaler: &Option<LossScaler>| {
         CheckpointMeta {
             step,
             rng_state: rng.state(),
@@ -147,6 +198,7 @@ pub fn train<D: Device<f32>, M: TrainModel<D> + ?Sized>(
             optimizer: opt.settings.kind.name().to_string(),
             optimizer_step: opt.step,
             classes: data.classes().to_vec(),
+            loss_scale: scaler.map(|s| s.state),
         }
     };
     let log_every = config.logging.every.max(1);
@@ -177,7 +229,7 @@ pub fn train<D: Device<f32>, M: TrainModel<D> + ?Sized>(
                     &best_dir,
                     store,
                     Some(&opt),
-                    &meta(step, &rng, best, Some(val), &opt),
+                    &meta(step, &rng, best, Some(val), &opt, &scaler),
                 )?;
                 observer.on_checkpoint(step, CheckpointKind::Best, &p);
                 report.best_checkpoint = Some(p);
@@ -192,7 +244,7 @@ pub fn train<D: Device<f32>, M: TrainModel<D> + ?Sized>(
                 &last_dir,
                 store,
                 Some(&opt),
-                &meta(step, &rng, best, val, &opt),
+                &meta(step, &rng, best, val, &opt, &scaler),
             )?;
             observer.on_checkpoint(step, CheckpointKind::Last, &p);
             report.last_checkpoint = Some(p);
@@ -205,7 +257,7 @@ pub fn train<D: Device<f32>, M: TrainModel<D> + ?Sized>(
                 &last_dir,
                 store,
                 Some(&opt),
-                &meta(step, &rng, best, None, &opt),
+                &meta(step, &rng, best, None, &opt, &scaler),
             )?;
             observer.on_checkpoint(step, CheckpointKind::Last, &p);
             report.last_checkpoint = Some(p);
@@ -223,7 +275,13 @@ pub fn train<D: Device<f32>, M: TrainModel<D> + ?Sized>(
             let drawn = data.draw(Split::Train, config.batch_size, context, &mut rng)?;
             units += drawn.units;
             let seed = derive_seed(config.seed, &[STREAM_DROPOUT, step, micro as u64]);
-            let (loss, grads) = model.loss_and_grads(store, &drawn.batch, seed)?;
+            let (loss, g) = match &scaler {
+                None => {
+                    let (loss, grads) = model.loss_and_grads(store, &drawn.batch, seed)?;
+                    (loss, GradSet::from_gradients(store, grads)?)
+                }
+                Some(s) => model.loss_and_grads_half(store, &drawn.batch, seed, s.state.scale)?,
+            };
             if !loss.is_finite() {
                 return Err(TrainError::NonFinite {
                     step,
@@ -233,21 +291,46 @@ pub fn train<D: Device<f32>, M: TrainModel<D> + ?Sized>(
                 });
             }
             loss_sum += loss as f64;
-            let g = GradSet::from_gradients(store, grads)?;
             match &mut acc {
                 None => acc = Some(g),
                 Some(a) => a.accumulate(g)?,
             }
         }
         let Some(mut grads) = acc else { break };
-        if config.accumulation > 1 {
-            grads.scale(1.0 / config.accumulation as f32)?;
+        let unscale = scaler.map_or(1.0, |s| 1.0 / s.state.scale);
+        if config.accumulation > 1 || unscale != 1.0 {
+            grads.scale(unscale / config.accumulation as f32)?;
         }
-        let norm = match config.grad_clip() {
-            Some(c) => grads.clip(c)?,
-            None => grads.global_norm()?,
+        let mut skipped = false;
+        if let Some(s) = &mut scaler {
+            // overflow in half precision: a smaller scale and the step skipped, as GradScaler does
+            let finite = grads.global_norm()?.is_finite();
+            if !s.update(finite) {
+                skipped = true;
+                if s.state.scale < LossScaler::SMALLEST {
+                    return Err(TrainError::NonFinite {
+                        step,
+                        what: "the gradient norm at every loss scale",
+                        value: f32::INFINITY,
+                        last_checkpoint: report.last_checkpoint.clone(),
+                    });
+                }
+                observer.on_warning(&format!(
+                    "step {}: the gradients overflowed half precision; step skipped, loss scale lowered to {}",
+                    step + 1,
+                    s.state.scale
+                ));
+            }
+        }
+        let norm = if skipped {
+            f64::INFINITY
+        } else {
+            match config.grad_clip() {
+                Some(c) => grads.clip(c)?,
+                None => grads.global_norm()?,
+            }
         };
-        if !norm.is_finite() {
+        if !norm.is_finite() && !skipped {
             return Err(TrainError::NonFinite {
                 step,
                 what: "the gradient norm",
@@ -255,7 +338,9 @@ pub fn train<D: Device<f32>, M: TrainModel<D> + ?Sized>(
                 last_checkpoint: report.last_checkpoint.clone(),
             });
         }
-        opt.update(store, &grads, lr)?;
+        if !skipped {
+            opt.update(store, &grads, lr)?;
+        }
         report.units += units as u64;
         let loss = (loss_sum / config.accumulation as f64) as f32;
         last_loss = Some(loss);
@@ -276,4 +361,27 @@ pub fn train<D: Device<f32>, M: TrainModel<D> + ?Sized>(
     report.best_val_loss = best;
     observer.on_finish(step);
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LossScaler;
+
+    #[test]
+    fn loss_scale_halves_on_overflow_and_doubles_after_a_clean_stretch() {
+        let mut s = LossScaler::new();
+        assert_eq!(s.state.scale, 65536.0);
+        assert!(!s.update(false));
+        assert_eq!((s.state.scale, s.state.good_steps), (32768.0, 0));
+        for _ in 0..LossScaler::GROWTH_INTERVAL - 1 {
+            assert!(s.update(true));
+        }
+        assert_eq!((s.state.scale, s.state.good_steps), (32768.0, LossScaler::GROWTH_INTERVAL - 1));
+        assert!(s.update(true));
+        assert_eq!((s.state.scale, s.state.good_steps), (65536.0, 0));
+        // an overflow resets the clean stretch
+        s.update(true);
+        s.update(false);
+        assert_eq!((s.state.scale, s.state.good_steps), (32768.0, 0));
+    }
 }

@@ -48,6 +48,7 @@ fn meta(hash: &str) -> CheckpointMeta {
         optimizer: "adamw".into(),
         optimizer_step: 2,
         classes: Vec::new(),
+        loss_scale: None,
     }
 }
 

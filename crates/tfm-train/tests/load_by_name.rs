@@ -75,6 +75,7 @@ fn meta() -> CheckpointMeta {
         optimizer: "adamw".into(),
         optimizer_step: 0,
         classes: Vec::new(),
+        loss_scale: None,
     }
 }
 
