@@ -391,8 +391,9 @@ impl DeviceJob for TrainJob {
             // a run that cannot fit stops here with what to change, not at its first allocation
             let opts = tfm_summary::SummaryOptions { batch: cfg.batch_size as u64, seq: context as u64 };
             let t = tfm_summary::summarize(&model, &opts).totals;
-            let fixed = t.training_bytes.saturating_sub(t.activation_bytes);
-            if let Err(msg) = tfm_runtime::device::check_fits(fixed, t.activation_bytes, free, total, cfg.batch_size, context) {
+            let half = cfg.precision == tfm_train::config::Precision::F16;
+            let (fixed, activations) = tfm_runtime::device::training_memory(t.weight_bytes, t.gradient_bytes, t.optimizer_bytes, t.activation_bytes, half);
+            if let Err(msg) = tfm_runtime::device::check_fits(fixed, activations, free, total, cfg.batch_size, context) {
                 return emit_error(&TrainError::Model(msg), &sources, None);
             }
         }

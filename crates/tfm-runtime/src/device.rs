@@ -78,6 +78,20 @@ pub fn is_out_of_memory(message: &str) -> bool {
     message.contains("OUT_OF_MEMORY")
 }
 
+/// The device memory a training step holds, from `tfm summary`'s f32 accounting (weights,
+/// gradients, AdamW moments, activations): `(fixed, activations)`, the part that does not grow
+/// with the batch and the part that does. In mixed precision (`half`) the step also holds a
+/// half-precision copy of the weights and half-precision gradients beside the f32 master
+/// weights, f32 gradients and moments, and its activations take half the bytes.
+pub fn training_memory(weights: u128, gradients: u128, optimizer: u128, activations: u128, half: bool) -> (u128, u128) {
+    let fixed = weights + gradients + optimizer;
+    if half {
+        (fixed + weights / 2 + gradients / 2, activations / 2)
+    } else {
+        (fixed, activations)
+    }
+}
+
 /// Whether a training run can start with `free` of `total` bytes of device memory, from
 /// `tfm summary`'s estimate: `fixed` bytes of weights, gradients and AdamW moments, and
 /// `activations` bytes kept for the backward pass at `batch` sequences of `context`. The error
@@ -145,6 +159,14 @@ mod tests {
         // the weights fit, one sequence's activations do not
         let e = check_fits(gib, 39 * gib, 2 * g, 80 * g, 1, 1024).unwrap_err();
         assert!(e.contains("lower the context"), "{e}");
+    }
+
+    #[test]
+    fn mixed_precision_memory_adds_half_copies_and_halves_activations() {
+        // GPT-2 small's 124M weights: 496 MB each of weights and gradients, 992 MB of moments
+        let (w, g, o, a) = (496u128, 496u128, 992u128, 8000u128);
+        assert_eq!(training_memory(w, g, o, a, false), (1984, 8000));
+        assert_eq!(training_memory(w, g, o, a, true), (1984 + 248 + 248, 4000));
     }
 
     #[test]
