@@ -444,6 +444,9 @@ impl DeviceJob for TrainJob {
                 p => format!(", {}", p.name()),
             }
         );
+        if cfg.precision == tfm_train::config::Precision::F16 && cfg.device == tfm_train::config::DeviceKind::Cpu {
+            eprintln!("note: mixed precision on the CPU runs dfdx's own kernels, not the fused f32 ones, and is about ten times slower here; it pays on a GPU");
+        }
         let started = Instant::now();
         let report = match train(&rt, &mut store, &cfg, &data, TrainOptions { spec_hash: hash, resume }, &mut obs, stop) {
             Ok(r) => r,
