@@ -63,9 +63,9 @@ pub fn e<E: Elem>(x: f32) -> E {
 /// A flat device tensor.
 pub type Flat<D, T = NoneTape, E = f32> = Tensor<(usize,), E, D, T>;
 
-/// An f32 value: a flat, contiguous device tensor and its logical shape. `uid` identifies the
-/// underlying tensor (dfdx's own id is private): values sharing it must not meet in one dfdx
-/// binary op, whose backward cannot take the same tensor twice.
+/// A float value (`f32` or half, as `E`): a flat, contiguous device tensor and its logical
+/// shape. `uid` identifies the underlying tensor (dfdx's own id is private): values sharing it
+/// must not meet in one dfdx binary op, whose backward cannot take the same tensor twice.
 #[derive(Clone, Debug)]
 pub struct FT<D: Device<E>, E: Elem = f32> {
     pub t: Flat<D, NoneTape, E>,
