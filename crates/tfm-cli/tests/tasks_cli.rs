@@ -404,6 +404,41 @@ fn translate_t5_learns_and_evaluates_bleu() {
     eval_translation("translate_t5", &out);
 }
 
+/// Mixed precision beyond the GPT: the Transformer (an encoder and a decoder with padding masks,
+/// cross-attention, sinusoidal positions) and a Llama-style decoder (RMS norms, rotary positions,
+/// SwiGLU, grouped-query attention) run in half precision. Same weights and batch, so the first
+/// step's loss must be the f32 one to within half precision's rounding, and the run learns.
+#[test]
+fn mixed_precision_runs_the_transformer_and_llama_close_to_f32() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let first_loss = |dir: &Path| losses(dir)[0];
+    let transformer = |p: &str| {
+        let out = tmp.path().join(format!("tr-{p}"));
+        train_translation("translate_transformer", &out, 20, &["--cfg", &format!("precision={p}")]);
+        out
+    };
+    let (tr32, tr16) = (transformer("f32"), transformer("f16"));
+    let (a, b) = (first_loss(&tr32), first_loss(&tr16));
+    eprintln!("Transformer first loss: f32 {a}, f16 {b}");
+    assert!((a - b).abs() < 0.01 * a, "Transformer first loss: f32 {a}, f16 {b}");
+    assert_learns(&tr16, 20, 5, 0.9);
+    let llama = |p: &str| {
+        let out = tmp.path().join(format!("llama-{p}"));
+        let mut c = tfm();
+        c.args(["train", "examples/llama_shakespeare.tfm", "--data"]).arg(data("tinyshakespeare.txt")).arg("--out").arg(&out);
+        c.args(["--set", "layers=1", "--set", "d_model=32", "--set", "heads=4", "--set", "kv_heads=2", "--set", "ffn=64", "--set", "context=32"]);
+        c.args(["--steps", "20", "--batch", "8", "--lr", "1e-2", "--no-progress", "--cfg", "schedule.warmup=2", "--cfg", "eval.every=0"]);
+        c.args(["--cfg", "logging.every=1", "--cfg", &format!("precision={p}")]);
+        ok(&run(&mut c));
+        out
+    };
+    let (l32, l16) = (llama("f32"), llama("f16"));
+    let (a, b) = (first_loss(&l32), first_loss(&l16));
+    eprintln!("Llama first loss: f32 {a}, f16 {b}");
+    assert!((a - b).abs() < 0.01 * a, "Llama first loss: f32 {a}, f16 {b}");
+    assert_learns(&l16, 20, 5, 0.9);
+}
+
 #[test]
 fn vit_learns_mnist_and_eval_reports_accuracy() {
     let tmp = tempfile::tempdir().expect("tempdir");
