@@ -595,13 +595,21 @@ pub fn check_fresh_run(log_dir: &Path, ck_dir: &Path, overwrite: bool) -> Result
     }
     match found.iter().find(|p| p.join(FILE_NAME).is_file()) {
         Some(dir) => {
-            let step = Checkpoint::read(dir).map(|c| format!(", at step {}", c.meta.step)).unwrap_or_default();
+            let meta = Checkpoint::read(dir).ok().map(|c| c.meta);
+            let step = meta.as_ref().map(|m| format!(", at step {}", m.step)).unwrap_or_default();
+            // a run that ran all its steps goes on only with more of them
+            let planned = meta.as_ref().and_then(|m| crate::config::RunConfig::from_yaml_str(&m.config_yaml).ok().map(|c| (m.step, c.steps)));
+            let resume = match planned {
+                Some((done, total)) if done >= total => {
+                    format!("`--resume {} --steps N` (N above the {total} steps it finished)", log_dir.display())
+                }
+                _ => format!("`--resume {}`", log_dir.display()),
+            };
             Err(TrainError::Checkpoint {
                 path: dir.clone(),
                 message: format!("an earlier run's{step}; a new run in `{}` would overwrite it", log_dir.display()),
                 hint: Some(format!(
-                    "continue that run with `--resume {}`, write the new one elsewhere with `--out DIR`, or replace it with `--overwrite`",
-                    log_dir.display()
+                    "continue that run with {resume}, write the new one elsewhere with `--out DIR`, or replace it with `--overwrite`"
                 )),
             })
         }
