@@ -176,11 +176,17 @@ impl<D: Device<f32>> GradSet<D> {
     /// before clipping.
     pub fn clip(&mut self, max_norm: f64) -> Result<f64, TrainError> {
         let norm = self.global_norm()?;
+        self.clip_with_norm(max_norm, norm)?;
+        Ok(norm)
+    }
+
+    /// [`GradSet::clip`] when the global norm is already known.
+    pub fn clip_with_norm(&mut self, max_norm: f64, norm: f64) -> Result<(), TrainError> {
         let coef = max_norm / (norm + 1e-6);
         if coef < 1.0 {
             self.scale(coef as f32)?;
         }
-        Ok(norm)
+        Ok(())
     }
 
     /// The gradients on the host, for tests and inspection.

@@ -301,12 +301,10 @@ pub fn train<D: Device<f32>, M: TrainModel<D> + ?Sized>(
         if config.accumulation > 1 || unscale != 1.0 {
             grads.scale(unscale / config.accumulation as f32)?;
         }
-        let mut skipped = false;
+        let norm = grads.global_norm()?;
         if let Some(s) = &mut scaler {
             // overflow in half precision: a smaller scale and the step skipped, as GradScaler does
-            let finite = grads.global_norm()?.is_finite();
-            if !s.update(finite) {
-                skipped = true;
+            if !s.update(norm.is_finite()) {
                 if s.state.scale < LossScaler::SMALLEST {
                     return Err(TrainError::NonFinite {
                         step,
@@ -321,16 +319,7 @@ pub fn train<D: Device<f32>, M: TrainModel<D> + ?Sized>(
                     s.state.scale
                 ));
             }
-        }
-        let norm = if skipped {
-            f64::INFINITY
-        } else {
-            match config.grad_clip() {
-                Some(c) => grads.clip(c)?,
-                None => grads.global_norm()?,
-            }
-        };
-        if !norm.is_finite() && !skipped {
+        } else if !norm.is_finite() {
             return Err(TrainError::NonFinite {
                 step,
                 what: "the gradient norm",
@@ -338,7 +327,10 @@ pub fn train<D: Device<f32>, M: TrainModel<D> + ?Sized>(
                 last_checkpoint: report.last_checkpoint.clone(),
             });
         }
-        if !skipped {
+        if norm.is_finite() {
+            if let Some(c) = config.grad_clip() {
+                grads.clip_with_norm(c, norm)?;
+            }
             opt.update(store, &grads, lr)?;
         }
         report.units += units as u64;
