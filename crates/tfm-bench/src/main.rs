@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 use dfdx::prelude::Cpu;
 use tfm_bench::{all_names, bench, peak_rss_mib, stats, Bench, ParamCount};
-use tfm_runtime::Backend;
+use tfm_runtime::{profile, Backend};
 use tfm_diag::SourceMap;
 use tfm_elab::{check_file, CheckOptions};
 
@@ -179,6 +179,7 @@ fn time_steps<D: Backend>(args: &Args, built: &Built, dev: D) -> Result<String, 
         first_loss.get_or_insert(loss);
     }
     let warmup_s = t_warm.elapsed().as_secs_f64();
+    profile::take();
 
     let mut times = Vec::with_capacity(args.steps);
     let mut last_loss = f32::NAN;
@@ -191,6 +192,14 @@ fn time_steps<D: Backend>(args: &Args, built: &Built, dev: D) -> Result<String, 
         first_loss = Some(last_loss);
     }
     let st = stats(&times).ok_or("no timed steps")?;
+    if profile::enabled() {
+        let rows = profile::take();
+        let total: f64 = rows.iter().map(|r| r.1).sum();
+        eprintln!("profile: {} timed steps, device synchronised around every op; ms per step", args.steps);
+        for (what, secs, calls) in rows {
+            eprintln!("{:>10.2} ms {:>5.1}% {:>6} calls  {what}", secs * 1e3 / args.steps as f64, 100.0 * secs / total, calls / args.steps as u64);
+        }
+    }
     let flops = cfg.flops_per_step();
     let gflops = flops / st.median / 1e9;
     let items_per_s = cfg.items_per_step() as f64 / st.median;

@@ -2,7 +2,7 @@
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use tfm_bench::Bench;
-use tfm_runtime::{Backend, Batch, HostTensor, ParamStore, Runtime};
+use tfm_runtime::{profile, Backend, Batch, HostTensor, ParamStore, Runtime};
 use tfm_train::optim::{GradSet, OptimKind, OptimSettings};
 use tfm_train::Optimizer;
 
@@ -70,8 +70,10 @@ impl<D: Backend> Trainer<D> {
             .rt
             .loss_and_grads(&self.store, batch, self.hp.seed.wrapping_add(i as u64))
             .map_err(|e| e.to_string())?;
-        let grads = GradSet::from_gradients(&self.store, grads).map_err(|e| e.to_string())?;
-        self.opt.update(&mut self.store, &grads, self.hp.lr).map_err(|e| e.to_string())?;
+        let dev = self.rt.device().clone();
+        let sync = || dev.sync().map_err(|e| e.to_string());
+        let grads = profile::timed("gradients collected", sync, || GradSet::from_gradients(&self.store, grads).map_err(|e| e.to_string()))?;
+        profile::timed("optimizer", sync, || self.opt.update(&mut self.store, &grads, self.hp.lr).map_err(|e| e.to_string()))?;
         // a GPU step is over when its queued update has run
         self.rt.device().sync().map_err(|e| e.to_string())?;
         Ok(loss)

@@ -160,6 +160,10 @@ pub trait Backend<E: Elem = f32>: Device<E> + DeviceInfo + Sized {
     fn gather<T: Tape<E, Self>>(cx: &mut Ctx<Self, T, E>, x: &FT<Self, E>, idx: Vec<usize>, shape: Vec<usize>) -> R<FT<Self, E>> {
         cx.gather(x, idx, shape)
     }
+    /// `x` broadcast to `shape` (numpy rules: `x`'s dims aligned right, each equal or 1).
+    fn broadcast<T: Tape<E, Self>>(cx: &mut Ctx<Self, T, E>, x: &FT<Self, E>, shape: &[usize]) -> R<FT<Self, E>> {
+        generic::broadcast(cx, x, shape)
+    }
 }
 
 /// Mixed precision on the CPU runs dfdx's kernels throughout (the fused kernels are `f32`): it
@@ -513,7 +517,15 @@ pub mod generic {
             let w: Vec<f32> = targets.iter().map(|&t| if t == -100 { 0.0 } else { 1.0 }).collect();
             picked * cx.dev.try_tensor_from_vec(E::vec_from_f32(w), (rows,)).map_err(dev_err)?
         };
-        let loss = picked.sum::<(), Axis<0>>() * e::<E>(-1.0 / count as f32);
+        let loss = if E::NAME == "f32" {
+            picked.sum::<(), Axis<0>>() * e::<E>(-1.0 / count as f32)
+        } else {
+            // half precision: a sum of 16k per-token losses near ln(vocab) passes f16's 65504
+            // (the reduction accumulates in f32 but stores in f16), so scale by 1/sqrt(n)
+            // before and after it
+            let r = 1.0 / (count as f32).sqrt();
+            (picked * e::<E>(-r)).sum::<(), Axis<0>>() * e::<E>(r)
+        };
         Ok(cx.keep(loss, vec![]))
     }
 
@@ -527,6 +539,33 @@ pub mod generic {
         let scale = cx.rng.keep_scales(x.numel(), p, 1.0 / (1.0 - p));
         let m = cx.constant(scale, x.shape.clone())?;
         Ok(cx.zip(x, &m, |x, m| x * m))
+    }
+
+    /// `x` broadcast to `shape` on the device: dims are grouped into runs that are kept or
+    /// repeated, and the common patterns (repeat before, after, or around the kept data; kept
+    /// data around a repeat) are one dfdx broadcast; anything else is an index gather.
+    pub fn broadcast<E: Elem, D: Device<E>, T: Tape<E, D>>(cx: &mut Ctx<D, T, E>, x: &FT<D, E>, shape: &[usize]) -> R<FT<D, E>> {
+        let out: usize = shape.iter().product();
+        if x.numel() == out {
+            return Ok(x.reshaped(shape.to_vec()));
+        }
+        let groups = layout::broadcast_groups(&x.shape, shape)
+            .ok_or_else(|| run_err(format!("expected shapes that broadcast, found {:?} and {:?}", x.shape, shape)))?;
+        let to = shape.to_vec();
+        let t = cx.tr(x);
+        use layout::Run::{Keep, Repeat};
+        let y = match groups[..] {
+            [Repeat(b), Keep(k)] => t.reshape_like(&(k,)).broadcast_like::<_, Axis<0>>(&(b, k)).reshape_like(&(out,)),
+            [Keep(k), Repeat(b)] => t.reshape_like(&(k,)).broadcast_like::<_, Axis<1>>(&(k, b)).reshape_like(&(out,)),
+            [Repeat(a), Keep(k), Repeat(b)] => t.reshape_like(&(k,)).broadcast_like::<_, Axes2<0, 2>>(&(a, k, b)).reshape_like(&(out,)),
+            [Keep(a), Repeat(b), Keep(k)] => t.reshape_like(&(a, k)).broadcast_like::<_, Axis<1>>(&(a, b, k)).reshape_like(&(out,)),
+            _ => {
+                drop(t);
+                let idx = layout::broadcast(&x.shape, shape);
+                return cx.gather(x, idx, to);
+            }
+        };
+        Ok(cx.keep(y, to))
     }
 
     /// Sum over `axis`.

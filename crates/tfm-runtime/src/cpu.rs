@@ -568,6 +568,14 @@ impl Backend for Cpu {
         Ok(out)
     }
 
+    fn broadcast<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, shape: &[usize]) -> R<FT<Self>> {
+        if !cx.fused {
+            return generic::broadcast(cx, x, shape);
+        }
+        let idx = layout::broadcast(&x.shape, shape);
+        Self::gather(cx, x, idx, shape.to_vec())
+    }
+
     fn gather<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, idx: Vec<usize>, shape: Vec<usize>) -> R<FT<Self>> {
         if !cx.fused {
             return cx.gather(x, idx, shape);

@@ -3,7 +3,7 @@
 
 use crate::backend::{generic, Backend, Cols, CoreCfg};
 use crate::value::{e, param_uid, Ctx, Elem, Val, BT, FT, IT};
-use crate::{dev_err, layout, run_err, HostTensor, ParamStore, Runtime, RuntimeError};
+use crate::{dev_err, layout, profile, run_err, HostTensor, ParamStore, Runtime, RuntimeError};
 use dfdx::prelude::*;
 use std::sync::Arc;
 use tfm_ir::{Activation, AttentionCfg, ChildKind, Dim, DimEnv, Graph, Node, Op, ParamId, Prim};
@@ -150,6 +150,7 @@ fn run_graph<E: Elem, D: Backend<E>, T: Tape<E, D>>(
         vals[vid] = Some(v);
     }
     let untransposed = &inst.untransposed;
+    let dev = cx.dev.clone();
     for node in &g.nodes {
         let mut ins = Vec::with_capacity(node.inputs.len());
         for &v in &node.inputs {
@@ -163,11 +164,12 @@ fn run_graph<E: Elem, D: Backend<E>, T: Tape<E, D>>(
         let outs = match &node.op {
             Op::Prim { prim: Prim::MatMul, .. } if node.inputs.get(1).is_some_and(|&b| untransposed[b]) => {
                 let (x, w) = (f(&ins, 0, "matmul")?, f(&ins, 1, "matmul")?);
-                vec![Val::F(linear(cx, x, w, None)?)]
+                profile::timed("forward linear", || dev.sync(), || Ok(vec![Val::F(linear(cx, x, w, None)?)]))?
             }
             Op::Prim { prim, params } => {
                 let ps = Ps { g, inst, store, ids: params };
-                prim_op(cx, &ps, prim, &ins, node, &env)?
+                let what = if profile::enabled() { format!("forward {prim:?}") } else { String::new() };
+                profile::timed(&what, || dev.sync(), || prim_op(cx, &ps, prim, &ins, node, &env))?
             }
             Op::Apply { child } => apply(rt, cx, store, g, inst, *child, ins, &env)?,
             Op::Weight { path, param } => vec![Val::F(weight(g, inst, store, path, *param)?)],
@@ -589,8 +591,7 @@ fn expand_to<E: Elem, D: Backend<E>, T: Tape<E, D>>(cx: &mut Ctx<D, T, E>, x: &F
     if x.numel() == shape.iter().product::<usize>() {
         return Ok(x.reshaped(shape.to_vec()));
     }
-    let idx = layout::broadcast(&x.shape, shape);
-    D::gather(cx, x, idx, shape.to_vec())
+    D::broadcast(cx, x, shape)
 }
 
 fn concat<E: Elem, D: Backend<E>, T: Tape<E, D>>(cx: &mut Ctx<D, T, E>, ins: &[Val<D, E>], axis: usize) -> R<Val<D, E>> {

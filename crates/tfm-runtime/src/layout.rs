@@ -68,6 +68,39 @@ pub fn broadcast(from: &[usize], to: &[usize]) -> Vec<usize> {
     idx
 }
 
+/// A run of consecutive output dims in a broadcast: copied from the input, or repeated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Run {
+    /// Elements taken from the input (the product of the run's dims).
+    Keep(usize),
+    /// Times the data so far is repeated (the product of the run's dims).
+    Repeat(usize),
+}
+
+/// `from` broadcast to `to` (aligned right) as alternating runs of kept and repeated dims; dims of
+/// size 1 in both are dropped. `None` when the shapes do not broadcast.
+pub fn broadcast_groups(from: &[usize], to: &[usize]) -> Option<Vec<Run>> {
+    if from.len() > to.len() {
+        return None;
+    }
+    let off = to.len() - from.len();
+    let mut runs: Vec<Run> = Vec::new();
+    for (i, &n) in to.iter().enumerate() {
+        let f = if i < off { 1 } else { from[i - off] };
+        if n == 1 && f == 1 {
+            continue;
+        }
+        let keep = if f == n { true } else if f == 1 { false } else { return None };
+        match (runs.last_mut(), keep) {
+            (Some(Run::Keep(k)), true) => *k *= n,
+            (Some(Run::Repeat(r)), false) => *r *= n,
+            (_, true) => runs.push(Run::Keep(n)),
+            (_, false) => runs.push(Run::Repeat(n)),
+        }
+    }
+    Some(runs)
+}
+
 /// `x[.., start..end, ..]` along `axis`: (index, out shape).
 pub fn slice(shape: &[usize], axis: usize, start: usize, end: usize) -> (Vec<usize>, Vec<usize>) {
     let pre: usize = shape[..axis].iter().product();
@@ -200,6 +233,18 @@ mod tests {
         let (idx, out) = permute(&[2, 3], &[1, 0]);
         assert_eq!(out, vec![3, 2]);
         assert_eq!(idx, vec![0, 3, 1, 4, 2, 5]);
+    }
+
+    #[test]
+    fn broadcast_groups_merge_runs_and_drop_unit_dims() {
+        use Run::{Keep, Repeat};
+        assert_eq!(broadcast_groups(&[3, 4], &[2, 3, 4]), Some(vec![Repeat(2), Keep(12)]));
+        assert_eq!(broadcast_groups(&[2, 1, 4], &[2, 3, 4]), Some(vec![Keep(2), Repeat(3), Keep(4)]));
+        assert_eq!(broadcast_groups(&[3, 1], &[2, 3, 4]), Some(vec![Repeat(2), Keep(3), Repeat(4)]));
+        assert_eq!(broadcast_groups(&[1, 3, 1, 5], &[1, 3, 1, 5]), Some(vec![Keep(15)]));
+        assert_eq!(broadcast_groups(&[2, 1, 3, 1], &[2, 4, 3, 5]), Some(vec![Keep(2), Repeat(4), Keep(3), Repeat(5)]));
+        assert_eq!(broadcast_groups(&[2, 3], &[2, 4]), None);
+        assert_eq!(broadcast_groups(&[2, 3, 4], &[3, 4]), None);
     }
 
     #[test]

@@ -37,6 +37,7 @@ mod mathf;
 mod objective;
 pub mod optim_cpu;
 pub mod params;
+pub mod profile;
 pub mod value;
 
 #[cfg(test)]
@@ -339,12 +340,13 @@ impl<D> Runtime<D> {
         self.check_store(store)?;
         let mut cx = self.ctx::<E, OwnedTape<E, D>>(true, rng_seed);
         let outs = exec::run_model(self, &mut cx, store, &batch.inputs)?;
-        let loss = objective::loss(self, &mut cx, &outs, batch)?;
+        let loss = profile::timed("forward loss", || self.dev.sync(), || objective::loss(self, &mut cx, &outs, batch))?;
         let value = loss.t.as_vec().first().map(|&x| x.value()).unwrap_or(f32::NAN);
         let tape = std::mem::take(&mut cx.tape);
         let scalar = loss.t.clone().reshape_like(&()).put_tape(tape);
         let scalar = if loss_scale == 1.0 { scalar } else { scalar * E::of(loss_scale) };
-        let mut all = scalar.backward();
+        let dev = self.dev.clone();
+        let mut all = profile::timed("backward", || dev.sync(), || Ok(scalar.backward()))?;
         // Keep only the weights' gradients, allocating zeros for weights the loss does not reach.
         let mut grads = Gradients::leaky();
         for p in &store.params {

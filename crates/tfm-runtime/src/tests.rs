@@ -270,9 +270,12 @@ pub fn check_elementwise<D: Backend>(dev: D) -> Result<(), String> {
     gradcheck(&dev, &Case::new(m))?;
     // binary ops with broadcasting; x * x uses one tensor twice
     type Bin<'a> = (Prim, &'a [u64], &'a [u64], &'a [u64]);
-    let cases: [Bin; 4] = [
+    let cases: [Bin; 6] = [
         (Prim::Add, &[2, 3, 4], &[4], &[2, 3, 4]),
         (Prim::Sub, &[2, 1, 4], &[3, 1], &[2, 3, 4]),
+        (Prim::Add, &[2, 3, 1], &[2, 3, 4], &[2, 3, 4]),
+        // kept, repeated, kept, repeated: no single broadcast, an index gather
+        (Prim::Mul, &[2, 1, 3, 1], &[2, 4, 3, 5], &[2, 4, 3, 5]),
         (Prim::Mul, &[2, 3, 4], &[2, 3, 4], &[2, 3, 4]),
         (Prim::Div, &[2, 3], &[3], &[2, 3]),
     ];
@@ -848,6 +851,15 @@ fn check_half_precision<D: AnyPrecision>(dev: D) -> Result<(), String> {
         if cos < 0.99 || (nh / na - 1.0).abs() > 0.05 {
             return Err(format!("`{}`: f16 gradient at cosine {cos:.4} to the f32 one, norms {nh:.4e} against {na:.4e}", p.name));
         }
+    }
+    // 16,384 tokens at about ln 65 each: their sum is past f16's largest number (65,504)
+    let (b, t) = (512usize, 32usize);
+    let toks: Vec<i64> = (0..b * t).map(|i| ((i * 31 + i / 7) % 65) as i64).collect();
+    let big = Batch { inputs: vec![HostTensor::I64 { shape: vec![b, t], data: toks }], targets: None };
+    let l32 = rt.loss(&s, &big).map_err(|e| e.to_string())?;
+    let (l16, _) = rt.loss_and_grads_in(&half, &big, 1, scale).map_err(|e| e.to_string())?;
+    if !l16.is_finite() || (l16 - l32).abs() > 0.01 * l32 {
+        return Err(format!("loss over {} tokens: f16 {l16} against f32 {l32}", b * t));
     }
     Ok(())
 }
