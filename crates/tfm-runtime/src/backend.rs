@@ -171,7 +171,23 @@ pub trait Backend<E: Elem = f32>: Device<E> + DeviceInfo + Sized {
 impl Backend<Half> for Cpu {}
 
 #[cfg(feature = "cuda")]
-impl<E: Elem> Backend<E> for Cuda where Cuda: Device<E> {}
+impl<E: Elem> Backend<E> for Cuda
+where
+    Cuda: Device<E>,
+    <Cuda as Storage<E>>::Vec: cudarc::driver::DevicePtr<E>,
+{
+    /// Multipliers drawn on the GPU (`cuda_kernels::keep_scales`), seeded from the run's
+    /// generator: same seed, same masks.
+    fn dropout<T: Tape<E, Self>>(cx: &mut Ctx<Self, T, E>, x: &FT<Self, E>, p: f32) -> R<FT<Self, E>> {
+        if p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let seed = cx.rng.next_u64();
+        let m = crate::cuda_kernels::keep_scales::<E>(&cx.dev, x.numel(), p, 1.0 / (1.0 - p), seed)?;
+        let m = FT { t: m, shape: x.shape.clone(), uid: crate::value::fresh_uid(), host: None };
+        Ok(cx.zip(x, &m, |x, m| x * m))
+    }
+}
 
 #[cfg(feature = "cuda")]
 impl DeviceInfo for Cuda {
@@ -402,8 +418,12 @@ pub mod generic {
             sc = cx.keep(y, vec![b, h, t, s]);
         }
         if (0..t).any(|i| (0..s).any(|j| !c.allowed(i, j))) {
-            let table: Vec<f32> = (0..t * s).map(|ij| if c.allowed(ij / s, ij % s) { 0.0 } else { E::MASKED }).collect();
-            let m = cx.dev.try_tensor_from_vec(E::vec_from_f32(table), (t, s)).map_err(dev_err)?;
+            let key = format!("mask {} {t} {s} {} {}", E::NAME, c.causal, c.window);
+            let dev = cx.dev.clone();
+            let m = cx.consts.get(key, || {
+                let table: Vec<f32> = (0..t * s).map(|ij| if c.allowed(ij / s, ij % s) { 0.0 } else { E::MASKED }).collect();
+                dev.try_tensor_from_vec(E::vec_from_f32(table), (t, s)).map_err(dev_err)
+            })?;
             let m = m.broadcast_like::<(usize, usize, usize), Axis<0>>(&(b * h, t, s));
             let y = cx.tr(&sc).reshape_like(&(b * h, t, s)) + m;
             sc = cx.keep(y, vec![b, h, t, s]);
@@ -450,8 +470,11 @@ pub mod generic {
         if first == 0 && total == heads && group == 1 {
             return Ok(c.x.reshaped(vec![rows, heads, hd]));
         }
-        let idx: Vec<usize> = (0..rows).flat_map(|_| (0..heads).map(|j| first + j / group)).collect();
-        let it = cx.dev.try_tensor_from_vec(idx, (rows, heads)).map_err(dev_err)?;
+        let dev = cx.dev.clone();
+        let it = cx.consts.get(format!("heads {rows} {heads} {first} {group}"), || {
+            let idx: Vec<usize> = (0..rows).flat_map(|_| (0..heads).map(|j| first + j / group)).collect();
+            dev.try_tensor_from_vec(idx, (rows, heads)).map_err(dev_err)
+        })?;
         let y = cx.tr(c.x).reshape_like(&(rows, total, hd)).try_gather(it).map_err(dev_err)?;
         Ok(cx.keep(y, vec![rows, heads, hd]))
     }

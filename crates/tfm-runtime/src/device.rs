@@ -42,9 +42,22 @@ pub fn cuda_device(seed: u64) -> Result<dfdx::prelude::Cuda, String> {
     check_driver()?;
     match quietly(|| dfdx::prelude::Cuda::try_build(0, seed)) {
         Ok(Ok(dev)) => Ok(dev),
-        Ok(Err(e)) => Err(format!("no CUDA device found: {e:?}")),
-        Err(what) => Err(format!("no CUDA device found: {what}")),
+        Ok(Err(e)) => Err(no_device(&format!("{e:?}"))),
+        Err(what) => Err(no_device(&what)),
     }
+}
+
+/// The message for a failed device start, from cudarc's error (or its panic's text).
+fn no_device(what: &str) -> String {
+    let what = what.trim_start_matches("called `Result::unwrap()` on an `Err` value: ");
+    if what.contains("CUDA_ERROR_NO_DEVICE") {
+        let visible = match std::env::var("CUDA_VISIBLE_DEVICES") {
+            Ok(v) => format!(" (CUDA_VISIBLE_DEVICES is `{v}`: it hides every GPU it does not list)"),
+            Err(_) => String::new(),
+        };
+        return format!("no CUDA device found: the NVIDIA driver reports no GPU{visible}");
+    }
+    format!("no CUDA device found: {what}")
 }
 
 /// Runs `f`, turning a panic into its message (nothing printed): for calls into dfdx and cudarc,

@@ -27,6 +27,8 @@
 
 pub mod backend;
 mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda_kernels;
 pub mod device;
 mod exec;
 pub mod fixtures;
@@ -155,6 +157,7 @@ pub struct Runtime<D> {
     inst: exec::Inst,
     n_params: usize,
     fused: bool,
+    consts: value::Consts,
 }
 
 impl<D: Backend> Runtime<D> {
@@ -174,7 +177,7 @@ impl<D: Backend> Runtime<D> {
                 });
             }
         }
-        Ok(Runtime { model, dev, inst, n_params: counter, fused: true })
+        Ok(Runtime { model, dev, inst, n_params: counter, fused: true, consts: value::Consts::default() })
     }
 
     pub fn model(&self) -> &tfm_ir::Model {
@@ -302,6 +305,7 @@ impl<D> Runtime<D> {
     {
         let mut cx = value::Ctx::new(self.dev.clone(), train, seed);
         cx.fused = self.fused;
+        cx.consts = self.consts.clone();
         cx
     }
 
@@ -341,12 +345,13 @@ impl<D> Runtime<D> {
         let mut cx = self.ctx::<E, OwnedTape<E, D>>(true, rng_seed);
         let outs = exec::run_model(self, &mut cx, store, &batch.inputs)?;
         let loss = profile::timed("forward loss", || self.dev.sync(), || objective::loss(self, &mut cx, &outs, batch))?;
-        let value = loss.t.as_vec().first().map(|&x| x.value()).unwrap_or(f32::NAN);
         let tape = std::mem::take(&mut cx.tape);
         let scalar = loss.t.clone().reshape_like(&()).put_tape(tape);
         let scalar = if loss_scale == 1.0 { scalar } else { scalar * E::of(loss_scale) };
         let dev = self.dev.clone();
         let mut all = profile::timed("backward", || dev.sync(), || Ok(scalar.backward()))?;
+        // read after the backward pass is queued: reading waits for the device
+        let value = loss.t.as_vec().first().map(|&x| x.value()).unwrap_or(f32::NAN);
         // Keep only the weights' gradients, allocating zeros for weights the loss does not reach.
         let mut grads = Gradients::leaky();
         for p in &store.params {

@@ -992,3 +992,30 @@ fn dropout_scales_depend_on_the_seed_alone() {
     // blocks are not copies of each other
     assert_ne!(one[..1000], one[65_536..66_536]);
 }
+
+#[cfg(feature = "cuda")]
+#[test]
+fn dropout_multipliers_drawn_on_the_gpu_keep_the_right_share() {
+    let dev = crate::device::cuda_device(0).unwrap_or_else(|e| panic!("expected a usable CUDA device, found: {e}"));
+    let n = 1_000_003;
+    for p in [0.1f32, 0.5] {
+        let scale = 1.0 / (1.0 - p);
+        let a = crate::cuda_kernels::keep_scales::<f32>(&dev, n, p, scale, 42).expect("draw").as_vec();
+        assert_eq!(a.len(), n);
+        assert!(a.iter().all(|&v| v == 0.0 || v == scale), "p {p}: a multiplier is neither 0 nor {scale}");
+        let kept = a.iter().filter(|&&v| v > 0.0).count() as f64 / n as f64;
+        // binomial standard deviation at n = 1M is at most 0.0005
+        assert!((kept - (1.0 - p as f64)).abs() < 0.003, "p {p}: kept {kept}");
+        let again = crate::cuda_kernels::keep_scales::<f32>(&dev, n, p, scale, 42).expect("draw").as_vec();
+        assert_eq!(a, again, "the same seed must give the same multipliers");
+        let other = crate::cuda_kernels::keep_scales::<f32>(&dev, n, p, scale, 43).expect("draw").as_vec();
+        assert_ne!(a, other);
+        // neighbouring elements are independent: P(both kept) = (1 - p)^2
+        let both = a.windows(2).filter(|w| w[0] > 0.0 && w[1] > 0.0).count() as f64 / (n - 1) as f64;
+        assert!((both - (1.0 - p as f64).powi(2)).abs() < 0.003, "p {p}: neighbours both kept {both}");
+        let h = crate::cuda_kernels::keep_scales::<Half>(&dev, n, p, scale, 42).expect("draw");
+        let h: Vec<f32> = h.to_dtype::<f32>().as_vec();
+        let hs = Half::of(scale).value();
+        assert!(h.iter().zip(&a).all(|(&x, &y)| (y == 0.0 && x == 0.0) || (y > 0.0 && x == hs)), "p {p}: f16 multipliers differ from f32's");
+    }
+}

@@ -243,6 +243,42 @@ pub struct Ctx<D: Device<E>, T, E: Elem = f32> {
     /// Use the device's fused kernels where it has them (off: dfdx ops everywhere).
     pub fused: bool,
     pub elem: std::marker::PhantomData<E>,
+    /// Device constants that depend on shapes alone (head-index maps, mask tables), kept across
+    /// passes: each upload from pageable host memory waits for the device's queue to drain.
+    pub(crate) consts: Consts,
+}
+
+/// A store of device constants by key, shared by the passes of one runtime.
+#[derive(Clone, Default)]
+pub struct Consts(Arc<std::sync::Mutex<std::collections::HashMap<String, Stored>>>);
+
+/// A stored constant: a tensor of the runtime's own device.
+struct Stored(Box<dyn std::any::Any>);
+
+// SAFETY: a `Consts` lives only in a `Runtime<D>` and the `Ctx<D, ..>` of its passes (the field
+// is crate-private), and holds only tensors of that device `D`. Such a runtime crosses threads
+// only when `D` does (it owns a `D`), and so do the tensors of `D`; access goes through the mutex.
+#[allow(unsafe_code)]
+unsafe impl Send for Stored {}
+
+impl Consts {
+    /// Kept constants at most; past it the store is emptied (generation walks through every
+    /// length, one mask table each).
+    const MAX: usize = 512;
+
+    /// The constant under `key`, made by `make` the first time.
+    pub(crate) fn get<X: Clone + 'static>(&self, key: String, make: impl FnOnce() -> Result<X, RuntimeError>) -> Result<X, RuntimeError> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(x) = map.get(&key).and_then(|b| b.0.downcast_ref::<X>()) {
+            return Ok(x.clone());
+        }
+        let x = make()?;
+        if map.len() >= Self::MAX {
+            map.clear();
+        }
+        map.insert(key, Stored(Box::new(x.clone())));
+        Ok(x)
+    }
 }
 
 impl<T: Tape<f32, Cpu>> Ctx<Cpu, T> {
@@ -258,7 +294,7 @@ impl<T: Tape<f32, Cpu>> Ctx<Cpu, T> {
 
 impl<E: Elem, D: Device<E>, T: Tape<E, D>> Ctx<D, T, E> {
     pub fn new(dev: D, train: bool, seed: u64) -> Self {
-        Ctx { dev, tape: T::default(), train, rng: Rng::new(seed), fused: true, elem: std::marker::PhantomData }
+        Ctx { dev, tape: T::default(), train, rng: Rng::new(seed), fused: true, elem: std::marker::PhantomData, consts: Consts::default() }
     }
 
     /// `x` with an empty tape of the run's kind, ready to be the taped operand of a dfdx op.
