@@ -55,6 +55,8 @@ pub enum TrainError {
         what: &'static str,
         value: f32,
         last_checkpoint: Option<PathBuf>,
+        /// The run computes in half precision (`precision: f16`).
+        half: bool,
     },
 }
 
@@ -122,13 +124,17 @@ impl TrainError {
             TrainError::VocabMismatch { hint, .. } => Some(hint.clone()),
             TrainError::Checkpoint { hint, .. } => hint.clone(),
             TrainError::Model(_) | TrainError::Device(_) => None,
-            TrainError::NonFinite { last_checkpoint, .. } => Some(match last_checkpoint {
-                Some(p) => format!(
-                    "the last good checkpoint is {}; lower the learning rate or set grad_clip and resume",
-                    p.display()
-                ),
-                None => "lower the learning rate or set grad_clip".to_string(),
-            }),
+            TrainError::NonFinite { last_checkpoint, half, .. } => {
+                let fix = if *half {
+                    "half precision holds values up to 65504 and the forward pass passed it: train in f32 (`--cfg precision=f32`), or lower the learning rate"
+                } else {
+                    "lower the learning rate or set grad_clip"
+                };
+                Some(match last_checkpoint {
+                    Some(p) => format!("the last good checkpoint is {}; {fix} and resume", p.display()),
+                    None => fix.to_string(),
+                })
+            }
         }
     }
 }

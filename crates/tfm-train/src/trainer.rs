@@ -288,6 +288,7 @@ pub fn train<D: Device<f32>, M: TrainModel<D> + ?Sized>(
                     what: "the training loss",
                     value: loss,
                     last_checkpoint: report.last_checkpoint.clone(),
+                    half: config.precision == Precision::F16,
                 });
             }
             loss_sum += loss as f64;
@@ -311,6 +312,7 @@ pub fn train<D: Device<f32>, M: TrainModel<D> + ?Sized>(
                         what: "the gradient norm at every loss scale",
                         value: f32::INFINITY,
                         last_checkpoint: report.last_checkpoint.clone(),
+                        half: true,
                     });
                 }
                 observer.on_warning(&format!(
@@ -325,6 +327,7 @@ pub fn train<D: Device<f32>, M: TrainModel<D> + ?Sized>(
                 what: "the gradient norm",
                 value: norm as f32,
                 last_checkpoint: report.last_checkpoint.clone(),
+                half: false,
             });
         }
         if norm.is_finite() {

@@ -54,8 +54,17 @@ fn adamw(wd: f64) -> OptimSettings {
     }
 }
 
+/// Both AdamW paths: the fused host kernel, and the dfdx ops a GPU runs.
+const PATHS: [bool; 2] = [true, false];
+
 #[test]
 fn adamw_first_step_by_hand() {
+    for host in PATHS {
+        adamw_first_step(host);
+    }
+}
+
+fn adamw_first_step(host: bool) {
     // p = 1, g = 0.5, lr = 0.1, wd = 0.1:
     // m = 0.05, v = 0.00025, m_hat = 0.5, v_hat = 0.25, update = 0.1 * 0.5 / (0.5 + 1e-8) ~= 0.1,
     // decayed: p = 1 * (1 - 0.01) - 0.1 = 0.89; not decayed: p = 0.9.
@@ -65,6 +74,7 @@ fn adamw_first_step_by_hand() {
         &[("w", vec![1.0], true, true), ("b", vec![1.0], true, false)],
     );
     let mut opt = Optimizer::new(adamw(0.1), &s);
+    opt.host_kernels = host;
     let g = grads(&s, &[vec![0.5], vec![0.5]]);
     opt.update(&mut s, &g, 0.1).expect("update");
     assert!(
@@ -78,6 +88,12 @@ fn adamw_first_step_by_hand() {
 
 #[test]
 fn adamw_second_step_by_hand() {
+    for host in PATHS {
+        adamw_second_step(host);
+    }
+}
+
+fn adamw_second_step(host: bool) {
     // Continuing from p = 0.89 (decayed) with g = -1:
     // m = 0.9 * 0.05 - 0.1 = -0.055, v = 0.999 * 0.00025 + 0.001 = 0.00124975
     // m_hat = -0.055 / 0.19 = -0.28947368, v_hat = 0.00124975 / 0.001999 = 0.62518759
@@ -86,6 +102,7 @@ fn adamw_second_step_by_hand() {
     let dev = Cpu::default();
     let mut s = store(&dev, &[("w", vec![1.0], true, true)]);
     let mut opt = Optimizer::new(adamw(0.1), &s);
+    opt.host_kernels = host;
     {
         let g = grads(&s, &[vec![0.5]]);
         opt.update(&mut s, &g, 0.1)
@@ -322,4 +339,28 @@ fn loading_state_without_moments_after_steps_is_an_error() {
         .load_state(&s, 3, |_| None)
         .expect_err("missing moments");
     assert_eq!(err, "optimizer state missing for: optim.m.w, optim.v.w");
+}
+
+#[test]
+fn host_and_device_adamw_paths_agree_over_steps() {
+    let dev = Cpu::default();
+    let init = |k: usize| -> Vec<f32> { (0..37).map(|i| ((i * 7 + k * 3) % 11) as f32 * 0.1 - 0.5).collect() };
+    let run = |host: bool| -> Vec<Vec<f32>> {
+        let mut s = store(&dev, &[("w", init(0), true, true), ("b", init(1), true, false), ("e", init(2), true, true)]);
+        let mut opt = Optimizer::new(adamw(0.1), &s);
+        opt.host_kernels = host;
+        for step in 0..6 {
+            let g: Vec<Vec<f32>> = (0..3)
+                .map(|k| (0..37).map(|i| (((i + step * 5 + k) % 13) as f32 - 6.0) * 0.03).collect())
+                .collect();
+            let g = grads(&s, &g);
+            opt.update(&mut s, &g, 0.01).expect("update");
+        }
+        (0..3).map(|i| values(&s, i)).collect()
+    };
+    let (host, device) = (run(true), run(false));
+    for (h, d) in host.iter().flatten().zip(device.iter().flatten()) {
+        assert!((h - d).abs() <= 1e-6 * (1.0 + h.abs()), "host {h} against device path {d}");
+    }
+    assert_ne!(host[0], init(0), "the weights moved");
 }
