@@ -404,13 +404,23 @@ pub mod generic {
             on_head_boundaries(x, hd)?;
         }
         type S4 = (usize, usize, usize, usize);
+        type S3 = (usize, usize, usize);
+        let bh = b * h;
         let qh = split_heads(cx, q, b * t, h, hd, 1)?;
         let kh = split_heads(cx, k, b * s, h, hd, group)?;
         let vh = split_heads(cx, v, b * s, h, hd, group)?;
-        // [B, H, T, hd] @ [B, H, hd, S], the scale folded into q (T hd products, not T S)
-        let q4 = cx.tr(&qh).reshape_like(&(b, t, h, hd)).permute::<S4, Axes4<0, 2, 1, 3>>() * e::<E>(c.scale);
-        let kt = kh.t.clone().reshape_like(&(b, s, h, hd)).permute::<S4, Axes4<0, 2, 3, 1>>();
-        let sc = q4.try_matmul(kt).map_err(dev_err)?;
+        // Heads moved next to the batch, `[B H, len, hd]`, so each product is one batched call
+        // (dfdx runs a 4-D product as one call per batch row: 128 cuBLAS calls a layer at batch
+        // 64, forward alone); the copies cost one pass over q, k and v.
+        let by_head = |cx: &mut Ctx<D, T, E>, x: &FT<D, E>, len: usize| -> FT<D, E> {
+            let y = cx.tr(x).reshape_like(&(b, len, h, hd)).permute::<S4, Axes4<0, 2, 1, 3>>().reshape_like(&(bh, len, hd));
+            cx.keep(y, vec![bh, len, hd])
+        };
+        let (q3, k3, v3) = (by_head(cx, &qh, t), by_head(cx, &kh, s), by_head(cx, &vh, s));
+        // [B H, T, hd] @ [B H, hd, S], the scale folded into q (T hd products, not T S)
+        let qs = cx.tr(&q3).reshape_like(&(bh, t, hd)) * e::<E>(c.scale);
+        let kt = k3.t.clone().reshape_like(&(bh, s, hd)).permute::<S3, Axes3<0, 2, 1>>();
+        let sc = qs.try_matmul(kt).map_err(dev_err)?;
         let mut sc = cx.keep(sc, vec![b, h, t, s]);
         if let Some(bias) = bias {
             let bb = bias.t.clone().reshape_like(&(h * t * s,)).broadcast_like::<(usize, usize), Axis<0>>(&(b, h * t * s));
@@ -440,10 +450,9 @@ pub mod generic {
         if c.dropout > 0.0 {
             p = dropout(cx, &p, c.dropout)?;
         }
-        // [B, H, T, S] @ [B, H, S, hd], then heads back beside each other: [B, T, H hd]
-        let v4 = vh.t.clone().reshape_like(&(b, s, h, hd)).permute::<S4, Axes4<0, 2, 1, 3>>();
-        let o = cx.tr(&p).reshape_like(&(b, h, t, s)).try_matmul(v4).map_err(dev_err)?;
-        let o = o.permute::<S4, Axes4<0, 2, 1, 3>>().try_reshape_like(&(b * t * h * hd,)).map_err(dev_err)?;
+        // [B H, T, S] @ [B H, S, hd], then heads back beside each other: [B, T, H hd]
+        let o = cx.tr(&p).reshape_like(&(bh, t, s)).try_matmul(v3.t.clone().reshape_like(&(bh, s, hd))).map_err(dev_err)?;
+        let o = o.reshape_like(&(b, h, t, hd)).permute::<S4, Axes4<0, 2, 1, 3>>().try_reshape_like(&(b * t * h * hd,)).map_err(dev_err)?;
         Ok(cx.keep(o, vec![b, t, h * hd]))
     }
 
