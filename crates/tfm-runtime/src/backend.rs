@@ -519,7 +519,13 @@ pub mod generic {
         let (num, dim) = (w.shape[0], w.numel() / w.shape[0].max(1));
         let idx = check_ids(ids, num, "embedding")?;
         let n = idx.len();
-        let it = cx.index(idx)?;
+        // positions 0..n are the same every pass: kept on the device
+        let it = if idx.iter().enumerate().all(|(i, &j)| i == j) {
+            let dev = cx.dev.clone();
+            cx.consts.get(format!("arange {n}"), || dev.try_tensor_from_vec(idx, (n,)).map_err(dev_err))?
+        } else {
+            cx.index(idx)?
+        };
         let y = cx.tr(w).reshape_like(&(num, dim)).try_gather(it).map_err(dev_err)?;
         let _: &Tensor<(usize, usize), E, D, T> = &y;
         let mut shape = ids.shape.clone();
