@@ -250,7 +250,7 @@ pub struct Ctx<D: Device<E>, T, E: Elem = f32> {
 
 /// A store of device constants by key, shared by the passes of one runtime.
 #[derive(Clone, Default)]
-pub struct Consts(Arc<std::sync::Mutex<std::collections::HashMap<String, Stored>>>);
+pub struct Consts(Arc<std::sync::Mutex<std::collections::HashMap<(std::any::TypeId, String), Stored>>>);
 
 /// A stored constant: a tensor of the runtime's own device.
 struct Stored(Box<dyn std::any::Any>);
@@ -266,8 +266,9 @@ impl Consts {
     /// length, one mask table each).
     const MAX: usize = 512;
 
-    /// The constant under `key`, made by `make` the first time.
+    /// The constant of type `X` under `key`, made by `make` the first time.
     pub(crate) fn get<X: Clone + 'static>(&self, key: String, make: impl FnOnce() -> Result<X, RuntimeError>) -> Result<X, RuntimeError> {
+        let key = (std::any::TypeId::of::<X>(), key);
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(x) = map.get(&key).and_then(|b| b.0.downcast_ref::<X>()) {
             return Ok(x.clone());
@@ -369,5 +370,33 @@ impl<E: Elem, D: Device<E>, T: Tape<E, D>> Ctx<D, T, E> {
         let ext: Flat<D, T, E> = (self.tr(x), slot.t.clone()).try_concat_along(Axis::<0>).map_err(dev_err)?;
         let ext = self.keep(ext, vec![n + 1]);
         self.gather(&ext, idx, shape)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Consts;
+
+    #[test]
+    fn consts_make_each_key_once_and_keep_types_apart() {
+        let c = Consts::default();
+        let mut made = 0;
+        for _ in 0..3 {
+            let v: Vec<u32> = c.get("a".into(), || { made += 1; Ok(vec![1, 2]) }).expect("get");
+            assert_eq!(v, vec![1, 2]);
+        }
+        assert_eq!(made, 1);
+        // another type under the same key is a separate constant
+        let s: String = c.get("a".into(), || Ok("x".to_string())).expect("get");
+        assert_eq!(s, "x");
+        let err = c.get::<u8>("b".into(), || Err(crate::run_err("failed"))).expect_err("error");
+        assert!(err.to_string().contains("failed"));
+        // a failed make stores nothing
+        let v: u8 = c.get("b".into(), || Ok(7)).expect("get");
+        assert_eq!(v, 7);
+        // clones share the store
+        let d = c.clone();
+        let v: Vec<u32> = d.get("a".into(), || Ok(vec![9])).expect("get");
+        assert_eq!(v, vec![1, 2]);
     }
 }
