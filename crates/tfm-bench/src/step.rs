@@ -75,7 +75,7 @@ impl<D: Backend> Trainer<D> {
         let grads = profile::timed("gradients collected", sync, || GradSet::from_gradients(&self.store, grads).map_err(|e| e.to_string()))?;
         profile::timed("optimizer", sync, || self.opt.update(&mut self.store, &grads, self.hp.lr).map_err(|e| e.to_string()))?;
         // a GPU step is over when its queued update has run
-        self.rt.device().sync().map_err(|e| e.to_string())?;
+        sync()?;
         Ok(loss)
     }
 }

@@ -389,7 +389,7 @@ pub mod generic {
     /// per row and head, not per element), scores and `P @ V` as batched products of permuted
     /// views, masks added as `[T, S]` and `[B, S]` tables broadcast on the device. Nothing the size
     /// of the scores is built on the host, so it stays fast on a device behind a bus.
-    pub fn attention_core<E: Elem, D: Device<E>, T: Tape<E, D>>(
+    pub fn attention_core<E: Elem, D: Backend<E>, T: Tape<E, D>>(
         cx: &mut Ctx<D, T, E>,
         q: Cols<D, E>,
         k: Cols<D, E>,
@@ -428,11 +428,8 @@ pub mod generic {
             sc = cx.keep(y, vec![b, h, t, s]);
         }
         if (0..t).any(|i| (0..s).any(|j| !c.allowed(i, j))) {
-            let key = format!("mask {} {t} {s} {} {}", E::NAME, c.causal, c.window);
-            let dev = cx.dev.clone();
-            let m = cx.consts.get(key, || {
-                let table: Vec<f32> = (0..t * s).map(|ij| if c.allowed(ij / s, ij % s) { 0.0 } else { E::MASKED }).collect();
-                dev.try_tensor_from_vec(E::vec_from_f32(table), (t, s)).map_err(dev_err)
+            let m = cx.kept(format!("mask {t} {s} {} {}", c.causal, c.window), (t, s), || {
+                E::vec_from_f32((0..t * s).map(|ij| if c.allowed(ij / s, ij % s) { 0.0 } else { E::MASKED }).collect())
             })?;
             let m = m.broadcast_like::<(usize, usize, usize), Axis<0>>(&(b * h, t, s));
             let y = cx.tr(&sc).reshape_like(&(b * h, t, s)) + m;
@@ -448,7 +445,8 @@ pub mod generic {
         let p = cx.tr(&sc).reshape_like(&(b * h * t, s)).softmax::<Axis<1>>();
         let mut p = cx.keep(p, vec![b, h, t, s]);
         if c.dropout > 0.0 {
-            p = dropout(cx, &p, c.dropout)?;
+            // the device's own dropout (on a GPU, multipliers drawn there)
+            p = D::dropout(cx, &p, c.dropout)?;
         }
         // [B H, T, S] @ [B H, S, hd], then heads back beside each other: [B, T, H hd]
         let o = cx.tr(&p).reshape_like(&(bh, t, s)).try_matmul(v3.t.clone().reshape_like(&(bh, s, hd))).map_err(dev_err)?;
@@ -479,10 +477,8 @@ pub mod generic {
         if first == 0 && total == heads && group == 1 {
             return Ok(c.x.reshaped(vec![rows, heads, hd]));
         }
-        let dev = cx.dev.clone();
-        let it = cx.consts.get(format!("heads {rows} {heads} {first} {group}"), || {
-            let idx: Vec<usize> = (0..rows).flat_map(|_| (0..heads).map(|j| first + j / group)).collect();
-            dev.try_tensor_from_vec(idx, (rows, heads)).map_err(dev_err)
+        let it = cx.kept(format!("heads {rows} {heads} {first} {group}"), (rows, heads), || {
+            (0..rows).flat_map(|_| (0..heads).map(|j| first + j / group)).collect()
         })?;
         let y = cx.tr(c.x).reshape_like(&(rows, total, hd)).try_gather(it).map_err(dev_err)?;
         Ok(cx.keep(y, vec![rows, heads, hd]))
@@ -521,8 +517,7 @@ pub mod generic {
         let n = idx.len();
         // positions 0..n are the same every pass: kept on the device
         let it = if idx.iter().enumerate().all(|(i, &j)| i == j) {
-            let dev = cx.dev.clone();
-            cx.consts.get(format!("arange {n}"), || dev.try_tensor_from_vec(idx, (n,)).map_err(dev_err))?
+            cx.kept(format!("arange {n}"), (n,), || idx)?
         } else {
             cx.index(idx)?
         };

@@ -48,6 +48,7 @@ pub fn cuda_device(seed: u64) -> Result<dfdx::prelude::Cuda, String> {
 }
 
 /// The message for a failed device start, from cudarc's error (or its panic's text).
+#[cfg(feature = "cuda")]
 fn no_device(what: &str) -> String {
     let what = what.trim_start_matches("called `Result::unwrap()` on an `Err` value: ");
     if what.contains("CUDA_ERROR_NO_DEVICE") {

@@ -348,8 +348,7 @@ impl<D> Runtime<D> {
         let tape = std::mem::take(&mut cx.tape);
         let scalar = loss.t.clone().reshape_like(&()).put_tape(tape);
         let scalar = if loss_scale == 1.0 { scalar } else { scalar * E::of(loss_scale) };
-        let dev = self.dev.clone();
-        let mut all = profile::timed("backward", || dev.sync(), || Ok(scalar.backward()))?;
+        let mut all = profile::timed("backward", || self.dev.sync(), || Ok(scalar.backward()))?;
         // read after the backward pass is queued: reading waits for the device
         let value = loss.t.as_vec().first().map(|&x| x.value()).unwrap_or(f32::NAN);
         // Keep only the weights' gradients, allocating zeros for weights the loss does not reach.

@@ -322,6 +322,15 @@ impl<E: Elem, D: Device<E>, T: Tape<E, D>> Ctx<D, T, E> {
         Ok(FT { t, shape, uid: fresh_uid(), host: None })
     }
 
+    /// A device tensor that depends on shapes alone, uploaded once per runtime and kept under
+    /// `key` (with its type) for later passes; `data` runs only the first time.
+    pub(crate) fn kept<S: Shape, X: Unit>(&self, key: String, shape: S, data: impl FnOnce() -> Vec<X>) -> Result<Tensor<S, X, D>, RuntimeError>
+    where
+        D: TensorFromVec<X>,
+    {
+        self.consts.get(key, || self.dev.try_tensor_from_vec(data(), shape).map_err(dev_err))
+    }
+
     pub fn index(&self, idx: Vec<usize>) -> Result<Tensor<(usize,), usize, D>, RuntimeError> {
         let n = idx.len();
         self.dev.try_tensor_from_vec(idx, (n,)).map_err(dev_err)
