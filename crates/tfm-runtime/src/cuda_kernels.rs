@@ -6,6 +6,9 @@
 //! buffer (`Gradients::get_or_alloc_mut`, which hands out the `CudaSlice`) and the tensor is taken
 //! from there (`Gradients::get`, one device-to-device copy).
 //!
+//! The kernels' source and launch geometry are in `kernels`; `device` and `func` hand them to
+//! the GPU tests, which run each against the CPU references.
+//!
 //! `keep_scales`: dropout multipliers drawn on the device (0 with probability `p`, else
 //! `scale`) from a counter-based hash of (seed, index), instead of drawing them on the host and
 //! copying them over (at nanoGPT's GPU size, 230 million per step).
@@ -16,55 +19,27 @@ use cudarc::driver::{CudaDevice, CudaFunction, DevicePtr, LaunchAsync, LaunchCon
 use dfdx::prelude::*;
 use std::sync::{Arc, OnceLock};
 
-const SRC: &str = r#"
-// splitmix64's finaliser: a bijective 64-bit mix, so distinct (seed, index) pairs give
-// independent-looking outputs
-__device__ unsigned long long mix(unsigned long long z) {
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-__device__ bool keep(unsigned long long seed, unsigned long long i, float p) {
-    unsigned long long h = mix(seed ^ mix(i + 0x9e3779b97f4a7c15ULL));
-    float u = (float)(h >> 40) * (1.0f / 16777216.0f);
-    return u >= p;
-}
-extern "C" __global__ void keep_scales_f32(float *out, unsigned long long n, unsigned long long seed, float p, float scale) {
-    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
-         i += (unsigned long long)gridDim.x * blockDim.x) {
-        out[i] = keep(seed, i, p) ? scale : 0.0f;
-    }
-}
-// f16 written as its bit pattern (no header needed)
-extern "C" __global__ void keep_scales_f16(unsigned short *out, unsigned long long n, unsigned long long seed, float p, unsigned short scale) {
-    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
-         i += (unsigned long long)gridDim.x * blockDim.x) {
-        out[i] = keep(seed, i, p) ? scale : (unsigned short)0;
-    }
-}
-"#;
-
 const MODULE: &str = "tfm_kernels";
-const FUNCS: [&str; 2] = ["keep_scales_f32", "keep_scales_f16"];
 
 /// The kernels as PTX (NVRTC; needs no GPU).
 pub(crate) fn compile() -> Result<cudarc::nvrtc::Ptx, String> {
-    cudarc::nvrtc::compile_ptx(SRC).map_err(|e| format!("compiling tfm's CUDA kernels: {e:?}"))
+    cudarc::nvrtc::compile_ptx(crate::kernels::SOURCE).map_err(|e| format!("compiling tfm's CUDA kernels: {e:?}"))
 }
 
 /// Our handle on device 0, with the module loaded (once per process).
-fn device() -> Result<&'static Arc<CudaDevice>, RuntimeError> {
+pub fn device() -> Result<&'static Arc<CudaDevice>, RuntimeError> {
     static DEV: OnceLock<Result<Arc<CudaDevice>, String>> = OnceLock::new();
     let dev = DEV.get_or_init(|| {
         let ptx = compile()?;
         let dev = crate::device::quietly(|| CudaDevice::new(0))?.map_err(|e| format!("{e:?}"))?;
-        dev.load_ptx(ptx, MODULE, &FUNCS).map_err(|e| format!("loading tfm's CUDA kernels: {e:?}"))?;
+        dev.load_ptx(ptx, MODULE, &crate::kernels::ENTRY_POINTS).map_err(|e| format!("loading tfm's CUDA kernels: {e:?}"))?;
         Ok(dev)
     });
     dev.as_ref().map_err(|e| run_err(e.clone()))
 }
 
-fn func(name: &str) -> Result<CudaFunction, RuntimeError> {
+/// The kernel `name` (one of [`crate::kernels::ENTRY_POINTS`]).
+pub fn func(name: &str) -> Result<CudaFunction, RuntimeError> {
     device()?.get_func(MODULE, name).ok_or_else(|| run_err(format!("internal: CUDA kernel `{name}` is not loaded")))
 }
 
@@ -102,7 +77,7 @@ mod tests {
     fn kernels_compile_with_nvrtc() {
         let ptx = super::compile().unwrap_or_else(|e| panic!("{e}"));
         let text = ptx.to_src();
-        for f in super::FUNCS {
+        for f in crate::kernels::ENTRY_POINTS {
             assert!(text.contains(&format!(".entry {f}")), "no entry point `{f}` in the PTX");
         }
     }

@@ -28,10 +28,11 @@
 pub mod backend;
 mod cpu;
 #[cfg(feature = "cuda")]
-mod cuda_kernels;
+pub mod cuda_kernels;
 pub mod device;
 mod exec;
 pub mod fixtures;
+pub mod kernels;
 pub mod gemm;
 pub mod init;
 mod layout;

@@ -1,0 +1,38 @@
+// The kernels, compiled for the host, and one C entry point per kernel: `emu_NAME(gx, gy, block,
+// the kernel's parameters)` runs NAME on a grid of gx x gy blocks of `block` threads.
+#include "emu.h"
+
+#include "kernels.cu"
+
+#define EMU(name, args, ...)                                                                       \
+    extern "C" void emu_##name(unsigned gx, unsigned gy, unsigned block, __VA_ARGS__) {            \
+        emu::launch(gx, gy, block, [=] { name args; });                                            \
+    }
+
+EMU(layer_norm_fwd, (y, mean, rstd, x, w, b, rows, cols, eps), float *y, float *mean, float *rstd, const float *x,
+    const float *w, const float *b, int rows, int cols, float eps)
+EMU(layer_norm_bwd_dx, (dx, dy, x, w, mean, rstd, rows, cols), float *dx, const float *dy, const float *x,
+    const float *w, const float *mean, const float *rstd, int rows, int cols)
+EMU(layer_norm_wb_partials, (pw, pb, dy, x, mean, rstd, rows, cols, per_chunk), float *pw, float *pb,
+    const float *dy, const float *x, const float *mean, const float *rstd, int rows, int cols, int per_chunk)
+EMU(col_sum_partials, (part, a, rows, cols, per_chunk), float *part, const float *a, int rows, int cols,
+    int per_chunk)
+EMU(col_sum_finish, (out, part, chunks, cols), float *out, const float *part, int chunks, int cols)
+EMU(gelu_fwd, (y, x, n, exact), float *y, const float *x, long long n, int exact)
+EMU(gelu_bwd, (dx, dy, x, n, exact), float *dx, const float *dy, const float *x, long long n, int exact)
+EMU(softmax_rows_fwd, (p, s, rows, n, scale, q_len), float *p, const float *s, int rows, int n, float scale,
+    int q_len)
+EMU(softmax_rows_bwd, (ds, p, dp, rows, n, scale), float *ds, const float *p, const float *dp, int rows, int n,
+    float scale)
+EMU(cross_entropy_fwd, (loss, dlogits, logits, targets, rows, v, dscale), float *loss, float *dlogits,
+    const float *logits, const long long *targets, int rows, int v, float dscale)
+EMU(embedding_fwd, (out, ids, table, n, dim), float *out, const long long *ids, const float *table, int n, int dim)
+EMU(embedding_bwd, (dtable, dout, order, starts, uniq, n_uniq, dim), float *dtable, const float *dout,
+    const int *order, const int *starts, const int *uniq, int n_uniq, int dim)
+EMU(adamw, (w, m, v, g, n, c), float *w, float *m, float *v, const float *g, long long n, AdamwConsts c)
+EMU(keep_scales_f32, (out, n, seed, p, scale), float *out, unsigned long long n, unsigned long long seed, float p,
+    float scale)
+EMU(dropout_fwd, (y, x, n, seed, p, scale), float *y, const float *x, unsigned long long n, unsigned long long seed,
+    float p, float scale)
+EMU(dropout_bwd, (dx, dy, n, seed, p, scale), float *dx, const float *dy, unsigned long long n,
+    unsigned long long seed, float p, float scale)

@@ -1,0 +1,234 @@
+//! Runs tfm's CUDA kernels (`tfm-runtime/src/kernels.cu`) on the CPU.
+//!
+//! The build compiles the kernel text as host C++ under `emu.h`, which runs each block's CUDA
+//! threads as OS threads (barriers, warp shuffles and shared memory behave as on a GPU). The
+//! functions here take host slices, check that they are as long as the kernel will index, and run
+//! one kernel on the given grid: `grid` blocks (x, y) of `block` threads, a multiple of 32.
+//!
+//! This is for tests: it is slow (a thread per CUDA thread), and it checks a kernel's logic and
+//! arithmetic, not its speed. The GPU's own `expf`, `erff`, `tanhf` and `rsqrtf` may differ from
+//! the host's in the last bits.
+#![allow(unsafe_code)]
+
+use std::os::raw::c_int;
+
+type Grid = (u32, u32);
+
+extern "C" {
+    fn emu_layer_norm_fwd(gx: u32, gy: u32, b: u32, y: *mut f32, mean: *mut f32, rstd: *mut f32, x: *const f32, w: *const f32, bias: *const f32, rows: c_int, cols: c_int, eps: f32);
+    fn emu_layer_norm_bwd_dx(gx: u32, gy: u32, b: u32, dx: *mut f32, dy: *const f32, x: *const f32, w: *const f32, mean: *const f32, rstd: *const f32, rows: c_int, cols: c_int);
+    fn emu_layer_norm_wb_partials(gx: u32, gy: u32, b: u32, pw: *mut f32, pb: *mut f32, dy: *const f32, x: *const f32, mean: *const f32, rstd: *const f32, rows: c_int, cols: c_int, per_chunk: c_int);
+    fn emu_col_sum_partials(gx: u32, gy: u32, b: u32, part: *mut f32, a: *const f32, rows: c_int, cols: c_int, per_chunk: c_int);
+    fn emu_col_sum_finish(gx: u32, gy: u32, b: u32, out: *mut f32, part: *const f32, chunks: c_int, cols: c_int);
+    fn emu_gelu_fwd(gx: u32, gy: u32, b: u32, y: *mut f32, x: *const f32, n: i64, exact: c_int);
+    fn emu_gelu_bwd(gx: u32, gy: u32, b: u32, dx: *mut f32, dy: *const f32, x: *const f32, n: i64, exact: c_int);
+    fn emu_softmax_rows_fwd(gx: u32, gy: u32, b: u32, p: *mut f32, s: *const f32, rows: c_int, n: c_int, scale: f32, q_len: c_int);
+    fn emu_softmax_rows_bwd(gx: u32, gy: u32, b: u32, ds: *mut f32, p: *const f32, dp: *const f32, rows: c_int, n: c_int, scale: f32);
+    fn emu_cross_entropy_fwd(gx: u32, gy: u32, b: u32, loss: *mut f32, dlogits: *mut f32, logits: *const f32, targets: *const i64, rows: c_int, v: c_int, dscale: f32);
+    fn emu_embedding_fwd(gx: u32, gy: u32, b: u32, out: *mut f32, ids: *const i64, table: *const f32, n: c_int, dim: c_int);
+    fn emu_embedding_bwd(gx: u32, gy: u32, b: u32, dtable: *mut f32, dout: *const f32, order: *const c_int, starts: *const c_int, uniq: *const c_int, n_uniq: c_int, dim: c_int);
+    fn emu_adamw(gx: u32, gy: u32, b: u32, w: *mut f32, m: *mut f32, v: *mut f32, g: *const f32, n: i64, c: Adamw);
+    fn emu_keep_scales_f32(gx: u32, gy: u32, b: u32, out: *mut f32, n: u64, seed: u64, p: f32, scale: f32);
+    fn emu_dropout_fwd(gx: u32, gy: u32, b: u32, y: *mut f32, x: *const f32, n: u64, seed: u64, p: f32, scale: f32);
+    fn emu_dropout_bwd(gx: u32, gy: u32, b: u32, dx: *mut f32, dy: *const f32, n: u64, seed: u64, p: f32, scale: f32);
+}
+
+fn check(what: &str, len: usize, need: usize) {
+    assert!(len >= need, "tfm-cuda-emu: `{what}` holds {len} elements, the kernel reads {need}");
+}
+
+fn check_block(block: u32) {
+    assert!(block > 0 && block % 32 == 0 && block <= 1024, "tfm-cuda-emu: a block of {block} threads (expected a multiple of 32, at most 1024)");
+}
+
+fn int(n: usize) -> c_int {
+    c_int::try_from(n).unwrap_or_else(|_| panic!("tfm-cuda-emu: {n} does not fit the kernel's int"))
+}
+
+fn opt(x: Option<&[f32]>, what: &str, need: usize) -> *const f32 {
+    x.map_or(std::ptr::null(), |s| {
+        check(what, s.len(), need);
+        s.as_ptr()
+    })
+}
+
+/// `layer_norm_fwd`: writes `y` (rows x cols), `mean` and `rstd` (rows).
+#[allow(clippy::too_many_arguments)]
+pub fn layer_norm_fwd(grid: Grid, block: u32, y: &mut [f32], mean: &mut [f32], rstd: &mut [f32], x: &[f32], w: Option<&[f32]>, b: Option<&[f32]>, rows: usize, cols: usize, eps: f32) {
+    check_block(block);
+    for (what, len, need) in [("y", y.len(), rows * cols), ("mean", mean.len(), rows), ("rstd", rstd.len(), rows), ("x", x.len(), rows * cols)] {
+        check(what, len, need);
+    }
+    let (w, b) = (opt(w, "w", cols), opt(b, "b", cols));
+    // SAFETY: every buffer holds what the kernel indexes (checked above); the call returns after
+    // every emulated thread has finished.
+    unsafe { emu_layer_norm_fwd(grid.0, grid.1, block, y.as_mut_ptr(), mean.as_mut_ptr(), rstd.as_mut_ptr(), x.as_ptr(), w, b, int(rows), int(cols), eps) }
+}
+
+/// `layer_norm_bwd_dx`: adds into `dx`.
+#[allow(clippy::too_many_arguments)]
+pub fn layer_norm_bwd_dx(grid: Grid, block: u32, dx: &mut [f32], dy: &[f32], x: &[f32], w: Option<&[f32]>, mean: &[f32], rstd: &[f32], rows: usize, cols: usize) {
+    check_block(block);
+    for (what, len, need) in [("dx", dx.len(), rows * cols), ("dy", dy.len(), rows * cols), ("x", x.len(), rows * cols), ("mean", mean.len(), rows), ("rstd", rstd.len(), rows)] {
+        check(what, len, need);
+    }
+    let w = opt(w, "w", cols);
+    // SAFETY: as in `layer_norm_fwd`.
+    unsafe { emu_layer_norm_bwd_dx(grid.0, grid.1, block, dx.as_mut_ptr(), dy.as_ptr(), x.as_ptr(), w, mean.as_ptr(), rstd.as_ptr(), int(rows), int(cols)) }
+}
+
+/// `layer_norm_wb_partials`: writes `pw` and `pb` (chunks x cols, chunks = `grid.1`).
+#[allow(clippy::too_many_arguments)]
+pub fn layer_norm_wb_partials(grid: Grid, block: u32, pw: &mut [f32], pb: &mut [f32], dy: &[f32], x: &[f32], mean: &[f32], rstd: &[f32], rows: usize, cols: usize, per_chunk: usize) {
+    check_block(block);
+    let chunks = grid.1 as usize;
+    assert!(chunks * per_chunk >= rows, "tfm-cuda-emu: {chunks} chunks of {per_chunk} rows miss some of {rows}");
+    for (what, len, need) in [("pw", pw.len(), chunks * cols), ("pb", pb.len(), chunks * cols), ("dy", dy.len(), rows * cols), ("x", x.len(), rows * cols), ("mean", mean.len(), rows), ("rstd", rstd.len(), rows)] {
+        check(what, len, need);
+    }
+    // SAFETY: as in `layer_norm_fwd`; rows past `rows` are never read.
+    unsafe { emu_layer_norm_wb_partials(grid.0, grid.1, block, pw.as_mut_ptr(), pb.as_mut_ptr(), dy.as_ptr(), x.as_ptr(), mean.as_ptr(), rstd.as_ptr(), int(rows), int(cols), int(per_chunk)) }
+}
+
+/// `col_sum_partials`: writes `part` (chunks x cols, chunks = `grid.1`).
+pub fn col_sum_partials(grid: Grid, block: u32, part: &mut [f32], a: &[f32], rows: usize, cols: usize, per_chunk: usize) {
+    check_block(block);
+    let chunks = grid.1 as usize;
+    check("part", part.len(), chunks * cols);
+    check("a", a.len(), rows * cols);
+    // SAFETY: as in `layer_norm_fwd`.
+    unsafe { emu_col_sum_partials(grid.0, grid.1, block, part.as_mut_ptr(), a.as_ptr(), int(rows), int(cols), int(per_chunk)) }
+}
+
+/// `col_sum_finish`: adds the chunk sums into `out` (cols).
+pub fn col_sum_finish(grid: Grid, block: u32, out: &mut [f32], part: &[f32], chunks: usize, cols: usize) {
+    check_block(block);
+    check("out", out.len(), cols);
+    check("part", part.len(), chunks * cols);
+    // SAFETY: as in `layer_norm_fwd`.
+    unsafe { emu_col_sum_finish(grid.0, grid.1, block, out.as_mut_ptr(), part.as_ptr(), int(chunks), int(cols)) }
+}
+
+/// `gelu_fwd`: writes `y`.
+pub fn gelu_fwd(grid: Grid, block: u32, y: &mut [f32], x: &[f32], exact: bool) {
+    check_block(block);
+    check("y", y.len(), x.len());
+    // SAFETY: as in `layer_norm_fwd`.
+    unsafe { emu_gelu_fwd(grid.0, grid.1, block, y.as_mut_ptr(), x.as_ptr(), x.len() as i64, exact as c_int) }
+}
+
+/// `gelu_bwd`: adds into `dx`.
+pub fn gelu_bwd(grid: Grid, block: u32, dx: &mut [f32], dy: &[f32], x: &[f32], exact: bool) {
+    check_block(block);
+    check("dx", dx.len(), x.len());
+    check("dy", dy.len(), x.len());
+    // SAFETY: as in `layer_norm_fwd`.
+    unsafe { emu_gelu_bwd(grid.0, grid.1, block, dx.as_mut_ptr(), dy.as_ptr(), x.as_ptr(), x.len() as i64, exact as c_int) }
+}
+
+/// `softmax_rows_fwd`: writes `p` (rows x n).
+#[allow(clippy::too_many_arguments)]
+pub fn softmax_rows_fwd(grid: Grid, block: u32, p: &mut [f32], s: &[f32], rows: usize, n: usize, scale: f32, q_len: usize) {
+    check_block(block);
+    check("p", p.len(), rows * n);
+    check("s", s.len(), rows * n);
+    // SAFETY: as in `layer_norm_fwd`.
+    unsafe { emu_softmax_rows_fwd(grid.0, grid.1, block, p.as_mut_ptr(), s.as_ptr(), int(rows), int(n), scale, int(q_len)) }
+}
+
+/// `softmax_rows_bwd`: writes `ds` (rows x n).
+#[allow(clippy::too_many_arguments)]
+pub fn softmax_rows_bwd(grid: Grid, block: u32, ds: &mut [f32], p: &[f32], dp: &[f32], rows: usize, n: usize, scale: f32) {
+    check_block(block);
+    for (what, len) in [("ds", ds.len()), ("p", p.len()), ("dp", dp.len())] {
+        check(what, len, rows * n);
+    }
+    // SAFETY: as in `layer_norm_fwd`.
+    unsafe { emu_softmax_rows_bwd(grid.0, grid.1, block, ds.as_mut_ptr(), p.as_ptr(), dp.as_ptr(), int(rows), int(n), scale) }
+}
+
+/// `cross_entropy_fwd`: writes `loss` (rows) and, when given, `dlogits` (rows x v). Targets
+/// must be in `0..v` or -100, as the runtime checks before launching.
+#[allow(clippy::too_many_arguments)]
+pub fn cross_entropy_fwd(grid: Grid, block: u32, loss: &mut [f32], dlogits: Option<&mut [f32]>, logits: &[f32], targets: &[i64], rows: usize, v: usize, dscale: f32) {
+    check_block(block);
+    assert_eq!(grid.0 as usize, rows, "tfm-cuda-emu: cross_entropy_fwd runs one block per row");
+    check("loss", loss.len(), rows);
+    check("logits", logits.len(), rows * v);
+    check("targets", targets.len(), rows);
+    assert!(targets[..rows].iter().all(|&t| t == -100 || (0..v as i64).contains(&t)), "tfm-cuda-emu: a target outside 0..{v}");
+    let d = dlogits.map_or(std::ptr::null_mut(), |d| {
+        check("dlogits", d.len(), rows * v);
+        d.as_mut_ptr()
+    });
+    // SAFETY: as in `layer_norm_fwd`; targets index within a row (checked above).
+    unsafe { emu_cross_entropy_fwd(grid.0, grid.1, block, loss.as_mut_ptr(), d, logits.as_ptr(), targets.as_ptr(), int(rows), int(v), dscale) }
+}
+
+/// `embedding_fwd`: writes `out` (ids x dim).
+pub fn embedding_fwd(grid: Grid, block: u32, out: &mut [f32], ids: &[i64], table: &[f32], dim: usize) {
+    check_block(block);
+    check("out", out.len(), ids.len() * dim);
+    assert!(ids.iter().all(|&i| i >= 0 && (i as usize + 1) * dim <= table.len()), "tfm-cuda-emu: an id past the table");
+    // SAFETY: as in `layer_norm_fwd`; every id indexes a row of the table (checked above).
+    unsafe { emu_embedding_fwd(grid.0, grid.1, block, out.as_mut_ptr(), ids.as_ptr(), table.as_ptr(), int(ids.len()), int(dim)) }
+}
+
+/// `embedding_bwd`: adds into `dtable`; `order`, `starts`, `uniq` as `kernels::group_ids` makes.
+pub fn embedding_bwd(grid: Grid, block: u32, dtable: &mut [f32], dout: &[f32], order: &[i32], starts: &[i32], uniq: &[i32], dim: usize) {
+    check_block(block);
+    assert_eq!(starts.len(), uniq.len() + 1, "tfm-cuda-emu: starts must have one entry more than uniq");
+    assert!(uniq.iter().all(|&u| u >= 0 && (u as usize + 1) * dim <= dtable.len()), "tfm-cuda-emu: an id past the table");
+    assert!(starts.windows(2).all(|w| 0 <= w[0] && w[0] <= w[1]) && starts.last().is_some_and(|&s| s as usize <= order.len()), "tfm-cuda-emu: bad starts");
+    assert!(order.iter().all(|&o| o >= 0 && (o as usize + 1) * dim <= dout.len()), "tfm-cuda-emu: a position past dout");
+    // SAFETY: as in `layer_norm_fwd`; every index is checked above.
+    unsafe { emu_embedding_bwd(grid.0, grid.1, block, dtable.as_mut_ptr(), dout.as_ptr(), order.as_ptr(), starts.as_ptr(), uniq.as_ptr(), int(uniq.len()), int(dim)) }
+}
+
+/// The AdamW constants: the kernel's `AdamwConsts`, field for field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Adamw {
+    pub b1: f32,
+    pub one_minus_b1: f32,
+    pub b2: f32,
+    pub one_minus_b2: f32,
+    pub inv_sqrt_bc2: f32,
+    pub eps: f32,
+    pub step: f32,
+    pub decay: f32,
+    pub gscale: f32,
+}
+
+/// `adamw`: updates `w`, `m` and `v` in place.
+pub fn adamw(grid: Grid, block: u32, w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], c: Adamw) {
+    check_block(block);
+    for (what, len) in [("m", m.len()), ("v", v.len()), ("g", g.len())] {
+        check(what, len, w.len());
+    }
+    // SAFETY: as in `layer_norm_fwd`.
+    unsafe { emu_adamw(grid.0, grid.1, block, w.as_mut_ptr(), m.as_mut_ptr(), v.as_mut_ptr(), g.as_ptr(), w.len() as i64, c) }
+}
+
+/// `keep_scales_f32`: writes `out`.
+pub fn keep_scales(grid: Grid, block: u32, out: &mut [f32], seed: u64, p: f32, scale: f32) {
+    check_block(block);
+    // SAFETY: as in `layer_norm_fwd`.
+    unsafe { emu_keep_scales_f32(grid.0, grid.1, block, out.as_mut_ptr(), out.len() as u64, seed, p, scale) }
+}
+
+/// `dropout_fwd`: writes `y`.
+pub fn dropout_fwd(grid: Grid, block: u32, y: &mut [f32], x: &[f32], seed: u64, p: f32, scale: f32) {
+    check_block(block);
+    check("y", y.len(), x.len());
+    // SAFETY: as in `layer_norm_fwd`.
+    unsafe { emu_dropout_fwd(grid.0, grid.1, block, y.as_mut_ptr(), x.as_ptr(), x.len() as u64, seed, p, scale) }
+}
+
+/// `dropout_bwd`: adds into `dx`.
+pub fn dropout_bwd(grid: Grid, block: u32, dx: &mut [f32], dy: &[f32], seed: u64, p: f32, scale: f32) {
+    check_block(block);
+    check("dx", dx.len(), dy.len());
+    // SAFETY: as in `layer_norm_fwd`.
+    unsafe { emu_dropout_bwd(grid.0, grid.1, block, dx.as_mut_ptr(), dy.as_ptr(), dy.len() as u64, seed, p, scale) }
+}
