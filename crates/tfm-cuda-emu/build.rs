@@ -1,7 +1,7 @@
-//! Compiles `kernels.cu` (from tfm-runtime) as host C++ under the emulation header.
+//! Compiles `kernels.cu` (from tfm-kernels) as host C++ under the emulation header.
 
 fn main() {
-    let kernels = "../tfm-runtime/src/kernels.cu";
+    let kernels = "../tfm-kernels/src/kernels.cu";
     for f in [kernels, "src/emu.h", "src/emu.cpp"] {
         println!("cargo:rerun-if-changed={f}");
     }
@@ -9,7 +9,7 @@ fn main() {
         .cpp(true)
         .std("c++20")
         .file("src/emu.cpp")
-        .include("../tfm-runtime/src")
+        .include("../tfm-kernels/src")
         .flag("-pthread")
         // the kernels' arithmetic as written: no fused multiply-adds, no reassociation
         .flag("-ffp-contract=off")

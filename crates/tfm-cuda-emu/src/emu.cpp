@@ -24,6 +24,13 @@ EMU(softmax_rows_fwd, (p, s, rows, n, scale, q_len), float *p, const float *s, i
     int q_len)
 EMU(softmax_rows_bwd, (ds, p, dp, rows, n, scale), float *ds, const float *p, const float *dp, int rows, int n,
     float scale)
+EMU(attention_fwd, (o, lse, q, k, v, d), float *o, float *lse, const float *q, const float *k, const float *v,
+    AttnDims d)
+EMU(attention_bwd_dot, (dsum, dout, o, d), float *dsum, const float *dout, const float *o, AttnDims d)
+EMU(attention_bwd_dq, (dq, dout, q, k, v, lse, dsum, d), float *dq, const float *dout, const float *q,
+    const float *k, const float *v, const float *lse, const float *dsum, AttnDims d)
+EMU(attention_bwd_dkdv, (dk, dv, dout, q, k, v, lse, dsum, d), float *dk, float *dv, const float *dout,
+    const float *q, const float *k, const float *v, const float *lse, const float *dsum, AttnDims d)
 EMU(cross_entropy_fwd, (loss, dlogits, logits, targets, rows, v, dscale), float *loss, float *dlogits,
     const float *logits, const long long *targets, int rows, int v, float dscale)
 EMU(embedding_fwd, (out, ids, table, n, dim), float *out, const long long *ids, const float *table, int n, int dim)

@@ -1,4 +1,4 @@
-//! Runs tfm's CUDA kernels (`tfm-runtime/src/kernels.cu`) on the CPU.
+//! Runs tfm's CUDA kernels (`tfm-kernels/src/kernels.cu`) on the CPU.
 //!
 //! The build compiles the kernel text as host C++ under `emu.h`, which runs each block's CUDA
 //! threads as OS threads (barriers, warp shuffles and shared memory behave as on a GPU). The
@@ -11,6 +11,7 @@
 #![allow(unsafe_code)]
 
 use std::os::raw::c_int;
+pub use tfm_kernels::{AdamwArgs, AttnDims};
 
 type Grid = (u32, u32);
 
@@ -24,10 +25,14 @@ extern "C" {
     fn emu_gelu_bwd(gx: u32, gy: u32, b: u32, dx: *mut f32, dy: *const f32, x: *const f32, n: i64, exact: c_int);
     fn emu_softmax_rows_fwd(gx: u32, gy: u32, b: u32, p: *mut f32, s: *const f32, rows: c_int, n: c_int, scale: f32, q_len: c_int);
     fn emu_softmax_rows_bwd(gx: u32, gy: u32, b: u32, ds: *mut f32, p: *const f32, dp: *const f32, rows: c_int, n: c_int, scale: f32);
+    fn emu_attention_fwd(gx: u32, gy: u32, b: u32, o: *mut f32, lse: *mut f32, q: *const f32, k: *const f32, v: *const f32, d: AttnDims);
+    fn emu_attention_bwd_dot(gx: u32, gy: u32, b: u32, dsum: *mut f32, dout: *const f32, o: *const f32, d: AttnDims);
+    fn emu_attention_bwd_dq(gx: u32, gy: u32, b: u32, dq: *mut f32, dout: *const f32, q: *const f32, k: *const f32, v: *const f32, lse: *const f32, dsum: *const f32, d: AttnDims);
+    fn emu_attention_bwd_dkdv(gx: u32, gy: u32, b: u32, dk: *mut f32, dv: *mut f32, dout: *const f32, q: *const f32, k: *const f32, v: *const f32, lse: *const f32, dsum: *const f32, d: AttnDims);
     fn emu_cross_entropy_fwd(gx: u32, gy: u32, b: u32, loss: *mut f32, dlogits: *mut f32, logits: *const f32, targets: *const i64, rows: c_int, v: c_int, dscale: f32);
     fn emu_embedding_fwd(gx: u32, gy: u32, b: u32, out: *mut f32, ids: *const i64, table: *const f32, n: c_int, dim: c_int);
     fn emu_embedding_bwd(gx: u32, gy: u32, b: u32, dtable: *mut f32, dout: *const f32, order: *const c_int, starts: *const c_int, uniq: *const c_int, n_uniq: c_int, dim: c_int);
-    fn emu_adamw(gx: u32, gy: u32, b: u32, w: *mut f32, m: *mut f32, v: *mut f32, g: *const f32, n: i64, c: Adamw);
+    fn emu_adamw(gx: u32, gy: u32, b: u32, w: *mut f32, m: *mut f32, v: *mut f32, g: *const f32, n: i64, c: AdamwArgs);
     fn emu_keep_scales_f32(gx: u32, gy: u32, b: u32, out: *mut f32, n: u64, seed: u64, p: f32, scale: f32);
     fn emu_dropout_fwd(gx: u32, gy: u32, b: u32, y: *mut f32, x: *const f32, n: u64, seed: u64, p: f32, scale: f32);
     fn emu_dropout_bwd(gx: u32, gy: u32, b: u32, dx: *mut f32, dy: *const f32, n: u64, seed: u64, p: f32, scale: f32);
@@ -147,6 +152,95 @@ pub fn softmax_rows_bwd(grid: Grid, block: u32, ds: &mut [f32], p: &[f32], dp: &
     unsafe { emu_softmax_rows_bwd(grid.0, grid.1, block, ds.as_mut_ptr(), p.as_ptr(), dp.as_ptr(), int(rows), int(n), scale) }
 }
 
+/// Where q, k and v lie in one buffer (element offsets); their gradients lie at the same
+/// offsets of another.
+#[derive(Clone, Copy, Debug)]
+pub struct QkvAt {
+    pub q: usize,
+    pub k: usize,
+    pub v: usize,
+}
+
+trait Checks {
+    fn check(&self);
+    fn span(&self, rows_per_batch: i32, row: i64, heads: i32) -> usize;
+    fn check_qkv(&self, what: &str, len: usize, at: QkvAt);
+    fn queries(&self) -> usize;
+}
+
+impl Checks for AttnDims {
+    fn check(&self) {
+        assert!(self.head_dim > 0 && self.head_dim <= 256, "tfm-cuda-emu: head dim {} (the kernels take 1 to 256)", self.head_dim);
+        assert!(self.kv_heads > 0 && self.heads % self.kv_heads == 0, "tfm-cuda-emu: {} heads over {} kv heads", self.heads, self.kv_heads);
+        for v in [self.batch, self.q_len, self.k_len] {
+            assert!(v >= 0, "tfm-cuda-emu: a negative size");
+        }
+    }
+    /// Elements a tensor of `rows_per_batch` rows of stride `row` spans from its first, for
+    /// `heads` heads.
+    fn span(&self, rows_per_batch: i32, row: i64, heads: i32) -> usize {
+        let rows = self.batch as usize * rows_per_batch as usize;
+        if rows == 0 {
+            0
+        } else {
+            (rows - 1) * row as usize + (heads * self.head_dim) as usize
+        }
+    }
+    fn check_qkv(&self, what: &str, len: usize, at: QkvAt) {
+        check(&format!("{what} (q)"), len, at.q + self.span(self.q_len, self.q_row, self.heads));
+        check(&format!("{what} (k)"), len, at.k + self.span(self.k_len, self.k_row, self.kv_heads));
+        check(&format!("{what} (v)"), len, at.v + self.span(self.k_len, self.v_row, self.kv_heads));
+    }
+    fn queries(&self) -> usize {
+        (self.batch * self.heads * self.q_len) as usize
+    }
+}
+
+/// `attention_fwd`: writes `o` (o_row layout) and `lse` (batch x heads x q_len).
+pub fn attention_fwd(grid: Grid, block: u32, o: &mut [f32], lse: &mut [f32], qkv: &[f32], at: QkvAt, d: AttnDims) {
+    check_block(block);
+    d.check();
+    d.check_qkv("qkv", qkv.len(), at);
+    check("o", o.len(), d.span(d.q_len, d.o_row, d.heads));
+    check("lse", lse.len(), d.queries());
+    let p = qkv.as_ptr();
+    // SAFETY: as in `layer_norm_fwd`; every row the kernel reads lies in `qkv` (checked above).
+    unsafe { emu_attention_fwd(grid.0, grid.1, block, o.as_mut_ptr(), lse.as_mut_ptr(), p.add(at.q), p.add(at.k), p.add(at.v), d) }
+}
+
+/// `attention_bwd_dot`: writes `dsum` (batch x heads x q_len).
+pub fn attention_bwd_dot(grid: Grid, block: u32, dsum: &mut [f32], dout: &[f32], o: &[f32], d: AttnDims) {
+    check_block(block);
+    d.check();
+    check("dsum", dsum.len(), d.queries());
+    check("dout", dout.len(), d.span(d.q_len, d.o_row, d.heads));
+    check("o", o.len(), d.span(d.q_len, d.o_row, d.heads));
+    // SAFETY: as in `layer_norm_fwd`.
+    unsafe { emu_attention_bwd_dot(grid.0, grid.1, block, dsum.as_mut_ptr(), dout.as_ptr(), o.as_ptr(), d) }
+}
+
+/// `attention_bwd_dq` (`dkdv` false) or `attention_bwd_dkdv` (`dkdv` true): adds into the
+/// gradients in `dqkv`, laid out as `qkv`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_bwd(grid: Grid, block: u32, dkdv: bool, dqkv: &mut [f32], dout: &[f32], qkv: &[f32], at: QkvAt, lse: &[f32], dsum: &[f32], d: AttnDims) {
+    check_block(block);
+    d.check();
+    d.check_qkv("qkv", qkv.len(), at);
+    d.check_qkv("dqkv", dqkv.len(), at);
+    check("dout", dout.len(), d.span(d.q_len, d.o_row, d.heads));
+    check("lse", lse.len(), d.queries());
+    check("dsum", dsum.len(), d.queries());
+    let (p, g) = (qkv.as_ptr(), dqkv.as_mut_ptr());
+    // SAFETY: as in `layer_norm_fwd`; every row read or written lies in its buffer (checked above).
+    unsafe {
+        if dkdv {
+            emu_attention_bwd_dkdv(grid.0, grid.1, block, g.add(at.k), g.add(at.v), dout.as_ptr(), p.add(at.q), p.add(at.k), p.add(at.v), lse.as_ptr(), dsum.as_ptr(), d)
+        } else {
+            emu_attention_bwd_dq(grid.0, grid.1, block, g.add(at.q), dout.as_ptr(), p.add(at.q), p.add(at.k), p.add(at.v), lse.as_ptr(), dsum.as_ptr(), d)
+        }
+    }
+}
+
 /// `cross_entropy_fwd`: writes `loss` (rows) and, when given, `dlogits` (rows x v). Targets
 /// must be in `0..v` or -100, as the runtime checks before launching.
 #[allow(clippy::too_many_arguments)]
@@ -185,23 +279,8 @@ pub fn embedding_bwd(grid: Grid, block: u32, dtable: &mut [f32], dout: &[f32], o
     unsafe { emu_embedding_bwd(grid.0, grid.1, block, dtable.as_mut_ptr(), dout.as_ptr(), order.as_ptr(), starts.as_ptr(), uniq.as_ptr(), int(uniq.len()), int(dim)) }
 }
 
-/// The AdamW constants: the kernel's `AdamwConsts`, field for field.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct Adamw {
-    pub b1: f32,
-    pub one_minus_b1: f32,
-    pub b2: f32,
-    pub one_minus_b2: f32,
-    pub inv_sqrt_bc2: f32,
-    pub eps: f32,
-    pub step: f32,
-    pub decay: f32,
-    pub gscale: f32,
-}
-
 /// `adamw`: updates `w`, `m` and `v` in place.
-pub fn adamw(grid: Grid, block: u32, w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], c: Adamw) {
+pub fn adamw(grid: Grid, block: u32, w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], c: AdamwArgs) {
     check_block(block);
     for (what, len) in [("m", m.len()), ("v", v.len()), ("g", g.len())] {
         check(what, len, w.len());

@@ -43,6 +43,28 @@ pub fn func(name: &str) -> Result<CudaFunction, RuntimeError> {
     device()?.get_func(MODULE, name).ok_or_else(|| run_err(format!("internal: CUDA kernel `{name}` is not loaded")))
 }
 
+/// A struct a kernel takes by value (`AttnDims`, `AdamwArgs`): plain numbers in C layout.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug)]
+pub struct ByValue<T>(T);
+
+impl From<crate::kernels::AttnDims> for ByValue<crate::kernels::AttnDims> {
+    fn from(d: crate::kernels::AttnDims) -> Self {
+        ByValue(d)
+    }
+}
+
+impl From<crate::kernels::AdamwArgs> for ByValue<crate::kernels::AdamwArgs> {
+    fn from(a: crate::kernels::AdamwArgs) -> Self {
+        ByValue(a)
+    }
+}
+
+// SAFETY: only the two `#[repr(C)]` structs of plain `i32`, `i64`, `f32` and `u64` fields above
+// can be wrapped; the kernels declare them with the same fields in the same order.
+#[allow(unsafe_code)]
+unsafe impl<T: Copy> cudarc::driver::DeviceRepr for ByValue<T> {}
+
 /// `n` dropout multipliers on the device: 0 with probability `p`, else `scale`; the same
 /// `seed` gives the same multipliers.
 pub fn keep_scales<E: Elem>(dev: &Cuda, n: usize, p: f32, scale: f32, seed: u64) -> Result<Flat<Cuda, NoneTape, E>, RuntimeError>

@@ -32,7 +32,7 @@ pub mod cuda_kernels;
 pub mod device;
 mod exec;
 pub mod fixtures;
-pub mod kernels;
+pub use tfm_kernels as kernels;
 pub mod gemm;
 pub mod init;
 mod layout;

@@ -4,15 +4,9 @@
 //! `tfm-cuda-emu` (every build, CI included), `gpu` runs the same checks on the GPU (CUDA builds,
 //! on a machine with a device). Both take their launch geometry from `tfm_runtime::kernels`.
 
-use tfm_runtime::kernels::{self, Launch};
+use tfm_runtime::kernels::{self, AdamwArgs, AttnDims, Launch};
 use tfm_runtime::optim_cpu::{adamw_slices, AdamwConsts};
-
-/// The AdamW constants in the kernel's order (`AdamwConsts` in kernels.cu).
-#[derive(Clone, Copy, Debug)]
-struct AdamwArgs {
-    c: AdamwConsts,
-    gscale: f32,
-}
+use tfm_cuda_emu::QkvAt;
 
 /// One way to run the kernels: each method runs one kernel on host buffers.
 #[allow(clippy::too_many_arguments)]
@@ -29,6 +23,9 @@ trait Runner {
     fn gelu_bwd(&self, l: Launch, dx: &mut [f32], dy: &[f32], x: &[f32], exact: bool);
     fn softmax_rows_fwd(&self, l: Launch, p: &mut [f32], s: &[f32], rows: usize, n: usize, scale: f32, q_len: usize);
     fn softmax_rows_bwd(&self, l: Launch, ds: &mut [f32], p: &[f32], dp: &[f32], rows: usize, n: usize, scale: f32);
+    fn attention_fwd(&self, l: Launch, o: &mut [f32], lse: &mut [f32], qkv: &[f32], at: QkvAt, d: AttnDims);
+    fn attention_bwd_dot(&self, l: Launch, dsum: &mut [f32], dout: &[f32], o: &[f32], d: AttnDims);
+    fn attention_bwd(&self, l: Launch, dkdv: bool, dqkv: &mut [f32], dout: &[f32], qkv: &[f32], at: QkvAt, lse: &[f32], dsum: &[f32], d: AttnDims);
     fn cross_entropy_fwd(&self, l: Launch, loss: &mut [f32], dlogits: Option<&mut [f32]>, logits: &[f32], targets: &[i64], rows: usize, v: usize, dscale: f32);
     fn embedding_fwd(&self, l: Launch, out: &mut [f32], ids: &[i64], table: &[f32], dim: usize);
     fn embedding_bwd(&self, l: Launch, dtable: &mut [f32], dout: &[f32], order: &[i32], starts: &[i32], uniq: &[i32], dim: usize);
@@ -75,6 +72,15 @@ mod emu_runner {
         fn softmax_rows_bwd(&self, l: Launch, ds: &mut [f32], p: &[f32], dp: &[f32], rows: usize, n: usize, scale: f32) {
             emu::softmax_rows_bwd(l.grid, l.block, ds, p, dp, rows, n, scale)
         }
+        fn attention_fwd(&self, l: Launch, o: &mut [f32], lse: &mut [f32], qkv: &[f32], at: QkvAt, d: AttnDims) {
+            emu::attention_fwd(l.grid, l.block, o, lse, qkv, at, d)
+        }
+        fn attention_bwd_dot(&self, l: Launch, dsum: &mut [f32], dout: &[f32], o: &[f32], d: AttnDims) {
+            emu::attention_bwd_dot(l.grid, l.block, dsum, dout, o, d)
+        }
+        fn attention_bwd(&self, l: Launch, dkdv: bool, dqkv: &mut [f32], dout: &[f32], qkv: &[f32], at: QkvAt, lse: &[f32], dsum: &[f32], d: AttnDims) {
+            emu::attention_bwd(l.grid, l.block, dkdv, dqkv, dout, qkv, at, lse, dsum, d)
+        }
         fn cross_entropy_fwd(&self, l: Launch, loss: &mut [f32], dlogits: Option<&mut [f32]>, logits: &[f32], targets: &[i64], rows: usize, v: usize, dscale: f32) {
             emu::cross_entropy_fwd(l.grid, l.block, loss, dlogits, logits, targets, rows, v, dscale)
         }
@@ -85,9 +91,7 @@ mod emu_runner {
             emu::embedding_bwd(l.grid, l.block, dtable, dout, order, starts, uniq, dim)
         }
         fn adamw(&self, l: Launch, w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], a: AdamwArgs) {
-            let c = a.c;
-            let k = emu::Adamw { b1: c.b1, one_minus_b1: c.one_minus_b1, b2: c.b2, one_minus_b2: c.one_minus_b2, inv_sqrt_bc2: c.inv_sqrt_bc2, eps: c.eps, step: c.step, decay: c.decay.unwrap_or(1.0), gscale: a.gscale };
-            emu::adamw(l.grid, l.block, w, m, v, g, k)
+            emu::adamw(l.grid, l.block, w, m, v, g, a)
         }
         fn keep_scales(&self, l: Launch, out: &mut [f32], seed: u64, p: f32, scale: f32) {
             emu::keep_scales(l.grid, l.block, out, seed, p, scale)
@@ -108,25 +112,9 @@ mod gpu_runner {
     use super::*;
     use cudarc::driver::{CudaDevice, CudaSlice, DevicePtr, DeviceRepr, LaunchAsync, LaunchConfig};
     use std::sync::Arc;
-    use tfm_runtime::cuda_kernels::{device, func};
+    use tfm_runtime::cuda_kernels::{device, func, ByValue};
 
     pub struct Gpu;
-
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct Consts {
-        b1: f32,
-        omb1: f32,
-        b2: f32,
-        omb2: f32,
-        inv_sqrt_bc2: f32,
-        eps: f32,
-        step: f32,
-        decay: f32,
-        gscale: f32,
-    }
-    // SAFETY: plain f32 fields in C layout, as the kernel's `AdamwConsts`.
-    unsafe impl DeviceRepr for Consts {}
 
     fn dev() -> &'static Arc<CudaDevice> {
         device().unwrap_or_else(|e| panic!("no CUDA device for the kernel tests: {e}"))
@@ -207,6 +195,30 @@ mod gpu_runner {
             launch!("softmax_rows_bwd", l, (&mut dsd, &pd, &dpd, rows as i32, n as i32, scale));
             down(&dsd, ds);
         }
+        fn attention_fwd(&self, l: Launch, o: &mut [f32], lse: &mut [f32], qkv: &[f32], at: QkvAt, d: AttnDims) {
+            let (mut od, mut ld, xd) = (up(o), up(lse), up(qkv));
+            let base = *xd.device_ptr();
+            let f = |off: usize| base + 4 * off as u64;
+            launch!("attention_fwd", l, (&mut od, &mut ld, f(at.q), f(at.k), f(at.v), ByValue::from(d)));
+            down(&od, o);
+            down(&ld, lse);
+        }
+        fn attention_bwd_dot(&self, l: Launch, dsum: &mut [f32], dout: &[f32], o: &[f32], d: AttnDims) {
+            let (mut sd, dd, od) = (up(dsum), up(dout), up(o));
+            launch!("attention_bwd_dot", l, (&mut sd, &dd, &od, ByValue::from(d)));
+            down(&sd, dsum);
+        }
+        fn attention_bwd(&self, l: Launch, dkdv: bool, dqkv: &mut [f32], dout: &[f32], qkv: &[f32], at: QkvAt, lse: &[f32], dsum: &[f32], d: AttnDims) {
+            let (gd, dd, xd, ld, sd) = (up(dqkv), up(dout), up(qkv), up(lse), up(dsum));
+            let (x, g) = (*xd.device_ptr(), *gd.device_ptr());
+            let f = |base: u64, off: usize| base + 4 * off as u64;
+            if dkdv {
+                launch!("attention_bwd_dkdv", l, (f(g, at.k), f(g, at.v), &dd, f(x, at.q), f(x, at.k), f(x, at.v), &ld, &sd, ByValue::from(d)));
+            } else {
+                launch!("attention_bwd_dq", l, (f(g, at.q), &dd, f(x, at.q), f(x, at.k), f(x, at.v), &ld, &sd, ByValue::from(d)));
+            }
+            down(&gd, dqkv);
+        }
         fn cross_entropy_fwd(&self, l: Launch, loss: &mut [f32], dlogits: Option<&mut [f32]>, logits: &[f32], targets: &[i64], rows: usize, v: usize, dscale: f32) {
             let (mut ld, xd, td) = (up(loss), up(logits), up(targets));
             let dd = dlogits.as_deref().map(up);
@@ -227,10 +239,8 @@ mod gpu_runner {
             down(&td, dtable);
         }
         fn adamw(&self, l: Launch, w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], a: AdamwArgs) {
-            let c = a.c;
-            let k = Consts { b1: c.b1, omb1: c.one_minus_b1, b2: c.b2, omb2: c.one_minus_b2, inv_sqrt_bc2: c.inv_sqrt_bc2, eps: c.eps, step: c.step, decay: c.decay.unwrap_or(1.0), gscale: a.gscale };
             let (mut wd, mut md, mut vd, gd) = (up(w), up(m), up(v), up(g));
-            launch!("adamw", l, (&mut wd, &mut md, &mut vd, &gd, w.len() as i64, k));
+            launch!("adamw", l, (&mut wd, &mut md, &mut vd, &gd, w.len() as i64, ByValue::from(a)));
             down(&wd, w);
             down(&md, m);
             down(&vd, v);
@@ -497,6 +507,142 @@ fn check_softmax(r: &dyn Runner) {
     }
 }
 
+/// Attention in f64 over a packed q/k/v buffer: (o in `d.o_row` layout, logsumexp per query;
+/// 0 for a query that sees no key). `mult` holds the dropout multipliers of every
+/// (batch, head, query, key), in that order.
+fn attention_ref(qkv: &[f64], at: QkvAt, d: &AttnDims, mult: &[f32]) -> (Vec<f64>, Vec<f64>) {
+    let (bs, h_n, hkv, tq, tk, hd) = (d.batch as usize, d.heads as usize, d.kv_heads as usize, d.q_len as usize, d.k_len as usize, d.head_dim as usize);
+    let (qr, kr, vr, or) = (d.q_row as usize, d.k_row as usize, d.v_row as usize, d.o_row as usize);
+    let mut o = vec![0.0; bs * tq * or];
+    let mut lse = vec![0.0; bs * h_n * tq];
+    for b in 0..bs {
+        for h in 0..h_n {
+            let g = h / (h_n / hkv);
+            for i in 0..tq {
+                let lim = if d.causal != 0 { (i + tk + 1).saturating_sub(tq).min(tk) } else { tk };
+                if lim == 0 {
+                    continue;
+                }
+                let q = &qkv[at.q + (b * tq + i) * qr + h * hd..][..hd];
+                let s: Vec<f64> = (0..lim)
+                    .map(|j| {
+                        let k = &qkv[at.k + (b * tk + j) * kr + g * hd..][..hd];
+                        q.iter().zip(k).map(|(a, b)| a * b).sum::<f64>() * d.scale as f64
+                    })
+                    .collect();
+                let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let z: f64 = s.iter().map(|v| (v - m).exp()).sum();
+                lse[(b * h_n + h) * tq + i] = m + z.ln();
+                for (j, sj) in s.iter().enumerate() {
+                    let p = (sj - m).exp() / z * mult[((b * h_n + h) * tq + i) * tk + j] as f64;
+                    let v = &qkv[at.v + (b * tk + j) * vr + g * hd..][..hd];
+                    for c in 0..hd {
+                        o[(b * tq + i) * or + h * hd + c] += p * v[c];
+                    }
+                }
+            }
+        }
+    }
+    (o, lse)
+}
+
+fn check_attention(r: &dyn Runner) {
+    struct Case {
+        batch: usize,
+        heads: usize,
+        kv_heads: usize,
+        q_len: usize,
+        k_len: usize,
+        hd: usize,
+        causal: bool,
+        p_drop: f32,
+        /// q, k and v interleaved in rows (a fused projection's output), else three blocks
+        fused: bool,
+    }
+    let cases = [
+        // self-attention from a fused projection, grouped key/value heads, a head dim that is not
+        // a multiple of 32
+        Case { batch: 2, heads: 4, kv_heads: 2, q_len: 21, k_len: 21, hd: 40, causal: true, p_drop: 0.0, fused: true },
+        // a few queries over a longer cache, with dropout
+        Case { batch: 1, heads: 3, kv_heads: 3, q_len: 5, k_len: 23, hd: 32, causal: true, p_drop: 0.3, fused: false },
+        // cross-attention, no mask, head dim over 32
+        Case { batch: 2, heads: 2, kv_heads: 2, q_len: 9, k_len: 14, hd: 64, causal: false, p_drop: 0.0, fused: false },
+        // more queries than keys: the first four see nothing
+        Case { batch: 1, heads: 1, kv_heads: 1, q_len: 12, k_len: 8, hd: 16, causal: true, p_drop: 0.0, fused: false },
+    ];
+    for (n, c) in cases.iter().enumerate() {
+        let (qw, kw) = (c.heads * c.hd, c.kv_heads * c.hd);
+        let (at, row_q, row_kv, len) = if c.fused {
+            let row = qw + 2 * kw;
+            (QkvAt { q: 0, k: qw, v: qw + kw }, row, row, c.batch * c.q_len * row)
+        } else {
+            let (nq, nk) = (c.batch * c.q_len * qw, c.batch * c.k_len * kw);
+            (QkvAt { q: 0, k: nq, v: nq + nk }, qw, kw, nq + 2 * nk)
+        };
+        let d = AttnDims {
+            batch: c.batch as i32,
+            heads: c.heads as i32,
+            kv_heads: c.kv_heads as i32,
+            q_len: c.q_len as i32,
+            k_len: c.k_len as i32,
+            head_dim: c.hd as i32,
+            q_row: row_q as i64,
+            k_row: row_kv as i64,
+            v_row: row_kv as i64,
+            o_row: qw as i64,
+            scale: 1.0 / (c.hd as f32).sqrt(),
+            causal: c.causal as i32,
+            p_drop: c.p_drop,
+            drop_scale: 1.0 / (1.0 - c.p_drop),
+            seed: 99 + n as u64,
+        };
+        assert_eq!(d.unsupported(), None);
+        let qkv: Vec<f32> = data(len, 81 + n as u64).iter().map(|v| 2.0 * v).collect();
+        let queries = c.batch * c.heads * c.q_len;
+        let mut mult = vec![1.0f32; queries * c.k_len];
+        if c.p_drop > 0.0 {
+            r.keep_scales(kernels::elementwise(mult.len()), &mut mult, d.seed, d.p_drop, d.drop_scale);
+        }
+        let lq = kernels::warp_per_row(queries);
+        let (mut o, mut lse) = (vec![f32::NAN; c.batch * c.q_len * qw], vec![f32::NAN; queries]);
+        r.attention_fwd(lq, &mut o, &mut lse, &qkv, at, d);
+        let qkv64 = wide(&qkv);
+        let (want_o, want_lse) = attention_ref(&qkv64, at, &d, &mult);
+        close(&format!("attention case {n}: o"), &o, &want_o, 2e-6);
+        close(&format!("attention case {n}: logsumexp"), &lse, &want_lse, 2e-6);
+
+        // backward of sum(dout * o): every q, k, v gradient against finite differences
+        let dout = data(o.len(), 91 + n as u64);
+        let mut dsum = vec![f32::NAN; queries];
+        r.attention_bwd_dot(lq, &mut dsum, &dout, &o, d);
+        let want_dsum: Vec<f64> = (0..queries)
+            .map(|w| {
+                let (b, h, i) = (w / (c.heads * c.q_len), (w / c.q_len) % c.heads, w % c.q_len);
+                let at = (b * c.q_len + i) * qw + h * c.hd;
+                (0..c.hd).map(|k| dout[at + k] as f64 * want_o[at + k]).sum()
+            })
+            .collect();
+        close(&format!("attention case {n}: dout . o"), &dsum, &want_dsum, 1e-5);
+        let g0 = data(len, 101 + n as u64);
+        let mut g = g0.clone();
+        r.attention_bwd(lq, false, &mut g, &dout, &qkv, at, &lse, &dsum, d);
+        r.attention_bwd(kernels::warp_per_row(c.batch * c.kv_heads * c.k_len), true, &mut g, &dout, &qkv, at, &lse, &dsum, d);
+        let loss = |x: &[f64]| attention_ref(x, at, &d, &mult).0.iter().zip(&dout).map(|(o, &g)| o * g as f64).sum::<f64>();
+        let mut x = qkv64.clone();
+        for i in (0..len).step_by(7) {
+            let (h, x0) = (1e-6, x[i]);
+            x[i] = x0 + h;
+            let up = loss(&x);
+            x[i] = x0 - h;
+            let down = loss(&x);
+            x[i] = x0;
+            let want = g0[i] as f64 + (up - down) / (2.0 * h);
+            let err = (g[i] as f64 - want).abs();
+            assert!(err <= 2e-5 * (1.0 + want.abs()), "attention case {n}: gradient of element {i}: got {}, expected {want} (error {err:.3e})", g[i]);
+        }
+    }
+}
+
 fn check_cross_entropy(r: &dyn Runner) {
     for (rows, v) in [(23, 1000), (3, 5)] {
         let logits: Vec<f32> = data(rows * v, 41).iter().map(|x| 4.0 * x).collect();
@@ -576,7 +722,8 @@ fn check_adamw(r: &dyn Runner) {
         let (w0, m0) = (data(n, 62), data(n, 63).iter().map(|v| 0.1 * v).collect::<Vec<_>>());
         let v0: Vec<f32> = data(n, 64).iter().map(|v| 0.01 * v * v).collect();
         let (mut w, mut m, mut v) = (w0.clone(), m0.clone(), v0.clone());
-        r.adamw(kernels::elementwise(n), &mut w, &mut m, &mut v, &g, AdamwArgs { c, gscale });
+        let a = AdamwArgs { b1: c.b1, one_minus_b1: c.one_minus_b1, b2: c.b2, one_minus_b2: c.one_minus_b2, inv_sqrt_bc2: c.inv_sqrt_bc2, eps: c.eps, step: c.step, decay: c.decay.unwrap_or(1.0), gscale };
+        r.adamw(kernels::elementwise(n), &mut w, &mut m, &mut v, &g, a);
         // the CPU kernel on the scaled gradient (the kernel's first step, in f32)
         let gs: Vec<f32> = g.iter().map(|g| g * gscale).collect();
         let (mut ww, mut wm, mut wv) = (w0, m0, v0);
@@ -641,6 +788,10 @@ macro_rules! on_runner {
             #[test]
             fn softmax_with_causal_mask() {
                 check_softmax(&$runner)
+            }
+            #[test]
+            fn fused_attention_forward_and_backward() {
+                check_attention(&$runner)
             }
             #[test]
             fn cross_entropy_with_ignored_rows() {

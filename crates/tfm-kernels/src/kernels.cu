@@ -49,6 +49,23 @@ __device__ float block_max(float v, float *sh) {
     return warp_max(lane < nw ? sh[lane] : -INFINITY);
 }
 
+// The dropout hash: the keep decision for element i is a function of (seed, i) alone, so a
+// backward pass draws the same mask again instead of storing it.
+
+// splitmix64's finaliser: a bijective 64-bit mix, so distinct (seed, index) pairs give
+// independent-looking outputs
+__device__ unsigned long long mix(unsigned long long z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+__device__ bool keep(unsigned long long seed, unsigned long long i, float p) {
+    unsigned long long h = mix(seed ^ mix(i + 0x9e3779b97f4a7c15ULL));
+    float u = (float)(h >> 40) * (1.0f / 16777216.0f);
+    return u >= p;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Layer norm
 
@@ -221,6 +238,205 @@ extern "C" __global__ void softmax_rows_bwd(float *ds, const float *p, const flo
 }
 
 // ---------------------------------------------------------------------------------------------
+// Fused attention: softmax(scale * q k^T, causal) v without the (q_len x k_len) score matrix in
+// memory, forward and backward, with grouped key/value heads and dropout on the probabilities.
+//
+// Rows of q, k, v, o are read in place with their row strides (a fused qkv projection needs no
+// permute): query i of head h in batch b is q[(b * q_len + i) * q_row + h * head_dim + c]; keys and
+// values likewise with kv head h / (heads / kv_heads); o and dout like q with `o_row`. Each warp
+// handles one query (forward, dq) or one key (dk, dv); a lane holds head dims c = lane + 32 t, so
+// head_dim is at most 32 * ATT_LANE_DIMS. The forward keeps each query's logsumexp for the
+// backward, which recomputes the probabilities from it (the flash-attention recipe). No atomics:
+// the gradients of a query or key are summed by one warp, in key or query order.
+
+#define ATT_LANE_DIMS 8
+
+struct AttnDims {
+    int batch, heads, kv_heads, q_len, k_len, head_dim;
+    long long q_row, k_row, v_row, o_row;
+    float scale;
+    int causal;
+    // dropout on the probabilities: p_drop = 0 for none; kept ones are multiplied by drop_scale
+    float p_drop, drop_scale;
+    unsigned long long seed;
+};
+
+// Keys j < attn_key_limit are visible to query i (causal: the last query sees every key).
+__device__ int attn_key_limit(const AttnDims &d, int i) {
+    if (!d.causal) return d.k_len;
+    int l = i + (d.k_len - d.q_len) + 1;
+    return l < 0 ? 0 : (l > d.k_len ? d.k_len : l);
+}
+
+__device__ void attn_load(float *r, const float *row, int hd, int lane) {
+    for (int t = 0; t < ATT_LANE_DIMS; ++t) {
+        int c = lane + 32 * t;
+        r[t] = c < hd ? row[c] : 0.0f;
+    }
+}
+
+// sum over c of r[c] * row[c], on every lane
+__device__ float attn_dot(const float *r, const float *row, int hd, int lane) {
+    float s = 0.0f;
+    for (int t = 0; t < ATT_LANE_DIMS; ++t) {
+        int c = lane + 32 * t;
+        if (c < hd) s += r[t] * row[c];
+    }
+    return warp_sum(s);
+}
+
+// the dropout multiplier of probability (b, h, i, j): 0 or drop_scale (1 without dropout)
+__device__ float attn_keep(const AttnDims &d, long long bh, int i, int j) {
+    if (d.p_drop <= 0.0f) return 1.0f;
+    unsigned long long idx = ((unsigned long long)bh * d.q_len + i) * d.k_len + j;
+    return keep(d.seed, idx, d.p_drop) ? d.drop_scale : 0.0f;
+}
+
+// o = dropout(softmax(scale q k^T)) v; lse = the logsumexp of each query's scaled scores
+// (0 for a query that sees no key, whose output is 0). One warp per (b, h, i).
+extern "C" __global__ void attention_fwd(float *o, float *lse, const float *q, const float *k, const float *v, AttnDims d) {
+    int lane = threadIdx.x % 32;
+    long long w = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (w >= (long long)d.batch * d.heads * d.q_len) return;
+    int i = (int)(w % d.q_len);
+    long long bh = w / d.q_len;
+    int h = (int)(bh % d.heads), b = (int)(bh / d.heads), hd = d.head_dim;
+    int kvh = h / (d.heads / d.kv_heads);
+    float qr[ATT_LANE_DIMS], acc[ATT_LANE_DIMS];
+    attn_load(qr, q + ((long long)b * d.q_len + i) * d.q_row + (long long)h * hd, hd, lane);
+    for (int t = 0; t < ATT_LANE_DIMS; ++t) acc[t] = 0.0f;
+    float m = -INFINITY, l = 0.0f;
+    int lim = attn_key_limit(d, i);
+    for (int j = 0; j < lim; ++j) {
+        long long kv = ((long long)b * d.k_len + j);
+        float s = attn_dot(qr, k + kv * d.k_row + (long long)kvh * hd, hd, lane) * d.scale;
+        float m2 = fmaxf(m, s);
+        float corr = expf(m - m2);
+        float pj = expf(s - m2);
+        l = l * corr + pj;
+        float pv = pj * attn_keep(d, bh, i, j);
+        const float *vj = v + kv * d.v_row + (long long)kvh * hd;
+        for (int t = 0; t < ATT_LANE_DIMS; ++t) {
+            int c = lane + 32 * t;
+            acc[t] = acc[t] * corr + (c < hd ? pv * vj[c] : 0.0f);
+        }
+        m = m2;
+    }
+    float inv = lim > 0 ? 1.0f / l : 0.0f;
+    float *oi = o + ((long long)b * d.q_len + i) * d.o_row + (long long)h * hd;
+    for (int t = 0; t < ATT_LANE_DIMS; ++t) {
+        int c = lane + 32 * t;
+        if (c < hd) oi[c] = acc[t] * inv;
+    }
+    if (lane == 0) lse[w] = lim > 0 ? m + logf(l) : 0.0f;
+}
+
+// dsum[(b, h, i)] = dout_i . o_i, the sum over keys of p * dp that the softmax backward needs.
+// One warp per (b, h, i).
+extern "C" __global__ void attention_bwd_dot(float *dsum, const float *dout, const float *o, AttnDims d) {
+    int lane = threadIdx.x % 32;
+    long long w = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (w >= (long long)d.batch * d.heads * d.q_len) return;
+    int i = (int)(w % d.q_len);
+    long long bh = w / d.q_len;
+    int h = (int)(bh % d.heads), b = (int)(bh / d.heads), hd = d.head_dim;
+    long long at = ((long long)b * d.q_len + i) * d.o_row + (long long)h * hd;
+    float r[ATT_LANE_DIMS];
+    attn_load(r, dout + at, hd, lane);
+    float s = attn_dot(r, o + at, hd, lane);
+    if (lane == 0) dsum[w] = s;
+}
+
+// dq_i += scale * sum_j p_ij (dp_ij - dsum_i) k_j, with dp_ij = keep_ij * (dout_i . v_j).
+// One warp per (b, h, i); dq has q's layout.
+extern "C" __global__ void attention_bwd_dq(float *dq, const float *dout, const float *q, const float *k, const float *v,
+                                            const float *lse, const float *dsum, AttnDims d) {
+    int lane = threadIdx.x % 32;
+    long long w = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (w >= (long long)d.batch * d.heads * d.q_len) return;
+    int i = (int)(w % d.q_len);
+    long long bh = w / d.q_len;
+    int h = (int)(bh % d.heads), b = (int)(bh / d.heads), hd = d.head_dim;
+    int kvh = h / (d.heads / d.kv_heads);
+    long long qat = ((long long)b * d.q_len + i) * d.q_row + (long long)h * hd;
+    float qr[ATT_LANE_DIMS], dr[ATT_LANE_DIMS], acc[ATT_LANE_DIMS];
+    attn_load(qr, q + qat, hd, lane);
+    attn_load(dr, dout + ((long long)b * d.q_len + i) * d.o_row + (long long)h * hd, hd, lane);
+    for (int t = 0; t < ATT_LANE_DIMS; ++t) acc[t] = 0.0f;
+    float li = lse[w], di = dsum[w];
+    int lim = attn_key_limit(d, i);
+    for (int j = 0; j < lim; ++j) {
+        long long kv = ((long long)b * d.k_len + j);
+        const float *kj = k + kv * d.k_row + (long long)kvh * hd;
+        float p = expf(attn_dot(qr, kj, hd, lane) * d.scale - li);
+        float dp = attn_dot(dr, v + kv * d.v_row + (long long)kvh * hd, hd, lane) * attn_keep(d, bh, i, j);
+        float ds = p * (dp - di) * d.scale;
+        for (int t = 0; t < ATT_LANE_DIMS; ++t) {
+            int c = lane + 32 * t;
+            if (c < hd) acc[t] += ds * kj[c];
+        }
+    }
+    for (int t = 0; t < ATT_LANE_DIMS; ++t) {
+        int c = lane + 32 * t;
+        if (c < hd) dq[qat + c] += acc[t];
+    }
+}
+
+// dk_j += scale * sum_(h, i) p_ij (dp_ij - dsum_i) q_i and dv_j += sum_(h, i) keep_ij p_ij dout_i,
+// over the query heads h that share key head kvh and the queries i that see key j. One warp per
+// (b, kvh, j); dk and dv have k's and v's layouts.
+extern "C" __global__ void attention_bwd_dkdv(float *dk, float *dv, const float *dout, const float *q, const float *k,
+                                              const float *v, const float *lse, const float *dsum, AttnDims d) {
+    int lane = threadIdx.x % 32;
+    long long w = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (w >= (long long)d.batch * d.kv_heads * d.k_len) return;
+    int j = (int)(w % d.k_len);
+    long long bk = w / d.k_len;
+    int kvh = (int)(bk % d.kv_heads), b = (int)(bk / d.kv_heads), hd = d.head_dim;
+    int group = d.heads / d.kv_heads;
+    long long kv = (long long)b * d.k_len + j;
+    long long kat = kv * d.k_row + (long long)kvh * hd, vat = kv * d.v_row + (long long)kvh * hd;
+    float kr[ATT_LANE_DIMS], vr[ATT_LANE_DIMS], dka[ATT_LANE_DIMS], dva[ATT_LANE_DIMS];
+    attn_load(kr, k + kat, hd, lane);
+    attn_load(vr, v + vat, hd, lane);
+    for (int t = 0; t < ATT_LANE_DIMS; ++t) dka[t] = dva[t] = 0.0f;
+    // the first query that sees key j
+    int i0 = 0;
+    if (d.causal) {
+        int f = j - (d.k_len - d.q_len);
+        i0 = f > 0 ? f : 0;
+    }
+    for (int g = 0; g < group; ++g) {
+        int h = kvh * group + g;
+        long long bh = (long long)b * d.heads + h;
+        for (int i = i0; i < d.q_len; ++i) {
+            long long row = (long long)b * d.q_len + i;
+            const float *qi = q + row * d.q_row + (long long)h * hd;
+            const float *di = dout + row * d.o_row + (long long)h * hd;
+            long long at = bh * d.q_len + i;
+            float p = expf(attn_dot(kr, qi, hd, lane) * d.scale - lse[at]);
+            float kp = attn_keep(d, bh, i, j);
+            float dp = attn_dot(vr, di, hd, lane) * kp;
+            float ds = p * (dp - dsum[at]) * d.scale;
+            for (int t = 0; t < ATT_LANE_DIMS; ++t) {
+                int c = lane + 32 * t;
+                if (c < hd) {
+                    dka[t] += ds * qi[c];
+                    dva[t] += p * kp * di[c];
+                }
+            }
+        }
+    }
+    for (int t = 0; t < ATT_LANE_DIMS; ++t) {
+        int c = lane + 32 * t;
+        if (c < hd) {
+            dk[kat + c] += dka[t];
+            dv[vat + c] += dva[t];
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Cross-entropy: one block per row of logits. loss[r] = logsumexp(x[r]) - x[r, t[r]], and with
 // `dlogits` non-null also its gradient, (softmax(x[r]) - onehot(t[r])) * dscale, written in the
 // same pass. A target of -100 is ignored (loss and gradient 0). Targets were checked on the host.
@@ -296,22 +512,7 @@ extern "C" __global__ void adamw(float *w, float *m, float *v, const float *g, l
 }
 
 // ---------------------------------------------------------------------------------------------
-// Dropout from a counter-based hash: the keep decision for element i is a function of
-// (seed, i) alone, so the backward pass draws the same mask again instead of storing it.
-
-// splitmix64's finaliser: a bijective 64-bit mix, so distinct (seed, index) pairs give
-// independent-looking outputs
-__device__ unsigned long long mix(unsigned long long z) {
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-__device__ bool keep(unsigned long long seed, unsigned long long i, float p) {
-    unsigned long long h = mix(seed ^ mix(i + 0x9e3779b97f4a7c15ULL));
-    float u = (float)(h >> 40) * (1.0f / 16777216.0f);
-    return u >= p;
-}
+// Dropout from the counter-based hash (`keep`, above).
 
 // The multipliers themselves: 0 with probability p, else `scale`.
 extern "C" __global__ void keep_scales_f32(float *out, unsigned long long n, unsigned long long seed, float p, float scale) {

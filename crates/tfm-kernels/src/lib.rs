@@ -1,14 +1,15 @@
-//! The source of tfm's CUDA kernels (`kernels.cu`) and the launch geometry each one expects.
+//! tfm's CUDA kernels: their source (`kernels.cu`), the launch geometry each one expects, and the
+//! structs they take by value.
 //!
-//! Built on every platform: the CUDA launcher (`cuda_kernels`, feature `cuda`) and the kernel
-//! emulator the tests run on the CPU (`tfm-cuda-emu`) take their grids from here, so both run
-//! the kernels the same way.
+//! Built on every platform, with no CUDA: the runtime's launcher (`tfm_runtime::cuda_kernels`,
+//! feature `cuda`) and the kernel emulator the tests run on the CPU (`tfm-cuda-emu`) both take
+//! their grids and argument layouts from here, so both run the kernels the same way.
 
 /// The CUDA C text of every kernel.
 pub const SOURCE: &str = include_str!("kernels.cu");
 
 /// Every entry point in [`SOURCE`].
-pub const ENTRY_POINTS: [&str; 17] = [
+pub const ENTRY_POINTS: [&str; 21] = [
     "layer_norm_fwd",
     "layer_norm_bwd_dx",
     "layer_norm_wb_partials",
@@ -18,6 +19,10 @@ pub const ENTRY_POINTS: [&str; 17] = [
     "gelu_bwd",
     "softmax_rows_fwd",
     "softmax_rows_bwd",
+    "attention_fwd",
+    "attention_bwd_dot",
+    "attention_bwd_dq",
+    "attention_bwd_dkdv",
     "cross_entropy_fwd",
     "embedding_fwd",
     "embedding_bwd",
@@ -42,7 +47,9 @@ const WARP_ROWS: u32 = 4;
 /// Blocks of a grid-stride loop, at most: enough to fill any current GPU several times.
 const MAX_STRIDE_BLOCKS: u64 = 4096;
 
-/// One warp per row (`layer_norm_fwd`, `layer_norm_bwd_dx`, `softmax_rows_*`).
+/// One warp per row (`layer_norm_fwd`, `layer_norm_bwd_dx`, `softmax_rows_*`; `attention_fwd`,
+/// `attention_bwd_dot` and `attention_bwd_dq` with a row per query and head, `attention_bwd_dkdv`
+/// with a row per key and key head).
 pub fn warp_per_row(rows: usize) -> Launch {
     let blocks = (rows as u64).div_ceil(WARP_ROWS as u64).max(1);
     Launch { grid: (u32::try_from(blocks).unwrap_or(u32::MAX), 1), block: 32 * WARP_ROWS }
@@ -57,6 +64,63 @@ pub fn block_per_row(rows: usize) -> Launch {
 pub fn elementwise(n: usize) -> Launch {
     let blocks = (n as u64).div_ceil(THREADS as u64).clamp(1, MAX_STRIDE_BLOCKS);
     Launch { grid: (blocks as u32, 1), block: THREADS }
+}
+
+/// The longest head `attention_*` take: 32 lanes of `ATT_LANE_DIMS` (kernels.cu) dims.
+pub const ATTENTION_MAX_HEAD_DIM: usize = 256;
+
+/// The shape of a fused attention, as the kernels take it (`AttnDims` in kernels.cu, field for
+/// field). Row strides are in elements; see kernels.cu for the layout.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttnDims {
+    pub batch: i32,
+    pub heads: i32,
+    pub kv_heads: i32,
+    pub q_len: i32,
+    pub k_len: i32,
+    pub head_dim: i32,
+    pub q_row: i64,
+    pub k_row: i64,
+    pub v_row: i64,
+    pub o_row: i64,
+    pub scale: f32,
+    pub causal: i32,
+    /// Dropout on the probabilities (0 for none); kept ones are multiplied by `drop_scale`.
+    pub p_drop: f32,
+    pub drop_scale: f32,
+    pub seed: u64,
+}
+
+impl AttnDims {
+    /// Why the kernels cannot run this shape, if they cannot.
+    pub fn unsupported(&self) -> Option<String> {
+        let hd = self.head_dim as usize;
+        if hd == 0 || hd > ATTENTION_MAX_HEAD_DIM {
+            return Some(format!("head dim {hd} (the fused kernels take 1 to {ATTENTION_MAX_HEAD_DIM})"));
+        }
+        if self.kv_heads <= 0 || self.heads % self.kv_heads != 0 {
+            return Some(format!("{} heads over {} key/value heads", self.heads, self.kv_heads));
+        }
+        None
+    }
+}
+
+/// The AdamW step's constants (`AdamwConsts` in kernels.cu, field for field): `gscale`
+/// multiplies the gradient first, `decay` is `1 - lr * wd` (1 where the weight does not decay),
+/// `step` is `lr / (1 - b1^t)`, `inv_sqrt_bc2` is `1 / sqrt(1 - b2^t)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamwArgs {
+    pub b1: f32,
+    pub one_minus_b1: f32,
+    pub b2: f32,
+    pub one_minus_b2: f32,
+    pub inv_sqrt_bc2: f32,
+    pub eps: f32,
+    pub step: f32,
+    pub decay: f32,
+    pub gscale: f32,
 }
 
 /// Column sums in two passes (`col_sum_partials` or `layer_norm_wb_partials`, then
