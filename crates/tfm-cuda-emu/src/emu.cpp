@@ -17,7 +17,11 @@ EMU(layer_norm_wb_partials, (pw, pb, dy, x, mean, rstd, rows, cols, per_chunk), 
     const float *dy, const float *x, const float *mean, const float *rstd, int rows, int cols, int per_chunk)
 EMU(col_sum_partials, (part, a, rows, cols, per_chunk), float *part, const float *a, int rows, int cols,
     int per_chunk)
-EMU(col_sum_finish, (out, part, chunks, cols), float *out, const float *part, int chunks, int cols)
+EMU(col_sum_finish, (out, part, chunks, cols, scale), float *out, const float *part, int chunks, int cols,
+    float scale)
+EMU(add_fwd, (y, a, b, n), float *y, const float *a, const float *b, long long n)
+EMU(add_into, (dst, src, n), float *dst, const float *src, long long n)
+EMU(fill_rows, (y, b, rows, cols), float *y, const float *b, long long rows, int cols)
 EMU(gelu_fwd, (y, x, n, exact), float *y, const float *x, long long n, int exact)
 EMU(gelu_bwd, (dx, dy, x, n, exact), float *dx, const float *dy, const float *x, long long n, int exact)
 EMU(softmax_rows_fwd, (p, s, rows, n, scale, q_len), float *p, const float *s, int rows, int n, float scale,
@@ -31,8 +35,8 @@ EMU(attention_bwd_dq, (dq, dout, q, k, v, lse, dsum, d), float *dq, const float 
     const float *k, const float *v, const float *lse, const float *dsum, AttnDims d)
 EMU(attention_bwd_dkdv, (dk, dv, dout, q, k, v, lse, dsum, d), float *dk, float *dv, const float *dout,
     const float *q, const float *k, const float *v, const float *lse, const float *dsum, AttnDims d)
-EMU(cross_entropy_fwd, (loss, dlogits, logits, targets, rows, v, dscale), float *loss, float *dlogits,
-    const float *logits, const long long *targets, int rows, int v, float dscale)
+EMU(cross_entropy_fwd, (loss, dlogits, logits, targets, rows, v, dscale, dscale_dev), float *loss, float *dlogits,
+    const float *logits, const long long *targets, int rows, int v, float dscale, const float *dscale_dev)
 EMU(embedding_fwd, (out, ids, table, n, dim), float *out, const long long *ids, const float *table, int n, int dim)
 EMU(embedding_bwd, (dtable, dout, order, starts, uniq, n_uniq, dim), float *dtable, const float *dout,
     const int *order, const int *starts, const int *uniq, int n_uniq, int dim)

@@ -20,7 +20,10 @@ extern "C" {
     fn emu_layer_norm_bwd_dx(gx: u32, gy: u32, b: u32, dx: *mut f32, dy: *const f32, x: *const f32, w: *const f32, mean: *const f32, rstd: *const f32, rows: c_int, cols: c_int);
     fn emu_layer_norm_wb_partials(gx: u32, gy: u32, b: u32, pw: *mut f32, pb: *mut f32, dy: *const f32, x: *const f32, mean: *const f32, rstd: *const f32, rows: c_int, cols: c_int, per_chunk: c_int);
     fn emu_col_sum_partials(gx: u32, gy: u32, b: u32, part: *mut f32, a: *const f32, rows: c_int, cols: c_int, per_chunk: c_int);
-    fn emu_col_sum_finish(gx: u32, gy: u32, b: u32, out: *mut f32, part: *const f32, chunks: c_int, cols: c_int);
+    fn emu_col_sum_finish(gx: u32, gy: u32, b: u32, out: *mut f32, part: *const f32, chunks: c_int, cols: c_int, scale: f32);
+    fn emu_add_fwd(gx: u32, gy: u32, b: u32, y: *mut f32, a: *const f32, bb: *const f32, n: i64);
+    fn emu_add_into(gx: u32, gy: u32, b: u32, dst: *mut f32, src: *const f32, n: i64);
+    fn emu_fill_rows(gx: u32, gy: u32, b: u32, y: *mut f32, bias: *const f32, rows: i64, cols: c_int);
     fn emu_gelu_fwd(gx: u32, gy: u32, b: u32, y: *mut f32, x: *const f32, n: i64, exact: c_int);
     fn emu_gelu_bwd(gx: u32, gy: u32, b: u32, dx: *mut f32, dy: *const f32, x: *const f32, n: i64, exact: c_int);
     fn emu_softmax_rows_fwd(gx: u32, gy: u32, b: u32, p: *mut f32, s: *const f32, rows: c_int, n: c_int, scale: f32, q_len: c_int);
@@ -29,7 +32,7 @@ extern "C" {
     fn emu_attention_bwd_dot(gx: u32, gy: u32, b: u32, dsum: *mut f32, dout: *const f32, o: *const f32, d: AttnDims);
     fn emu_attention_bwd_dq(gx: u32, gy: u32, b: u32, dq: *mut f32, dout: *const f32, q: *const f32, k: *const f32, v: *const f32, lse: *const f32, dsum: *const f32, d: AttnDims);
     fn emu_attention_bwd_dkdv(gx: u32, gy: u32, b: u32, dk: *mut f32, dv: *mut f32, dout: *const f32, q: *const f32, k: *const f32, v: *const f32, lse: *const f32, dsum: *const f32, d: AttnDims);
-    fn emu_cross_entropy_fwd(gx: u32, gy: u32, b: u32, loss: *mut f32, dlogits: *mut f32, logits: *const f32, targets: *const i64, rows: c_int, v: c_int, dscale: f32);
+    fn emu_cross_entropy_fwd(gx: u32, gy: u32, b: u32, loss: *mut f32, dlogits: *mut f32, logits: *const f32, targets: *const i64, rows: c_int, v: c_int, dscale: f32, dscale_dev: *const f32);
     fn emu_embedding_fwd(gx: u32, gy: u32, b: u32, out: *mut f32, ids: *const i64, table: *const f32, n: c_int, dim: c_int);
     fn emu_embedding_bwd(gx: u32, gy: u32, b: u32, dtable: *mut f32, dout: *const f32, order: *const c_int, starts: *const c_int, uniq: *const c_int, n_uniq: c_int, dim: c_int);
     fn emu_adamw(gx: u32, gy: u32, b: u32, w: *mut f32, m: *mut f32, v: *mut f32, g: *const f32, n: i64, c: AdamwArgs);
@@ -105,13 +108,38 @@ pub fn col_sum_partials(grid: Grid, block: u32, part: &mut [f32], a: &[f32], row
     unsafe { emu_col_sum_partials(grid.0, grid.1, block, part.as_mut_ptr(), a.as_ptr(), int(rows), int(cols), int(per_chunk)) }
 }
 
-/// `col_sum_finish`: adds the chunk sums into `out` (cols).
-pub fn col_sum_finish(grid: Grid, block: u32, out: &mut [f32], part: &[f32], chunks: usize, cols: usize) {
+/// `col_sum_finish`: adds `scale` times the chunk sums into `out` (cols).
+pub fn col_sum_finish(grid: Grid, block: u32, out: &mut [f32], part: &[f32], chunks: usize, cols: usize, scale: f32) {
     check_block(block);
     check("out", out.len(), cols);
     check("part", part.len(), chunks * cols);
     // SAFETY: as in `layer_norm_fwd`.
-    unsafe { emu_col_sum_finish(grid.0, grid.1, block, out.as_mut_ptr(), part.as_ptr(), int(chunks), int(cols)) }
+    unsafe { emu_col_sum_finish(grid.0, grid.1, block, out.as_mut_ptr(), part.as_ptr(), int(chunks), int(cols), scale) }
+}
+
+/// `add_fwd`: writes `y = a + b`.
+pub fn add_fwd(grid: Grid, block: u32, y: &mut [f32], a: &[f32], b: &[f32]) {
+    check_block(block);
+    check("a", a.len(), y.len());
+    check("b", b.len(), y.len());
+    // SAFETY: as in `layer_norm_fwd`.
+    unsafe { emu_add_fwd(grid.0, grid.1, block, y.as_mut_ptr(), a.as_ptr(), b.as_ptr(), y.len() as i64) }
+}
+
+/// `add_into`: `dst += src`.
+pub fn add_into(grid: Grid, block: u32, dst: &mut [f32], src: &[f32]) {
+    check_block(block);
+    check("src", src.len(), dst.len());
+    // SAFETY: as in `layer_norm_fwd`.
+    unsafe { emu_add_into(grid.0, grid.1, block, dst.as_mut_ptr(), src.as_ptr(), dst.len() as i64) }
+}
+
+/// `fill_rows`: every row of `y` (rows x `b.len()`) set to `b`.
+pub fn fill_rows(grid: Grid, block: u32, y: &mut [f32], b: &[f32]) {
+    check_block(block);
+    assert!(!b.is_empty() && y.len() % b.len() == 0, "tfm-cuda-emu: y is not whole rows of b");
+    // SAFETY: as in `layer_norm_fwd`.
+    unsafe { emu_fill_rows(grid.0, grid.1, block, y.as_mut_ptr(), b.as_ptr(), (y.len() / b.len()) as i64, int(b.len())) }
 }
 
 /// `gelu_fwd`: writes `y`.
@@ -241,10 +269,11 @@ pub fn attention_bwd(grid: Grid, block: u32, dkdv: bool, dqkv: &mut [f32], dout:
     }
 }
 
-/// `cross_entropy_fwd`: writes `loss` (rows) and, when given, `dlogits` (rows x v). Targets
-/// must be in `0..v` or -100, as the runtime checks before launching.
+/// `cross_entropy_fwd`: writes `loss` (rows) and, when given, adds the gradient into `dlogits`
+/// (rows x v), scaled by `dscale` and by `dscale_dev[0]` when given. Targets must be in `0..v` or
+/// -100, as the runtime checks before launching.
 #[allow(clippy::too_many_arguments)]
-pub fn cross_entropy_fwd(grid: Grid, block: u32, loss: &mut [f32], dlogits: Option<&mut [f32]>, logits: &[f32], targets: &[i64], rows: usize, v: usize, dscale: f32) {
+pub fn cross_entropy_fwd(grid: Grid, block: u32, loss: &mut [f32], dlogits: Option<&mut [f32]>, logits: &[f32], targets: &[i64], rows: usize, v: usize, dscale: f32, dscale_dev: Option<&[f32]>) {
     check_block(block);
     assert_eq!(grid.0 as usize, rows, "tfm-cuda-emu: cross_entropy_fwd runs one block per row");
     check("loss", loss.len(), rows);
@@ -256,7 +285,8 @@ pub fn cross_entropy_fwd(grid: Grid, block: u32, loss: &mut [f32], dlogits: Opti
         d.as_mut_ptr()
     });
     // SAFETY: as in `layer_norm_fwd`; targets index within a row (checked above).
-    unsafe { emu_cross_entropy_fwd(grid.0, grid.1, block, loss.as_mut_ptr(), d, logits.as_ptr(), targets.as_ptr(), int(rows), int(v), dscale) }
+    let g = opt(dscale_dev, "dscale_dev", 1);
+    unsafe { emu_cross_entropy_fwd(grid.0, grid.1, block, loss.as_mut_ptr(), d, logits.as_ptr(), targets.as_ptr(), int(rows), int(v), dscale, g) }
 }
 
 /// `embedding_fwd`: writes `out` (ids x dim).

@@ -154,13 +154,35 @@ extern "C" __global__ void col_sum_partials(float *part, const float *a, int row
     part[(long long)blockIdx.y * cols + c] = s;
 }
 
-// out[c] += part[0][c] + part[1][c] + ... in chunk order.
-extern "C" __global__ void col_sum_finish(float *out, const float *part, int chunks, int cols) {
+// out[c] += scale * (part[0][c] + part[1][c] + ...), the parts added in chunk order.
+extern "C" __global__ void col_sum_finish(float *out, const float *part, int chunks, int cols, float scale) {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= cols) return;
     float s = 0.0f;
     for (int k = 0; k < chunks; ++k) s += part[(long long)k * cols + c];
-    out[c] += s;
+    out[c] += s * scale;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Elementwise sums and row fills
+
+// y = a + b
+extern "C" __global__ void add_fwd(float *y, const float *a, const float *b, long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+        y[i] = a[i] + b[i];
+}
+
+// dst += src
+extern "C" __global__ void add_into(float *dst, const float *src, long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+        dst[i] += src[i];
+}
+
+// y[r, :] = b for every row (a bias, before a product adds into it)
+extern "C" __global__ void fill_rows(float *y, const float *b, long long rows, int cols) {
+    long long n = rows * cols;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+        y[i] = b[i % cols];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -438,10 +460,12 @@ extern "C" __global__ void attention_bwd_dkdv(float *dk, float *dv, const float 
 
 // ---------------------------------------------------------------------------------------------
 // Cross-entropy: one block per row of logits. loss[r] = logsumexp(x[r]) - x[r, t[r]], and with
-// `dlogits` non-null also its gradient, (softmax(x[r]) - onehot(t[r])) * dscale, written in the
+// `dlogits` non-null also its gradient, (softmax(x[r]) - onehot(t[r])) * dscale * (*dscale_dev
+// when that is non-null: the upstream gradient, read on the device), added into `dlogits` in the
 // same pass. A target of -100 is ignored (loss and gradient 0). Targets were checked on the host.
 extern "C" __global__ void cross_entropy_fwd(float *loss, float *dlogits, const float *logits,
-                                             const long long *targets, int rows, int v, float dscale) {
+                                             const long long *targets, int rows, int v, float dscale,
+                                             const float *dscale_dev) {
     __shared__ float sh[32];
     long long row = blockIdx.x;
     if (row >= rows) return;
@@ -455,11 +479,11 @@ extern "C" __global__ void cross_entropy_fwd(float *loss, float *dlogits, const 
     z = block_sum(z, sh);
     bool ignored = t == -100;
     if (threadIdx.x == 0) loss[row] = ignored ? 0.0f : m + logf(z) - x[t];
-    if (dlogits) {
+    if (dlogits && !ignored) {
         float *d = dlogits + row * v;
         float inv = 1.0f / z;
-        for (int j = threadIdx.x; j < v; j += blockDim.x)
-            d[j] = ignored ? 0.0f : (expf(x[j] - m) * inv - (j == t ? 1.0f : 0.0f)) * dscale;
+        float f = dscale_dev ? dscale * *dscale_dev : dscale;
+        for (int j = threadIdx.x; j < v; j += blockDim.x) d[j] += (expf(x[j] - m) * inv - (j == t ? 1.0f : 0.0f)) * f;
     }
 }
 

@@ -9,12 +9,15 @@
 pub const SOURCE: &str = include_str!("kernels.cu");
 
 /// Every entry point in [`SOURCE`].
-pub const ENTRY_POINTS: [&str; 21] = [
+pub const ENTRY_POINTS: [&str; 24] = [
     "layer_norm_fwd",
     "layer_norm_bwd_dx",
     "layer_norm_wb_partials",
     "col_sum_partials",
     "col_sum_finish",
+    "add_fwd",
+    "add_into",
+    "fill_rows",
     "gelu_fwd",
     "gelu_bwd",
     "softmax_rows_fwd",
@@ -60,7 +63,8 @@ pub fn block_per_row(rows: usize) -> Launch {
     Launch { grid: (u32::try_from(rows.max(1)).unwrap_or(u32::MAX), 1), block: THREADS }
 }
 
-/// A grid-stride loop over `n` elements (`gelu_*`, `adamw`, `dropout_*`, `embedding_fwd`).
+/// A grid-stride loop over `n` elements (`gelu_*`, `adamw`, `dropout_*`, `embedding_fwd`,
+/// `add_*`, `fill_rows`).
 pub fn elementwise(n: usize) -> Launch {
     let blocks = (n as u64).div_ceil(THREADS as u64).clamp(1, MAX_STRIDE_BLOCKS);
     Launch { grid: (blocks as u32, 1), block: THREADS }

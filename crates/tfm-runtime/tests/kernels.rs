@@ -18,7 +18,10 @@ trait Runner {
     fn layer_norm_bwd_dx(&self, l: Launch, dx: &mut [f32], dy: &[f32], x: &[f32], w: Option<&[f32]>, mean: &[f32], rstd: &[f32], rows: usize, cols: usize);
     fn layer_norm_wb_partials(&self, l: Launch, pw: &mut [f32], pb: &mut [f32], dy: &[f32], x: &[f32], mean: &[f32], rstd: &[f32], rows: usize, cols: usize, per_chunk: usize);
     fn col_sum_partials(&self, l: Launch, part: &mut [f32], a: &[f32], rows: usize, cols: usize, per_chunk: usize);
-    fn col_sum_finish(&self, l: Launch, out: &mut [f32], part: &[f32], chunks: usize, cols: usize);
+    fn col_sum_finish(&self, l: Launch, out: &mut [f32], part: &[f32], chunks: usize, cols: usize, scale: f32);
+    fn add_fwd(&self, l: Launch, y: &mut [f32], a: &[f32], b: &[f32]);
+    fn add_into(&self, l: Launch, dst: &mut [f32], src: &[f32]);
+    fn fill_rows(&self, l: Launch, y: &mut [f32], b: &[f32]);
     fn gelu_fwd(&self, l: Launch, y: &mut [f32], x: &[f32], exact: bool);
     fn gelu_bwd(&self, l: Launch, dx: &mut [f32], dy: &[f32], x: &[f32], exact: bool);
     fn softmax_rows_fwd(&self, l: Launch, p: &mut [f32], s: &[f32], rows: usize, n: usize, scale: f32, q_len: usize);
@@ -26,7 +29,7 @@ trait Runner {
     fn attention_fwd(&self, l: Launch, o: &mut [f32], lse: &mut [f32], qkv: &[f32], at: QkvAt, d: AttnDims);
     fn attention_bwd_dot(&self, l: Launch, dsum: &mut [f32], dout: &[f32], o: &[f32], d: AttnDims);
     fn attention_bwd(&self, l: Launch, dkdv: bool, dqkv: &mut [f32], dout: &[f32], qkv: &[f32], at: QkvAt, lse: &[f32], dsum: &[f32], d: AttnDims);
-    fn cross_entropy_fwd(&self, l: Launch, loss: &mut [f32], dlogits: Option<&mut [f32]>, logits: &[f32], targets: &[i64], rows: usize, v: usize, dscale: f32);
+    fn cross_entropy_fwd(&self, l: Launch, loss: &mut [f32], dlogits: Option<&mut [f32]>, logits: &[f32], targets: &[i64], rows: usize, v: usize, dscale: f32, dscale_dev: Option<&[f32]>);
     fn embedding_fwd(&self, l: Launch, out: &mut [f32], ids: &[i64], table: &[f32], dim: usize);
     fn embedding_bwd(&self, l: Launch, dtable: &mut [f32], dout: &[f32], order: &[i32], starts: &[i32], uniq: &[i32], dim: usize);
     fn adamw(&self, l: Launch, w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], a: AdamwArgs);
@@ -57,8 +60,17 @@ mod emu_runner {
         fn col_sum_partials(&self, l: Launch, part: &mut [f32], a: &[f32], rows: usize, cols: usize, per_chunk: usize) {
             emu::col_sum_partials(l.grid, l.block, part, a, rows, cols, per_chunk)
         }
-        fn col_sum_finish(&self, l: Launch, out: &mut [f32], part: &[f32], chunks: usize, cols: usize) {
-            emu::col_sum_finish(l.grid, l.block, out, part, chunks, cols)
+        fn col_sum_finish(&self, l: Launch, out: &mut [f32], part: &[f32], chunks: usize, cols: usize, scale: f32) {
+            emu::col_sum_finish(l.grid, l.block, out, part, chunks, cols, scale)
+        }
+        fn add_fwd(&self, l: Launch, y: &mut [f32], a: &[f32], b: &[f32]) {
+            emu::add_fwd(l.grid, l.block, y, a, b)
+        }
+        fn add_into(&self, l: Launch, dst: &mut [f32], src: &[f32]) {
+            emu::add_into(l.grid, l.block, dst, src)
+        }
+        fn fill_rows(&self, l: Launch, y: &mut [f32], b: &[f32]) {
+            emu::fill_rows(l.grid, l.block, y, b)
         }
         fn gelu_fwd(&self, l: Launch, y: &mut [f32], x: &[f32], exact: bool) {
             emu::gelu_fwd(l.grid, l.block, y, x, exact)
@@ -81,8 +93,8 @@ mod emu_runner {
         fn attention_bwd(&self, l: Launch, dkdv: bool, dqkv: &mut [f32], dout: &[f32], qkv: &[f32], at: QkvAt, lse: &[f32], dsum: &[f32], d: AttnDims) {
             emu::attention_bwd(l.grid, l.block, dkdv, dqkv, dout, qkv, at, lse, dsum, d)
         }
-        fn cross_entropy_fwd(&self, l: Launch, loss: &mut [f32], dlogits: Option<&mut [f32]>, logits: &[f32], targets: &[i64], rows: usize, v: usize, dscale: f32) {
-            emu::cross_entropy_fwd(l.grid, l.block, loss, dlogits, logits, targets, rows, v, dscale)
+        fn cross_entropy_fwd(&self, l: Launch, loss: &mut [f32], dlogits: Option<&mut [f32]>, logits: &[f32], targets: &[i64], rows: usize, v: usize, dscale: f32, dscale_dev: Option<&[f32]>) {
+            emu::cross_entropy_fwd(l.grid, l.block, loss, dlogits, logits, targets, rows, v, dscale, dscale_dev)
         }
         fn embedding_fwd(&self, l: Launch, out: &mut [f32], ids: &[i64], table: &[f32], dim: usize) {
             emu::embedding_fwd(l.grid, l.block, out, ids, table, dim)
@@ -170,10 +182,25 @@ mod gpu_runner {
             launch!("col_sum_partials", l, (&mut pd, &ad, rows as i32, cols as i32, per_chunk as i32));
             down(&pd, part);
         }
-        fn col_sum_finish(&self, l: Launch, out: &mut [f32], part: &[f32], chunks: usize, cols: usize) {
+        fn col_sum_finish(&self, l: Launch, out: &mut [f32], part: &[f32], chunks: usize, cols: usize, scale: f32) {
             let (mut od, pd) = (up(out), up(part));
-            launch!("col_sum_finish", l, (&mut od, &pd, chunks as i32, cols as i32));
+            launch!("col_sum_finish", l, (&mut od, &pd, chunks as i32, cols as i32, scale));
             down(&od, out);
+        }
+        fn add_fwd(&self, l: Launch, y: &mut [f32], a: &[f32], b: &[f32]) {
+            let (mut yd, ad, bd) = (up(y), up(a), up(b));
+            launch!("add_fwd", l, (&mut yd, &ad, &bd, y.len() as i64));
+            down(&yd, y);
+        }
+        fn add_into(&self, l: Launch, dst: &mut [f32], src: &[f32]) {
+            let (mut dd, sd) = (up(dst), up(src));
+            launch!("add_into", l, (&mut dd, &sd, dst.len() as i64));
+            down(&dd, dst);
+        }
+        fn fill_rows(&self, l: Launch, y: &mut [f32], b: &[f32]) {
+            let (mut yd, bd) = (up(y), up(b));
+            launch!("fill_rows", l, (&mut yd, &bd, (y.len() / b.len()) as i64, b.len() as i32));
+            down(&yd, y);
         }
         fn gelu_fwd(&self, l: Launch, y: &mut [f32], x: &[f32], exact: bool) {
             let (mut yd, xd) = (up(y), up(x));
@@ -219,10 +246,11 @@ mod gpu_runner {
             }
             down(&gd, dqkv);
         }
-        fn cross_entropy_fwd(&self, l: Launch, loss: &mut [f32], dlogits: Option<&mut [f32]>, logits: &[f32], targets: &[i64], rows: usize, v: usize, dscale: f32) {
+        fn cross_entropy_fwd(&self, l: Launch, loss: &mut [f32], dlogits: Option<&mut [f32]>, logits: &[f32], targets: &[i64], rows: usize, v: usize, dscale: f32, dscale_dev: Option<&[f32]>) {
             let (mut ld, xd, td) = (up(loss), up(logits), up(targets));
             let dd = dlogits.as_deref().map(up);
-            launch!("cross_entropy_fwd", l, (&mut ld, ptr(&dd), &xd, &td, rows as i32, v as i32, dscale));
+            let gd = dscale_dev.map(up);
+            launch!("cross_entropy_fwd", l, (&mut ld, ptr(&dd), &xd, &td, rows as i32, v as i32, dscale, ptr(&gd)));
             down(&ld, loss);
             if let (Some(d), Some(dd)) = (dlogits, dd) {
                 down(&dd, d);
@@ -404,8 +432,8 @@ fn check_layer_norm(r: &dyn Runner) {
         r.layer_norm_wb_partials(lp, &mut pw, &mut pb, &dy, &x, &mean, &rstd, rows, cols, per);
         let (dw0, db0) = (data(cols, 6), data(cols, 7));
         let (mut dw, mut db) = (dw0.clone(), db0.clone());
-        r.col_sum_finish(lf, &mut dw, &pw, chunks, cols);
-        r.col_sum_finish(lf, &mut db, &pb, chunks, cols);
+        r.col_sum_finish(lf, &mut dw, &pw, chunks, cols, 1.0);
+        r.col_sum_finish(lf, &mut db, &pb, chunks, cols, 1.0);
         let (mut want_dw, mut want_db) = (wide(&dw0), wide(&db0));
         for k in 0..rows {
             for c in 0..cols {
@@ -427,15 +455,32 @@ fn check_column_sums(r: &dyn Runner) {
             let mut part = vec![f32::NAN; chunks * cols];
             r.col_sum_partials(lp, &mut part, &a, rows, cols, per);
             let mut out = vec![0.5f32; cols];
-            r.col_sum_finish(lf, &mut out, &part, chunks, cols);
+            r.col_sum_finish(lf, &mut out, &part, chunks, cols, 0.25);
             out
         };
         let out = run();
-        let want: Vec<f64> = (0..cols).map(|c| 0.5 + (0..rows).map(|k| a[k * cols + c] as f64).sum::<f64>()).collect();
+        let want: Vec<f64> = (0..cols).map(|c| 0.5 + 0.25 * (0..rows).map(|k| a[k * cols + c] as f64).sum::<f64>()).collect();
         close("column sums", &out, &want, 1e-4);
         let again = run();
         assert!(out.iter().zip(&again).all(|(a, b)| a.to_bits() == b.to_bits()), "column sums differ between two runs");
     }
+}
+
+fn check_sums_and_fills(r: &dyn Runner) {
+    let n = 3001;
+    let (a, b) = (data(n, 111), data(n, 112));
+    let l = kernels::elementwise(n);
+    let mut y = vec![f32::NAN; n];
+    r.add_fwd(l, &mut y, &a, &b);
+    assert!((0..n).all(|i| y[i].to_bits() == (a[i] + b[i]).to_bits()), "add_fwd: not a + b");
+    let mut d = a.clone();
+    r.add_into(l, &mut d, &b);
+    assert!((0..n).all(|i| d[i].to_bits() == (a[i] + b[i]).to_bits()), "add_into: not a + b");
+    let (rows, cols) = (41, 73);
+    let bias = data(cols, 113);
+    let mut f = vec![f32::NAN; rows * cols];
+    r.fill_rows(kernels::elementwise(rows * cols), &mut f, &bias);
+    assert!(f.chunks(cols).all(|row| row == &bias[..]), "fill_rows: a row that is not the bias");
 }
 
 fn check_gelu(r: &dyn Runner) {
@@ -650,18 +695,23 @@ fn check_cross_entropy(r: &dyn Runner) {
         let count = targets.iter().filter(|&&t| t != -100).count();
         let dscale = 1.0 / count as f32;
         let l = kernels::block_per_row(rows);
-        let (mut loss, mut d) = (vec![f32::NAN; rows], vec![f32::NAN; rows * v]);
-        r.cross_entropy_fwd(l, &mut loss, Some(&mut d), &logits, &targets, rows, v, dscale);
+        // the gradient is added to what dlogits held, times the upstream gradient read on the device
+        let d0 = data(rows * v, 42);
+        let upstream = 0.75f32;
+        let (mut loss, mut d) = (vec![f32::NAN; rows], d0.clone());
+        r.cross_entropy_fwd(l, &mut loss, Some(&mut d), &logits, &targets, rows, v, dscale, Some(&[upstream]));
         let (mut want_loss, mut want_d) = (vec![], vec![]);
         for (row, &t) in targets.iter().enumerate() {
             let x = wide(&logits[row * v..(row + 1) * v]);
             let p = softmax_row(&x, 1.0, v);
+            let base = &d0[row * v..(row + 1) * v];
             if t == -100 {
                 want_loss.push(0.0);
-                want_d.extend(std::iter::repeat(0.0).take(v));
+                want_d.extend(base.iter().map(|&b| b as f64));
             } else {
                 want_loss.push(-p[t as usize].ln());
-                want_d.extend(p.iter().enumerate().map(|(j, p)| (p - if j == t as usize { 1.0 } else { 0.0 }) * dscale as f64));
+                let f = dscale as f64 * upstream as f64;
+                want_d.extend(p.iter().enumerate().map(|(j, p)| base[j] as f64 + (p - if j == t as usize { 1.0 } else { 0.0 }) * f));
             }
         }
         close("cross-entropy loss", &loss, &want_loss, 2e-6);
@@ -669,7 +719,7 @@ fn check_cross_entropy(r: &dyn Runner) {
 
         // evaluation: the loss alone
         let mut only = vec![f32::NAN; rows];
-        r.cross_entropy_fwd(l, &mut only, None, &logits, &targets, rows, v, dscale);
+        r.cross_entropy_fwd(l, &mut only, None, &logits, &targets, rows, v, dscale, None);
         assert_eq!(only, loss, "cross-entropy: the loss changes when no gradient is asked for");
     }
 }
@@ -780,6 +830,10 @@ macro_rules! on_runner {
             #[test]
             fn column_sums_in_chunks() {
                 check_column_sums(&$runner)
+            }
+            #[test]
+            fn sums_and_row_fills() {
+                check_sums_and_fills(&$runner)
             }
             #[test]
             fn gelu_both_forms() {
