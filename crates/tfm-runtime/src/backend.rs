@@ -1,5 +1,6 @@
 //! The hot operations, as a trait over the device: default methods written with dfdx ops serve
-//! every device; the CPU overrides them with fused, parallel kernels (`cpu.rs`).
+//! every device; the CPU overrides them with fused, parallel kernels (`cpu.rs`), the GPU with
+//! fused CUDA kernels (`cuda.rs`).
 
 use crate::value::{e, Ctx, Elem, Half, BT, FT, IT};
 use crate::{dev_err, layout, run_err, Batch, HostTensor, ParamStore, Runtime, RuntimeError};
@@ -170,23 +171,30 @@ pub trait Backend<E: Elem = f32>: Device<E> + DeviceInfo + Sized {
 /// exists to test the half-precision path where no GPU is at hand, not for speed.
 impl Backend<Half> for Cpu {}
 
+/// Half precision on a GPU: dfdx's kernels, with dropout masks drawn on the device. (The `f32`
+/// operations with fused kernels are in `cuda.rs`.)
 #[cfg(feature = "cuda")]
-impl<E: Elem> Backend<E> for Cuda
+impl Backend<Half> for Cuda {
+    fn dropout<T: Tape<Half, Self>>(cx: &mut Ctx<Self, T, Half>, x: &FT<Self, Half>, p: f32) -> R<FT<Self, Half>> {
+        cuda_dropout(cx, x, p)
+    }
+}
+
+/// Dropout with multipliers drawn on the GPU (`cuda_kernels::keep_scales`), seeded from the
+/// run's generator: same seed, same masks.
+#[cfg(feature = "cuda")]
+pub(crate) fn cuda_dropout<E: Elem, T: Tape<E, Cuda>>(cx: &mut Ctx<Cuda, T, E>, x: &FT<Cuda, E>, p: f32) -> R<FT<Cuda, E>>
 where
     Cuda: Device<E>,
     <Cuda as Storage<E>>::Vec: cudarc::driver::DevicePtr<E>,
 {
-    /// Multipliers drawn on the GPU (`cuda_kernels::keep_scales`), seeded from the run's
-    /// generator: same seed, same masks.
-    fn dropout<T: Tape<E, Self>>(cx: &mut Ctx<Self, T, E>, x: &FT<Self, E>, p: f32) -> R<FT<Self, E>> {
-        if p <= 0.0 {
-            return Ok(x.clone());
-        }
-        let seed = cx.rng.next_u64();
-        let m = crate::cuda_kernels::keep_scales::<E>(&cx.dev, x.numel(), p, 1.0 / (1.0 - p), seed)?;
-        let m = FT { t: m, shape: x.shape.clone(), uid: crate::value::fresh_uid(), host: None };
-        Ok(cx.zip(x, &m, |x, m| x * m))
+    if p <= 0.0 {
+        return Ok(x.clone());
     }
+    let seed = cx.rng.next_u64();
+    let m = crate::cuda_kernels::keep_scales::<E>(&cx.dev, x.numel(), p, 1.0 / (1.0 - p), seed)?;
+    let m = FT { t: m, shape: x.shape.clone(), uid: crate::value::fresh_uid(), host: None, dev: None };
+    Ok(cx.zip(x, &m, |x, m| x * m))
 }
 
 #[cfg(feature = "cuda")]

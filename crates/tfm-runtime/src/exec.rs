@@ -262,7 +262,7 @@ fn weight<E: Elem, D: Backend<E>>(g: &Graph, inst: &Inst, store: &ParamStore<D, 
             p.value.shape().0
         )));
     }
-    Ok(FT { t: p.value.clone(), shape, uid: param_uid(gi), host: None })
+    Ok(FT { t: p.value.clone(), shape, uid: param_uid(gi), host: None, dev: None })
 }
 
 #[allow(clippy::too_many_arguments)]

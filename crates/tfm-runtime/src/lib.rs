@@ -28,6 +28,8 @@
 pub mod backend;
 mod cpu;
 #[cfg(feature = "cuda")]
+mod cuda;
+#[cfg(feature = "cuda")]
 pub mod cuda_kernels;
 pub mod device;
 mod exec;

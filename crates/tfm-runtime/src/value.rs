@@ -74,6 +74,23 @@ pub struct FT<D: Device<E>, E: Elem = f32> {
     /// Where `t`'s elements lie in host memory, when a CPU kernel made `t` from its own buffer
     /// (lets the next kernel read them without copying them out).
     pub host: Option<HostPtr>,
+    /// A device buffer holding the same elements, when a GPU kernel made `t` (its kernels cannot
+    /// read a dfdx tensor's own storage, so each keeps what it wrote).
+    pub dev: Option<DevPtr>,
+}
+
+/// The address of `len` f32 elements in device memory, and what keeps them allocated.
+#[derive(Clone)]
+pub struct DevPtr {
+    pub ptr: u64,
+    pub len: usize,
+    pub keep: Arc<dyn std::any::Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for DevPtr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DevPtr({:#x}, {})", self.ptr, self.len)
+    }
 }
 
 /// The address and length of a CPU tensor's contiguous storage, recorded when the tensor was
@@ -112,7 +129,7 @@ impl<E: Elem, D: Device<E>> FT<D, E> {
     /// The same data with another shape of equal size (free).
     pub fn reshaped(&self, shape: Vec<usize>) -> FT<D, E> {
         debug_assert_eq!(shape.iter().product::<usize>(), self.numel());
-        FT { t: self.t.clone(), shape, uid: self.uid, host: self.host }
+        FT { t: self.t.clone(), shape, uid: self.uid, host: self.host, dev: self.dev.clone() }
     }
     pub fn last(&self) -> usize {
         self.shape.last().copied().unwrap_or(1)
@@ -246,6 +263,9 @@ pub struct Ctx<D: Device<E>, T, E: Elem = f32> {
     /// Device constants that depend on shapes alone (head-index maps, mask tables), kept across
     /// passes: each upload from pageable host memory waits for the device's queue to drain.
     pub(crate) consts: Consts,
+    /// Device copies made during this pass of values no GPU kernel made (weights, mostly), by
+    /// value identity: each is copied once per pass however often it is read.
+    pub(crate) exported: std::collections::HashMap<u64, DevPtr>,
 }
 
 /// A store of device constants by key, shared by the passes of one runtime.
@@ -295,7 +315,7 @@ impl<T: Tape<f32, Cpu>> Ctx<Cpu, T> {
 
 impl<E: Elem, D: Device<E>, T: Tape<E, D>> Ctx<D, T, E> {
     pub fn new(dev: D, train: bool, seed: u64) -> Self {
-        Ctx { dev, tape: T::default(), train, rng: Rng::new(seed), fused: true, elem: std::marker::PhantomData, consts: Consts::default() }
+        Ctx { dev, tape: T::default(), train, rng: Rng::new(seed), fused: true, elem: std::marker::PhantomData, consts: Consts::default(), exported: Default::default() }
     }
 
     /// `x` with an empty tape of the run's kind, ready to be the taped operand of a dfdx op.
@@ -312,14 +332,14 @@ impl<E: Elem, D: Device<E>, T: Tape<E, D>> Ctx<D, T, E> {
         let (y, tape) = y.split_tape();
         let t = std::mem::take(&mut self.tape);
         self.tape = t.merge(tape);
-        FT { t: y, shape, uid: fresh_uid(), host: None }
+        FT { t: y, shape, uid: fresh_uid(), host: None, dev: None }
     }
 
     /// A constant (no gradient is ever needed for it).
     pub fn constant(&self, data: Vec<f32>, shape: Vec<usize>) -> Result<FT<D, E>, RuntimeError> {
         let n = data.len();
         let t = self.dev.try_tensor_from_vec(E::vec_from_f32(data), (n,)).map_err(dev_err)?;
-        Ok(FT { t, shape, uid: fresh_uid(), host: None })
+        Ok(FT { t, shape, uid: fresh_uid(), host: None, dev: None })
     }
 
     /// A device tensor that depends on shapes alone, uploaded once per runtime and kept under
