@@ -378,7 +378,8 @@ pub(crate) fn cross_entropy<T: Tape<f32, Cuda>>(cx: &mut Ctx<Cuda, T>, logits: &
     Ok(out)
 }
 
-/// The fused kernels' attention, when they cover `cfg` (no mask, bias or window).
+/// The fused kernels' attention, when they cover `cfg` (no mask, bias or window; causal only
+/// over equal lengths).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attention_core<T: Tape<f32, Cuda>>(
     cx: &mut Ctx<Cuda, T>,
@@ -407,7 +408,10 @@ pub(crate) fn attention_core<T: Tape<f32, Cuda>>(
         drop_scale: if p_drop > 0.0 { 1.0 / (1.0 - p_drop) } else { 1.0 },
         seed: 0,
     };
-    if mask.is_some() || bias.is_some() || cfg.window != 0 || d.unsupported().is_some() {
+    // the kernels' causal mask lines the last query up with the last key; `CoreCfg::allowed`
+    // lines up the first ones, so they agree only when the lengths do
+    let causal_offset = cfg.causal && cfg.s != cfg.t;
+    if mask.is_some() || bias.is_some() || cfg.window != 0 || causal_offset || d.unsupported().is_some() {
         return generic::attention_core(cx, q, k, v, cfg, mask, bias);
     }
     let d = AttnDims { seed: if p_drop > 0.0 { cx.rng.next_u64() } else { 0 }, ..d };
