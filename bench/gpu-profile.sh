@@ -3,7 +3,8 @@
 # step spends its time, and how it compares with PyTorch on the same model.
 #   1. tfm-bench on nanoGPT's GPU model (6 x 384, context 256, batch 64) with TFM_PROFILE=1:
 #      per-op times with the device synchronised around each op;
-#   2. the same, unprofiled: ms/step and tokens/s;
+#   2. the same, unprofiled: ms/step and tokens/s, on tfm's fused CUDA kernels and on dfdx's
+#      generic kernels (`--generic`), side by side;
 #   3. PyTorch eager on the same model and batch, fp32 and bf16 autocast;
 #   4. `tfm train` on tiny Shakespeare in f32 and in mixed precision (precision: f16), a few
 #      steps each, for the CLI's own throughput.
@@ -21,8 +22,9 @@ step() { echo; echo "== $*"; }
 step "tfm-bench, profiled (2 steps)"
 TFM_PROFILE=1 "$RUN" tfm-bench --config medium-cpu --batch 64 --device cuda --warmup 1 --steps 2 2>&1 | tee "$LOGS/profile.txt"
 
-step "tfm-bench, f32, unprofiled"
+step "tfm-bench, f32, unprofiled: fused kernels, then dfdx's generic ones"
 "$RUN" tfm-bench --config medium-cpu --batch 64 --device cuda --warmup 2 --steps 5 2>&1 | tee -a "$LOGS/bench.jsonl"
+"$RUN" tfm-bench --config medium-cpu --batch 64 --device cuda --warmup 2 --steps 5 --generic 2>&1 | tee -a "$LOGS/bench.jsonl"
 
 step "PyTorch eager, same model and batch"
 for dt in fp32 bf16; do
