@@ -445,53 +445,59 @@ pub(crate) fn attention_core<T: Tape<f32, Cuda>>(
     Ok(out)
 }
 
+/// Whether the fused kernels take these values: the run asks for them and none is empty (an
+/// empty value has no buffer to address).
+fn fused<T>(cx: &Ctx<Cuda, T>, xs: &[&FT<Cuda>]) -> bool {
+    cx.fused && xs.iter().all(|x| x.numel() > 0)
+}
+
 /// The f32 operations with a fused kernel; everything else keeps dfdx's.
 impl Backend<f32> for Cuda {
     fn linear<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, w: &FT<Self>, b: Option<&FT<Self>>) -> R<FT<Self>> {
-        if !cx.fused {
+        if !fused(cx, &[x, w]) {
             return generic::linear(cx, x, w, b);
         }
         linear(cx, x, w, b)
     }
     fn layer_norm<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, w: &FT<Self>, b: Option<&FT<Self>>, eps: f32) -> R<FT<Self>> {
-        if !cx.fused {
+        if !fused(cx, &[x, w]) {
             return generic::layer_norm(cx, x, w, b, eps);
         }
         layer_norm(cx, x, w, b, eps)
     }
     fn act<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, act: Activation) -> R<FT<Self>> {
         match act {
-            Activation::Gelu if cx.fused => gelu(cx, x, false),
-            Activation::GeluExact if cx.fused => gelu(cx, x, true),
+            Activation::Gelu if fused(cx, &[x]) => gelu(cx, x, false),
+            Activation::GeluExact if fused(cx, &[x]) => gelu(cx, x, true),
             _ => generic::act(cx, x, act),
         }
     }
     fn add<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, a: &FT<Self>, b: &FT<Self>) -> R<FT<Self>> {
-        if !cx.fused {
+        if !fused(cx, &[a, b]) {
             return Ok(cx.zip(a, b, |a, b| a + b));
         }
         add(cx, a, b)
     }
     fn attention_core<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, q: Cols<Self>, k: Cols<Self>, v: Cols<Self>, cfg: CoreCfg, mask: Option<&BT>, bias: Option<&FT<Self>>) -> R<FT<Self>> {
-        if !cx.fused {
+        if !fused(cx, &[q.x, k.x, v.x]) {
             return generic::attention_core(cx, q, k, v, cfg, mask, bias);
         }
         attention_core(cx, q, k, v, cfg, mask, bias)
     }
     fn embedding<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, w: &FT<Self>, ids: &IT) -> R<FT<Self>> {
-        if !cx.fused {
+        if !fused(cx, &[w]) || ids.data.is_empty() {
             return generic::embedding(cx, w, ids);
         }
         embedding(cx, w, ids)
     }
     fn cross_entropy<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, logits: &FT<Self>, targets: &[i64]) -> R<FT<Self>> {
-        if !cx.fused {
+        if !fused(cx, &[logits]) {
             return generic::cross_entropy(cx, logits, targets);
         }
         cross_entropy(cx, logits, targets)
     }
     fn dropout<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, p: f32) -> R<FT<Self>> {
-        if !cx.fused {
+        if !fused(cx, &[x]) {
             return crate::backend::cuda_dropout(cx, x, p);
         }
         dropout(cx, x, p)
