@@ -186,6 +186,7 @@ fn err(e: CudaError) -> RuntimeError {
 }
 
 pub(crate) fn linear<T: Tape<f32, Cuda>>(cx: &mut Ctx<Cuda, T>, x: &FT<Cuda>, w: &FT<Cuda>, b: Option<&FT<Cuda>>) -> R<FT<Cuda>> {
+    device()?; // the kernels' load error, if they failed to load
     let (o, i) = (w.shape[0], w.numel() / w.shape[0].max(1));
     let n = x.rows();
     if x.last() != i || b.is_some_and(|b| b.numel() != o) {
@@ -225,6 +226,7 @@ pub(crate) fn linear<T: Tape<f32, Cuda>>(cx: &mut Ctx<Cuda, T>, x: &FT<Cuda>, w:
 }
 
 pub(crate) fn layer_norm<T: Tape<f32, Cuda>>(cx: &mut Ctx<Cuda, T>, x: &FT<Cuda>, w: &FT<Cuda>, b: Option<&FT<Cuda>>, eps: f32) -> R<FT<Cuda>> {
+    device()?; // the kernels' load error, if they failed to load
     let (rows, cols) = (x.rows(), x.last());
     if w.numel() != cols || b.is_some_and(|b| b.numel() != cols) {
         return generic::layer_norm(cx, x, w, b, eps);
@@ -260,6 +262,7 @@ pub(crate) fn layer_norm<T: Tape<f32, Cuda>>(cx: &mut Ctx<Cuda, T>, x: &FT<Cuda>
 }
 
 pub(crate) fn gelu<T: Tape<f32, Cuda>>(cx: &mut Ctx<Cuda, T>, x: &FT<Cuda>, exact: bool) -> R<FT<Cuda>> {
+    device()?; // the kernels' load error, if they failed to load
     let n = x.numel();
     let xd = dev_of(cx, x)?;
     let (s, y) = slot(cx, n)?;
@@ -278,6 +281,7 @@ pub(crate) fn gelu<T: Tape<f32, Cuda>>(cx: &mut Ctx<Cuda, T>, x: &FT<Cuda>, exac
 }
 
 pub(crate) fn add<T: Tape<f32, Cuda>>(cx: &mut Ctx<Cuda, T>, a: &FT<Cuda>, b: &FT<Cuda>) -> R<FT<Cuda>> {
+    device()?; // the kernels' load error, if they failed to load
     let n = a.numel();
     if b.numel() != n {
         return Err(run_err(format!("add: expected operands of equal size, found {n} and {}", b.numel())));
@@ -301,6 +305,7 @@ pub(crate) fn add<T: Tape<f32, Cuda>>(cx: &mut Ctx<Cuda, T>, a: &FT<Cuda>, b: &F
 }
 
 pub(crate) fn dropout<T: Tape<f32, Cuda>>(cx: &mut Ctx<Cuda, T>, x: &FT<Cuda>, p: f32) -> R<FT<Cuda>> {
+    device()?; // the kernels' load error, if they failed to load
     if p <= 0.0 {
         return Ok(x.clone());
     }
@@ -323,6 +328,7 @@ pub(crate) fn dropout<T: Tape<f32, Cuda>>(cx: &mut Ctx<Cuda, T>, x: &FT<Cuda>, p
 }
 
 pub(crate) fn embedding<T: Tape<f32, Cuda>>(cx: &mut Ctx<Cuda, T>, w: &FT<Cuda>, ids: &IT) -> R<FT<Cuda>> {
+    device()?; // the kernels' load error, if they failed to load
     let (num, dim) = (w.shape[0], w.numel() / w.shape[0].max(1));
     let idx = check_ids(ids, num, "embedding")?;
     let n = idx.len();
@@ -349,6 +355,7 @@ pub(crate) fn embedding<T: Tape<f32, Cuda>>(cx: &mut Ctx<Cuda, T>, w: &FT<Cuda>,
 }
 
 pub(crate) fn cross_entropy<T: Tape<f32, Cuda>>(cx: &mut Ctx<Cuda, T>, logits: &FT<Cuda>, targets: &[i64]) -> R<FT<Cuda>> {
+    device()?; // the kernels' load error, if they failed to load
     let (rows, v) = (logits.rows(), logits.last());
     if targets.len() != rows {
         return Err(run_err(format!("cross-entropy: expected {rows} labels, found {}", targets.len())));
@@ -414,6 +421,7 @@ pub(crate) fn attention_core<T: Tape<f32, Cuda>>(
     if mask.is_some() || bias.is_some() || cfg.window != 0 || causal_offset || d.unsupported().is_some() {
         return generic::attention_core(cx, q, k, v, cfg, mask, bias);
     }
+    device()?;
     let d = AttnDims { seed: if p_drop > 0.0 { cx.rng.next_u64() } else { 0 }, ..d };
     let (qd, kd, vd) = (dev_of(cx, q.x)?, dev_of(cx, k.x)?, dev_of(cx, v.x)?);
     let (qp, kp, vp) = (qd.ptr + 4 * q.off as u64, kd.ptr + 4 * k.off as u64, vd.ptr + 4 * v.off as u64);

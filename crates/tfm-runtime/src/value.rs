@@ -264,7 +264,8 @@ pub struct Ctx<D: Device<E>, T, E: Elem = f32> {
     /// passes: each upload from pageable host memory waits for the device's queue to drain.
     pub(crate) consts: Consts,
     /// Device copies made during this pass of values no GPU kernel made (weights, mostly), by
-    /// value identity: each is copied once per pass however often it is read.
+    /// value identity: each is copied once per pass however often it is read. (GPU builds only.)
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     pub(crate) exported: std::collections::HashMap<u64, DevPtr>,
 }
 
