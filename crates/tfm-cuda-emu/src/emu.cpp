@@ -47,3 +47,36 @@ EMU(dropout_fwd, (y, x, n, seed, p, scale), float *y, const float *x, unsigned l
     float p, float scale)
 EMU(dropout_bwd, (dx, dy, n, seed, p, scale), float *dx, const float *dy, unsigned long long n,
     unsigned long long seed, float p, float scale)
+
+// One entry point for every kernel: `emu_launch(name, gx, gy, block, params)` runs kernel `name`
+// with its parameters read from `params[i]` (a pointer to the i-th parameter's value, as
+// cuLaunchKernel takes them), each cast to the type the kernel declares. Returns 0, or -1 for an
+// unknown name.
+#include <cstring>
+#include <utility>
+
+template <class... A, std::size_t... I>
+static void call_with(void (*f)(A...), void **p, std::index_sequence<I...>) {
+    f(*static_cast<A *>(p[I])...);
+}
+
+template <class... A> static void run_kernel(void (*f)(A...), unsigned gx, unsigned gy, unsigned block, void **p) {
+    emu::launch(gx, gy, block, [=] { call_with(f, p, std::index_sequence_for<A...>{}); });
+}
+
+#define TFM_KERNELS(X)                                                                                               \
+    X(layer_norm_fwd) X(layer_norm_bwd_dx) X(layer_norm_wb_partials) X(col_sum_partials) X(col_sum_finish)          \
+    X(add_fwd) X(add_into) X(fill_rows) X(gelu_fwd) X(gelu_bwd) X(softmax_rows_fwd) X(softmax_rows_bwd)             \
+    X(attention_fwd) X(attention_bwd_dot) X(attention_bwd_dq) X(attention_bwd_dkdv) X(cross_entropy_fwd)            \
+    X(embedding_fwd) X(embedding_bwd) X(adamw) X(keep_scales_f32) X(keep_scales_f16) X(dropout_fwd) X(dropout_bwd)
+
+extern "C" int emu_launch(const char *name, unsigned gx, unsigned gy, unsigned block, void **params) {
+#define TFM_RUN(k)                                                                                                   \
+    if (std::strcmp(name, #k) == 0) {                                                                                \
+        run_kernel(k, gx, gy, block, params);                                                                        \
+        return 0;                                                                                                    \
+    }
+    TFM_KERNELS(TFM_RUN)
+#undef TFM_RUN
+    return -1;
+}

@@ -1,12 +1,13 @@
 //! Runs tfm's CUDA kernels (`tfm-kernels/src/kernels.cu`) on the CPU.
 //!
 //! The build compiles the kernel text as host C++ under `emu.h`, which runs each block's CUDA
-//! threads as OS threads (barriers, warp shuffles and shared memory behave as on a GPU). The
+//! threads as fibers on the calling thread (barriers, warp shuffles and shared memory behave as
+//! on a GPU). The
 //! functions here take host slices, check that they are as long as the kernel will index, and run
 //! one kernel on the given grid: `grid` blocks (x, y) of `block` threads, a multiple of 32.
 //!
-//! This is for tests: it is slow (a thread per CUDA thread), and it checks a kernel's logic and
-//! arithmetic, not its speed. The GPU's own `expf`, `erff`, `tanhf` and `rsqrtf` may differ from
+//! This is for tests: it checks a kernel's logic and arithmetic, not its speed, under one
+//! interleaving of its threads (a missing barrier can go unnoticed). The GPU's own `expf`, `erff`, `tanhf` and `rsqrtf` may differ from
 //! the host's in the last bits.
 #![allow(unsafe_code)]
 
@@ -340,4 +341,50 @@ pub fn dropout_bwd(grid: Grid, block: u32, dx: &mut [f32], dy: &[f32], seed: u64
     check("dx", dx.len(), dy.len());
     // SAFETY: as in `layer_norm_fwd`.
     unsafe { emu_dropout_bwd(grid.0, grid.1, block, dx.as_mut_ptr(), dy.as_ptr(), dy.len() as u64, seed, p, scale) }
+}
+
+extern "C" {
+    fn emu_launch(name: *const std::os::raw::c_char, gx: u32, gy: u32, b: u32, params: *mut *mut std::ffi::c_void) -> c_int;
+}
+
+/// Runs kernel `name` with `params[i]` pointing at its i-th parameter's value (as
+/// `cuLaunchKernel` takes them); errors for a name no kernel has.
+///
+/// # Safety
+/// Each `params[i]` must point at a value of the type the kernel declares for parameter `i`, and
+/// every device pointer among them at host memory holding what the kernel reads and writes.
+pub unsafe fn launch(name: &str, grid: Grid, block: u32, params: &mut [*mut std::ffi::c_void]) -> Result<(), String> {
+    check_block(block);
+    let c = std::ffi::CString::new(name).map_err(|_| format!("tfm-cuda-emu: a kernel name with a NUL: {name:?}"))?;
+    // SAFETY: the caller's contract above; `c` outlives the call.
+    match unsafe { emu_launch(c.as_ptr(), grid.0, grid.1, block, params.as_mut_ptr()) } {
+        0 => Ok(()),
+        _ => Err(format!("tfm-cuda-emu: no kernel `{name}`")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_kernel_has_a_generic_entry() {
+        let src = include_str!("emu.cpp");
+        for k in tfm_kernels::ENTRY_POINTS {
+            assert!(src.contains(&format!("X({k})")), "`{k}` is missing from TFM_KERNELS in emu.cpp");
+        }
+    }
+
+    #[test]
+    fn the_generic_entry_runs_a_kernel_and_refuses_unknown_names() {
+        let (a, b) = ([1.0f32, 2.0, 3.0], [0.5f32, 0.25, 4.0]);
+        let mut y = [0.0f32; 3];
+        let (mut yp, mut ap, mut bp, mut n) = (y.as_mut_ptr() as u64, a.as_ptr() as u64, b.as_ptr() as u64, 3i64);
+        let mut params = [&mut yp as *mut u64 as *mut std::ffi::c_void, &mut ap as *mut u64 as _, &mut bp as *mut u64 as _, &mut n as *mut i64 as _];
+        // SAFETY: add_fwd(float *y, const float *a, const float *b, long long n): three pointers
+        // to 3 floats each, then an i64.
+        unsafe { super::launch("add_fwd", (1, 1), 32, &mut params) }.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(y, [1.5, 2.25, 7.0]);
+        // SAFETY: an unknown name runs nothing.
+        let err = unsafe { super::launch("no_such_kernel", (1, 1), 32, &mut params) };
+        assert!(err.is_err());
+    }
 }

@@ -1,7 +1,7 @@
 // tfm's own CUDA kernels (f32), compiled at run time with NVRTC.
 //
 // The same text is compiled for the host by the kernel emulator (crates/tfm-cuda-emu), which runs
-// every CUDA thread of a block as an OS thread, so the tests check these kernels' arithmetic,
+// every CUDA thread of a block as a fiber, so the tests check these kernels' arithmetic,
 // indexing and reductions on any machine. Keep to what both compilers take: no headers, no
 // templates in kernel signatures, `extern "C"` entry points, warp shuffles on whole warps,
 // block sizes that are multiples of 32, and no early return before a `__syncthreads`.

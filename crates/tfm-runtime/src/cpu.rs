@@ -5,6 +5,8 @@
 
 use crate::backend::{check_ids, check_targets, generic, rope_tables, Backend, Cols, CoreCfg, DeviceInfo};
 use crate::gemm::{sgemm, sgemm_par, sgemm_small, MatRef};
+#[cfg(feature = "emu")]
+use crate::kops;
 use crate::mathf;
 use crate::value::{Ctx, Flat, HostPtr, Rng, BT, FT, IT};
 use crate::{layout, run_err, Batch, HostTensor, ParamStore, Runtime, RuntimeError};
@@ -235,6 +237,10 @@ impl Backend for Cpu {
     }
 
     fn linear<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, w: &FT<Self>, b: Option<&FT<Self>>) -> R<FT<Self>> {
+        #[cfg(feature = "emu")]
+        if cx.gpu_kernels && kops::fused(cx, &[x, w]) {
+            return kops::linear(cx, x, w, b);
+        }
         if !cx.fused {
             return generic::linear(cx, x, w, b);
         }
@@ -355,6 +361,10 @@ impl Backend for Cpu {
         b: Option<&FT<Self>>,
         eps: f32,
     ) -> R<FT<Self>> {
+        #[cfg(feature = "emu")]
+        if cx.gpu_kernels && kops::fused(cx, &[x, w]) {
+            return kops::layer_norm(cx, x, w, b, eps);
+        }
         if !cx.fused {
             return generic::layer_norm(cx, x, w, b, eps);
         }
@@ -369,6 +379,10 @@ impl Backend for Cpu {
     }
 
     fn act<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, act: Activation) -> R<FT<Self>> {
+        #[cfg(feature = "emu")]
+        if cx.gpu_kernels && kops::fused(cx, &[x]) && matches!(act, Activation::Gelu | Activation::GeluExact) {
+            return kops::gelu(cx, x, matches!(act, Activation::GeluExact));
+        }
         if !cx.fused || matches!(act, Activation::Swiglu | Activation::Geglu) {
             return generic::act(cx, x, act);
         }
@@ -381,6 +395,10 @@ impl Backend for Cpu {
     }
 
     fn add<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, a: &FT<Self>, b: &FT<Self>) -> R<FT<Self>> {
+        #[cfg(feature = "emu")]
+        if cx.gpu_kernels && kops::fused(cx, &[a, b]) {
+            return kops::add(cx, a, b);
+        }
         if !cx.fused {
             return Ok(cx.zip(a, b, |a, b| a + b));
         }
@@ -410,6 +428,10 @@ impl Backend for Cpu {
         mask: Option<&BT>,
         bias: Option<&FT<Self>>,
     ) -> R<FT<Self>> {
+        #[cfg(feature = "emu")]
+        if cx.gpu_kernels && kops::fused(cx, &[q.x, k.x, v.x]) {
+            return kops::attention_core(cx, q, k, v, cfg, mask, bias);
+        }
         if !cx.fused {
             return generic::attention_core(cx, q, k, v, cfg, mask, bias);
         }
@@ -461,6 +483,10 @@ impl Backend for Cpu {
     }
 
     fn embedding<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, w: &FT<Self>, ids: &IT) -> R<FT<Self>> {
+        #[cfg(feature = "emu")]
+        if cx.gpu_kernels && kops::fused(cx, &[w]) && !ids.data.is_empty() {
+            return kops::embedding(cx, w, ids);
+        }
         if !cx.fused {
             return generic::embedding(cx, w, ids);
         }
@@ -489,6 +515,10 @@ impl Backend for Cpu {
     }
 
     fn cross_entropy<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, logits: &FT<Self>, targets: &[i64]) -> R<FT<Self>> {
+        #[cfg(feature = "emu")]
+        if cx.gpu_kernels && kops::fused(cx, &[logits]) {
+            return kops::cross_entropy(cx, logits, targets);
+        }
         if !cx.fused {
             return generic::cross_entropy(cx, logits, targets);
         }
@@ -539,6 +569,10 @@ impl Backend for Cpu {
     }
 
     fn dropout<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, p: f32) -> R<FT<Self>> {
+        #[cfg(feature = "emu")]
+        if cx.gpu_kernels && kops::fused(cx, &[x]) {
+            return kops::dropout(cx, x, p);
+        }
         if !cx.fused {
             return generic::dropout(cx, x, p);
         }

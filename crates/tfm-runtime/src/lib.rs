@@ -29,6 +29,8 @@ pub mod backend;
 mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
+#[cfg(any(feature = "cuda", feature = "emu"))]
+mod kops;
 #[cfg(feature = "cuda")]
 pub mod cuda_kernels;
 pub mod device;
@@ -160,6 +162,7 @@ pub struct Runtime<D> {
     inst: exec::Inst,
     n_params: usize,
     fused: bool,
+    gpu_kernels: bool,
     consts: value::Consts,
 }
 
@@ -180,7 +183,7 @@ impl<D: Backend> Runtime<D> {
                 });
             }
         }
-        Ok(Runtime { model, dev, inst, n_params: counter, fused: true, consts: value::Consts::default() })
+        Ok(Runtime { model, dev, inst, n_params: counter, fused: true, gpu_kernels: false, consts: value::Consts::default() })
     }
 
     pub fn model(&self) -> &tfm_ir::Model {
@@ -195,6 +198,22 @@ impl<D: Backend> Runtime<D> {
     /// has a fused kernel (to compare the two, or to rule a kernel out).
     pub fn set_fused(&mut self, on: bool) {
         self.fused = on;
+    }
+
+    /// With `true` (and fused kernels on), a CPU runtime runs the GPU's fused operations instead
+    /// of its own: tfm's CUDA kernels on the kernel emulator, the same code a GPU runs. Tests use
+    /// it to check that code where there is no GPU; it is slow. Only builds with the `emu` feature
+    /// have the emulator; other devices ignore the switch.
+    #[cfg(feature = "emu")]
+    pub fn set_gpu_kernels(&mut self, on: bool) {
+        self.gpu_kernels = on;
+    }
+
+    /// How many operations the GPU's fused kernels have run in this runtime's passes (on a GPU,
+    /// or on the emulator with [`Runtime::set_gpu_kernels`]).
+    #[cfg(feature = "emu")]
+    pub fn fused_gpu_ops(&self) -> usize {
+        self.consts.get("fused gpu ops run".to_string(), || Ok(std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)))).map_or(0, |c| c.load(std::sync::atomic::Ordering::Relaxed))
     }
 
 
@@ -308,6 +327,7 @@ impl<D> Runtime<D> {
     {
         let mut cx = value::Ctx::new(self.dev.clone(), train, seed);
         cx.fused = self.fused;
+        cx.gpu_kernels = self.gpu_kernels;
         cx.consts = self.consts.clone();
         cx
     }

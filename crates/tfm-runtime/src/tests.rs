@@ -113,6 +113,57 @@ fn gradcheck<D: Backend>(dev: &D, case: &Case) -> Result<(), String> {
             return Err("nothing was checked".into());
         }
     }
+    #[cfg(feature = "emu")]
+    gpu_kernels_match(dev, case)?;
+    Ok(())
+}
+
+/// Whether two results agree within the tolerance of two f32 computations in different orders.
+#[cfg(feature = "emu")]
+fn near(a: f32, b: f32) -> bool {
+    (a - b).abs() <= 1e-4 + 1e-3 * a.abs().max(b.abs())
+}
+
+/// The GPU's fused operations (`kops`), run on the kernel emulator, against the CPU's fused
+/// kernels (which the finite differences above check): outputs and every weight's gradient, in
+/// evaluation mode (the two draw dropout masks differently). Only a CPU runtime has the emulator.
+#[cfg(feature = "emu")]
+fn gpu_kernels_match<D: Backend>(dev: &D, case: &Case) -> Result<(), String> {
+    if std::any::TypeId::of::<D>() != std::any::TypeId::of::<Cpu>() {
+        return Ok(());
+    }
+    let run = |gpu: bool| -> Result<(Vec<f32>, Vec<Vec<f32>>, usize), String> {
+        let mut rt = Runtime::new(case.model.clone(), dev.clone()).map_err(|e| e.to_string())?;
+        rt.set_gpu_kernels(gpu);
+        let store = rt.init_params(3);
+        let outs = rt.forward(&store, &case.inputs, false, 7).map_err(|e| e.to_string())?;
+        let out: Vec<f32> = outs.iter().flat_map(|o| match o {
+            HostTensor::F32 { data, .. } => data.clone(),
+            _ => vec![],
+        }).collect();
+        let probe: Vec<f32> = (0..outs[0].len()).map(pseudo).collect();
+        let (_, grads) = rt.probe_grads(&store, &case.inputs, &probe, false).map_err(|e| e.to_string())?;
+        let g = store.params.iter().filter(|p| p.trainable).map(|p| grads.get(&p.value).as_vec()).collect();
+        Ok((out, g, rt.fused_gpu_ops()))
+    };
+    let (out_cpu, g_cpu, _) = run(false)?;
+    let (out_gpu, g_gpu, ops) = run(true)?;
+    if ops == 0 {
+        // nothing in this model has a fused GPU operation (an RMS norm, a permute, ...)
+        return Ok(());
+    }
+    for (i, (a, b)) in out_gpu.iter().zip(&out_cpu).enumerate() {
+        if !near(*a, *b) {
+            return Err(format!("GPU kernels on the emulator: output[{i}] {a} vs the CPU's {b}"));
+        }
+    }
+    for (w, (ga, gb)) in g_gpu.iter().zip(&g_cpu).enumerate() {
+        for (i, (a, b)) in ga.iter().zip(gb).enumerate() {
+            if !near(*a, *b) {
+                return Err(format!("GPU kernels on the emulator: gradient of weight {w}, element {i}: {a} vs the CPU's {b}"));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -1018,4 +1069,60 @@ fn dropout_multipliers_drawn_on_the_gpu_keep_the_right_share() {
         let hs = Half::of(scale).value();
         assert!(h.iter().zip(&a).all(|(&x, &y)| (y == 0.0 && x == 0.0) || (y > 0.0 && x == hs)), "p {p}: f16 multipliers differ from f32's");
     }
+}
+
+
+/// The GPU's fused operations (tfm's CUDA kernels, on the emulator) against the CPU's fused
+/// kernels on a whole GPT: loss and every weight's gradient, and that the GPU operations ran.
+#[cfg(feature = "emu")]
+#[test]
+fn gpu_kernels_on_the_emulator_match_the_cpu_on_a_gpt() {
+    let m = gpt(GptSize { vocab: 11, context: 8, layers: 2, heads: 2, d_model: 16, dropout: 0.0 });
+    let toks = HostTensor::I64 { shape: vec![3, 8], data: (0..24).map(|i| (i * 5 % 11) as i64).collect() };
+    let batch = Batch { inputs: vec![toks], targets: None };
+    let cpu = Runtime::new(m.clone(), Cpu::default()).expect("runtime");
+    let mut gpu = Runtime::new(m, Cpu::default()).expect("runtime");
+    gpu.set_gpu_kernels(true);
+    let store = cpu.init_params(11);
+    let (la, ga) = cpu.loss_and_grads(&store, &batch, 0).expect("cpu");
+    let (lb, gb) = gpu.loss_and_grads(&store, &batch, 0).expect("gpu kernels");
+    // embedding, 2 x (2 layer norms, 4 linears, attention, GELU, 2 sums), final norm, head,
+    // cross-entropy: every op of the model but the position table's broadcast
+    assert!(gpu.fused_gpu_ops() >= 20, "only {} fused GPU operations ran", gpu.fused_gpu_ops());
+    assert!((la - lb).abs() < 1e-5, "loss: cpu {la} vs gpu kernels {lb}");
+    for p in &store.params {
+        let (x, y) = (ga.get(&p.value).as_vec(), gb.get(&p.value).as_vec());
+        assert!(x.iter().any(|v| *v != 0.0), "{}: no gradient", p.name);
+        for (u, v) in x.iter().zip(&y) {
+            assert!((u - v).abs() <= 1e-4 + 1e-3 * u.abs(), "{}: cpu {u} vs gpu kernels {v}", p.name);
+        }
+    }
+    // evaluation gives the training loss (no dropout here), from the same kernels
+    let le = gpu.loss(&store, &batch).expect("gpu kernels, evaluation");
+    assert!((le - lb).abs() < 1e-5, "evaluation {le} vs training {lb}");
+}
+
+/// With dropout, the GPU's kernels draw their masks from the counter hash: the same seed gives
+/// the same loss and gradients, another seed another loss, and the loss stays near the CPU's
+/// (both drop a fifth of the activations).
+#[cfg(feature = "emu")]
+#[test]
+fn gpu_kernels_on_the_emulator_train_with_dropout() {
+    let m = gpt(GptSize { vocab: 11, context: 8, layers: 1, heads: 2, d_model: 16, dropout: 0.2 });
+    let toks = HostTensor::I64 { shape: vec![2, 8], data: (0..16).map(|i| (i * 3 % 11) as i64).collect() };
+    let batch = Batch { inputs: vec![toks], targets: None };
+    let mut gpu = Runtime::new(m, Cpu::default()).expect("runtime");
+    gpu.set_gpu_kernels(true);
+    let store = gpu.init_params(4);
+    let (l1, g1) = gpu.loss_and_grads(&store, &batch, 1).expect("seed 1");
+    let (l1b, g1b) = gpu.loss_and_grads(&store, &batch, 1).expect("seed 1 again");
+    let (l2, _) = gpu.loss_and_grads(&store, &batch, 2).expect("seed 2");
+    let eval = gpu.loss(&store, &batch).expect("evaluation");
+    assert_eq!(l1.to_bits(), l1b.to_bits(), "same seed, different loss");
+    for p in &store.params {
+        assert_eq!(g1.get(&p.value).as_vec(), g1b.get(&p.value).as_vec(), "{}: same seed, different gradient", p.name);
+    }
+    assert_ne!(l1, l2, "seeds 1 and 2 drew the same dropout masks");
+    assert_ne!(l1, eval, "dropout changed nothing in training");
+    assert!(l1.is_finite() && (l1 - eval).abs() < 0.5 * eval, "training loss {l1} far from evaluation {eval}");
 }

@@ -259,6 +259,8 @@ pub struct Ctx<D: Device<E>, T, E: Elem = f32> {
     pub rng: Rng,
     /// Use the device's fused kernels where it has them (off: dfdx ops everywhere).
     pub fused: bool,
+    /// On the CPU, run the GPU's fused operations on the kernel emulator (tests; feature `emu`).
+    pub gpu_kernels: bool,
     pub elem: std::marker::PhantomData<E>,
     /// Device constants that depend on shapes alone (head-index maps, mask tables), kept across
     /// passes: each upload from pageable host memory waits for the device's queue to drain.
@@ -316,7 +318,7 @@ impl<T: Tape<f32, Cpu>> Ctx<Cpu, T> {
 
 impl<E: Elem, D: Device<E>, T: Tape<E, D>> Ctx<D, T, E> {
     pub fn new(dev: D, train: bool, seed: u64) -> Self {
-        Ctx { dev, tape: T::default(), train, rng: Rng::new(seed), fused: true, elem: std::marker::PhantomData, consts: Consts::default(), exported: Default::default() }
+        Ctx { dev, tape: T::default(), train, rng: Rng::new(seed), fused: true, gpu_kernels: false, elem: std::marker::PhantomData, consts: Consts::default(), exported: Default::default() }
     }
 
     /// `x` with an empty tape of the run's kind, ready to be the taped operand of a dfdx op.
