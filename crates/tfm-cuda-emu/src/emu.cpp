@@ -22,8 +22,8 @@ EMU(col_sum_finish, (out, part, chunks, cols, scale), float *out, const float *p
 EMU(add_fwd, (y, a, b, n), float *y, const float *a, const float *b, long long n)
 EMU(add_into, (dst, src, n), float *dst, const float *src, long long n)
 EMU(fill_rows, (y, b, rows, cols), float *y, const float *b, long long rows, int cols)
-EMU(gelu_fwd, (y, x, n, exact), float *y, const float *x, long long n, int exact)
-EMU(gelu_bwd, (dx, dy, x, n, exact), float *dx, const float *dy, const float *x, long long n, int exact)
+EMU(act_fwd, (y, x, n, kind), float *y, const float *x, long long n, int kind)
+EMU(act_bwd, (dx, dy, x, n, kind), float *dx, const float *dy, const float *x, long long n, int kind)
 EMU(softmax_rows_fwd, (p, s, rows, n, scale, q_len), float *p, const float *s, int rows, int n, float scale,
     int q_len)
 EMU(softmax_rows_bwd, (ds, p, dp, rows, n, scale), float *ds, const float *p, const float *dp, int rows, int n,
@@ -66,9 +66,10 @@ template <class... A> static void run_kernel(void (*f)(A...), unsigned gx, unsig
 
 #define TFM_KERNELS(X)                                                                                               \
     X(layer_norm_fwd) X(layer_norm_bwd_dx) X(layer_norm_wb_partials) X(col_sum_partials) X(col_sum_finish)          \
-    X(add_fwd) X(add_into) X(fill_rows) X(gelu_fwd) X(gelu_bwd) X(softmax_rows_fwd) X(softmax_rows_bwd)             \
+    X(add_fwd) X(add_into) X(fill_rows) X(act_fwd) X(act_bwd) X(softmax_rows_fwd) X(softmax_rows_bwd)             \
     X(attention_fwd) X(attention_bwd_dot) X(attention_bwd_dq) X(attention_bwd_dkdv) X(cross_entropy_fwd)            \
-    X(embedding_fwd) X(embedding_bwd) X(adamw) X(keep_scales_f32) X(keep_scales_f16) X(dropout_fwd) X(dropout_bwd)
+    X(embedding_fwd) X(embedding_bwd) X(adamw) X(keep_scales_f32) X(keep_scales_f16) X(dropout_fwd) X(dropout_bwd)       \
+    X(rms_norm_fwd) X(rms_norm_bwd_dx) X(rms_norm_w_partials) X(rope_fwd) X(rope_bwd)
 
 extern "C" int emu_launch(const char *name, unsigned gx, unsigned gy, unsigned block, void **params) {
 #define TFM_RUN(k)                                                                                                   \

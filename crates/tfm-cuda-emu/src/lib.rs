@@ -25,8 +25,8 @@ extern "C" {
     fn emu_add_fwd(gx: u32, gy: u32, b: u32, y: *mut f32, a: *const f32, bb: *const f32, n: i64);
     fn emu_add_into(gx: u32, gy: u32, b: u32, dst: *mut f32, src: *const f32, n: i64);
     fn emu_fill_rows(gx: u32, gy: u32, b: u32, y: *mut f32, bias: *const f32, rows: i64, cols: c_int);
-    fn emu_gelu_fwd(gx: u32, gy: u32, b: u32, y: *mut f32, x: *const f32, n: i64, exact: c_int);
-    fn emu_gelu_bwd(gx: u32, gy: u32, b: u32, dx: *mut f32, dy: *const f32, x: *const f32, n: i64, exact: c_int);
+    fn emu_act_fwd(gx: u32, gy: u32, b: u32, y: *mut f32, x: *const f32, n: i64, kind: c_int);
+    fn emu_act_bwd(gx: u32, gy: u32, b: u32, dx: *mut f32, dy: *const f32, x: *const f32, n: i64, kind: c_int);
     fn emu_softmax_rows_fwd(gx: u32, gy: u32, b: u32, p: *mut f32, s: *const f32, rows: c_int, n: c_int, scale: f32, q_len: c_int);
     fn emu_softmax_rows_bwd(gx: u32, gy: u32, b: u32, ds: *mut f32, p: *const f32, dp: *const f32, rows: c_int, n: c_int, scale: f32);
     fn emu_attention_fwd(gx: u32, gy: u32, b: u32, o: *mut f32, lse: *mut f32, q: *const f32, k: *const f32, v: *const f32, d: AttnDims);
@@ -143,21 +143,21 @@ pub fn fill_rows(grid: Grid, block: u32, y: &mut [f32], b: &[f32]) {
     unsafe { emu_fill_rows(grid.0, grid.1, block, y.as_mut_ptr(), b.as_ptr(), (y.len() / b.len()) as i64, int(b.len())) }
 }
 
-/// `gelu_fwd`: writes `y`.
-pub fn gelu_fwd(grid: Grid, block: u32, y: &mut [f32], x: &[f32], exact: bool) {
+/// `act_fwd`: writes `y`; `kind` as `tfm_kernels::act`.
+pub fn act_fwd(grid: Grid, block: u32, y: &mut [f32], x: &[f32], kind: i32) {
     check_block(block);
     check("y", y.len(), x.len());
     // SAFETY: as in `layer_norm_fwd`.
-    unsafe { emu_gelu_fwd(grid.0, grid.1, block, y.as_mut_ptr(), x.as_ptr(), x.len() as i64, exact as c_int) }
+    unsafe { emu_act_fwd(grid.0, grid.1, block, y.as_mut_ptr(), x.as_ptr(), x.len() as i64, kind) }
 }
 
-/// `gelu_bwd`: adds into `dx`.
-pub fn gelu_bwd(grid: Grid, block: u32, dx: &mut [f32], dy: &[f32], x: &[f32], exact: bool) {
+/// `act_bwd`: adds into `dx`.
+pub fn act_bwd(grid: Grid, block: u32, dx: &mut [f32], dy: &[f32], x: &[f32], kind: i32) {
     check_block(block);
     check("dx", dx.len(), x.len());
     check("dy", dy.len(), x.len());
     // SAFETY: as in `layer_norm_fwd`.
-    unsafe { emu_gelu_bwd(grid.0, grid.1, block, dx.as_mut_ptr(), dy.as_ptr(), x.as_ptr(), x.len() as i64, exact as c_int) }
+    unsafe { emu_act_bwd(grid.0, grid.1, block, dx.as_mut_ptr(), dy.as_ptr(), x.as_ptr(), x.len() as i64, kind) }
 }
 
 /// `softmax_rows_fwd`: writes `p` (rows x n).

@@ -186,34 +186,118 @@ extern "C" __global__ void fill_rows(float *y, const float *b, long long rows, i
 }
 
 // ---------------------------------------------------------------------------------------------
-// GELU: `exact` selects the erf form; otherwise the tanh approximation (GPT-2's).
+// Activations: `kind` 0 is GELU's tanh approximation (GPT-2's), 1 GELU's erf form, 2 SiLU, 3 ReLU.
 
-__device__ float gelu(float x, int exact) {
-    if (exact) return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+__device__ float act(float x, int kind) {
+    if (kind == 1) return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    if (kind == 2) return x / (1.0f + expf(-x));
+    if (kind == 3) return x > 0.0f ? x : 0.0f;
     float u = 0.79788456080286536f * (x + 0.044715f * x * x * x);
     return 0.5f * x * (1.0f + tanhf(u));
 }
 
-__device__ float gelu_grad(float x, int exact) {
-    if (exact) {
+__device__ float act_grad(float x, int kind) {
+    if (kind == 1) {
         float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
         float pdf = 0.39894228040143268f * expf(-0.5f * x * x);
         return cdf + x * pdf;
     }
+    if (kind == 2) {
+        float sg = 1.0f / (1.0f + expf(-x));
+        return sg * (1.0f + x * (1.0f - sg));
+    }
+    if (kind == 3) return x > 0.0f ? 1.0f : 0.0f;
     float u = 0.79788456080286536f * (x + 0.044715f * x * x * x);
     float t = tanhf(u);
     float du = 0.79788456080286536f * (1.0f + 3.0f * 0.044715f * x * x);
     return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du;
 }
 
-extern "C" __global__ void gelu_fwd(float *y, const float *x, long long n, int exact) {
+extern "C" __global__ void act_fwd(float *y, const float *x, long long n, int kind) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
-        y[i] = gelu(x[i], exact);
+        y[i] = act(x[i], kind);
 }
 
-extern "C" __global__ void gelu_bwd(float *dx, const float *dy, const float *x, long long n, int exact) {
+extern "C" __global__ void act_bwd(float *dx, const float *dy, const float *x, long long n, int kind) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
-        dx[i] += dy[i] * gelu_grad(x[i], exact);
+        dx[i] += dy[i] * act_grad(x[i], kind);
+}
+
+// ---------------------------------------------------------------------------------------------
+// RMS norm: y = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps), one warp per row.
+
+extern "C" __global__ void rms_norm_fwd(float *y, float *rstd, const float *x, const float *w, int rows, int cols, float eps) {
+    int lane = threadIdx.x % 32;
+    long long row = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (row >= rows) return;
+    const float *xr = x + row * cols;
+    float q = 0.0f;
+    for (int c = lane; c < cols; c += 32) q += xr[c] * xr[c];
+    float rs = rsqrtf(warp_sum(q) / cols + eps);
+    float *yr = y + row * cols;
+    for (int c = lane; c < cols; c += 32) yr[c] = xr[c] * rs * w[c];
+    if (lane == 0) rstd[row] = rs;
+}
+
+// dx += rstd * g - x * rstd^3 * mean(g * x) with g = dy * w, one warp per row.
+extern "C" __global__ void rms_norm_bwd_dx(float *dx, const float *dy, const float *x, const float *w, const float *rstd,
+                                          int rows, int cols) {
+    int lane = threadIdx.x % 32;
+    long long row = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (row >= rows) return;
+    const float *xr = x + row * cols, *dyr = dy + row * cols;
+    float rs = rstd[row];
+    float sgx = 0.0f;
+    for (int c = lane; c < cols; c += 32) sgx += dyr[c] * w[c] * xr[c];
+    sgx = warp_sum(sgx) / cols;
+    float *dxr = dx + row * cols;
+    for (int c = lane; c < cols; c += 32) dxr[c] += rs * dyr[c] * w[c] - xr[c] * rs * rs * rs * sgx;
+}
+
+// Per chunk of rows (blockIdx.y), per column: pw = sum(dy * x * rstd), for `col_sum_finish`.
+extern "C" __global__ void rms_norm_w_partials(float *pw, const float *dy, const float *x, const float *rstd, int rows,
+                                               int cols, int per_chunk) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= cols) return;
+    long long r0 = (long long)blockIdx.y * per_chunk;
+    long long r1 = r0 + per_chunk < rows ? r0 + per_chunk : rows;
+    float s = 0.0f;
+    for (long long r = r0; r < r1; ++r) s += dy[r * cols + c] * x[r * cols + c] * rstd[r];
+    pw[(long long)blockIdx.y * cols + c] = s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rotary embeddings (rotate-half): for row r at position p = r % len, head h and dim d, with
+// pd the dim half a head away (d + hd/2 or d - hd/2),
+//   y[r, h hd + d] = x[r, h hd + d] cos[p, d] + x[r, h hd + pd] sin[p, d].
+// x is read through its row stride (a slice of a fused projection); cos and sin are [len, hd]
+// tables with the sign of the rotation folded into sin. Elementwise over rows x heads x hd.
+
+extern "C" __global__ void rope_fwd(float *y, const float *x, const float *cos_t, const float *sin_t, long long rows,
+                                    int len, long long x_row, int heads, int hd) {
+    long long width = (long long)heads * hd, n = rows * width;
+    int half = hd / 2;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        long long r = i / width;
+        int col = (int)(i % width), d = col % hd, p = (int)(r % len);
+        int pcol = col - d + (d < half ? d + half : d - half);
+        y[i] = x[r * x_row + col] * cos_t[p * hd + d] + x[r * x_row + pcol] * sin_t[p * hd + d];
+    }
+}
+
+// dx[r, h hd + d] += dy[r, h hd + d] cos[p, d] + dy[r, h hd + pd] sin[p, pd]: the transpose of
+// the forward, gathered (the pairing of d and pd is its own inverse), so no two threads write
+// one element.
+extern "C" __global__ void rope_bwd(float *dx, const float *dy, const float *cos_t, const float *sin_t, long long rows,
+                                    int len, long long x_row, int heads, int hd) {
+    long long width = (long long)heads * hd, n = rows * width;
+    int half = hd / 2;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        long long r = i / width;
+        int col = (int)(i % width), d = col % hd, p = (int)(r % len);
+        int pd = d < half ? d + half : d - half;
+        dx[r * x_row + col] += dy[i] * cos_t[p * hd + d] + dy[r * width + col - d + pd] * sin_t[p * hd + pd];
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

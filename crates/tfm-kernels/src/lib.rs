@@ -9,7 +9,7 @@
 pub const SOURCE: &str = include_str!("kernels.cu");
 
 /// Every entry point in [`SOURCE`].
-pub const ENTRY_POINTS: [&str; 24] = [
+pub const ENTRY_POINTS: [&str; 29] = [
     "layer_norm_fwd",
     "layer_norm_bwd_dx",
     "layer_norm_wb_partials",
@@ -18,8 +18,13 @@ pub const ENTRY_POINTS: [&str; 24] = [
     "add_fwd",
     "add_into",
     "fill_rows",
-    "gelu_fwd",
-    "gelu_bwd",
+    "act_fwd",
+    "act_bwd",
+    "rms_norm_fwd",
+    "rms_norm_bwd_dx",
+    "rms_norm_w_partials",
+    "rope_fwd",
+    "rope_bwd",
     "softmax_rows_fwd",
     "softmax_rows_bwd",
     "attention_fwd",
@@ -50,7 +55,8 @@ const WARP_ROWS: u32 = 4;
 /// Blocks of a grid-stride loop, at most: enough to fill any current GPU several times.
 const MAX_STRIDE_BLOCKS: u64 = 4096;
 
-/// One warp per row (`layer_norm_fwd`, `layer_norm_bwd_dx`, `softmax_rows_*`; `attention_fwd`,
+/// One warp per row (`layer_norm_fwd`, `layer_norm_bwd_dx`, `rms_norm_fwd`, `rms_norm_bwd_dx`,
+/// `softmax_rows_*`; `attention_fwd`,
 /// `attention_bwd_dot` and `attention_bwd_dq` with a row per query and head, `attention_bwd_dkdv`
 /// with a row per key and key head).
 pub fn warp_per_row(rows: usize) -> Launch {
@@ -63,8 +69,8 @@ pub fn block_per_row(rows: usize) -> Launch {
     Launch { grid: (u32::try_from(rows.max(1)).unwrap_or(u32::MAX), 1), block: THREADS }
 }
 
-/// A grid-stride loop over `n` elements (`gelu_*`, `adamw`, `dropout_*`, `embedding_fwd`,
-/// `add_*`, `fill_rows`).
+/// A grid-stride loop over `n` elements (`act_*`, `rope_*`, `adamw`, `dropout_*`,
+/// `embedding_fwd`, `add_*`, `fill_rows`).
 pub fn elementwise(n: usize) -> Launch {
     let blocks = (n as u64).div_ceil(THREADS as u64).clamp(1, MAX_STRIDE_BLOCKS);
     Launch { grid: (blocks as u32, 1), block: THREADS }
@@ -127,8 +133,16 @@ pub struct AdamwArgs {
     pub gscale: f32,
 }
 
-/// Column sums in two passes (`col_sum_partials` or `layer_norm_wb_partials`, then
-/// `col_sum_finish`): the rows are cut into `chunks` of `per_chunk` rows, each chunk summed by
+/// The activation codes of `act_fwd` and `act_bwd`.
+pub mod act {
+    pub const GELU_TANH: i32 = 0;
+    pub const GELU_ERF: i32 = 1;
+    pub const SILU: i32 = 2;
+    pub const RELU: i32 = 3;
+}
+
+/// Column sums in two passes (`col_sum_partials`, `layer_norm_wb_partials` or
+/// `rms_norm_w_partials`, then `col_sum_finish`): the rows are cut into `chunks` of `per_chunk` rows, each chunk summed by
 /// its own row of blocks, and the chunk sums added in order. Returns (chunks, per_chunk, the
 /// partials' launch, the finishing launch).
 pub fn column_sums(rows: usize, cols: usize) -> (usize, usize, Launch, Launch) {

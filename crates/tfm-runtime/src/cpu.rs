@@ -372,6 +372,10 @@ impl Backend for Cpu {
     }
 
     fn rms_norm<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, w: &FT<Self>, eps: f32) -> R<FT<Self>> {
+        #[cfg(feature = "emu")]
+        if cx.gpu_kernels && kops::fused(cx, &[x, w]) {
+            return kops::rms_norm(cx, x, w, eps);
+        }
         if !cx.fused {
             return generic::rms_norm(cx, x, w, eps);
         }
@@ -380,8 +384,8 @@ impl Backend for Cpu {
 
     fn act<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, act: Activation) -> R<FT<Self>> {
         #[cfg(feature = "emu")]
-        if cx.gpu_kernels && kops::fused(cx, &[x]) && matches!(act, Activation::Gelu | Activation::GeluExact) {
-            return kops::gelu(cx, x, matches!(act, Activation::GeluExact));
+        if let Some(kind) = kops::act_kind(act).filter(|_| cx.gpu_kernels && kops::fused(cx, &[x])) {
+            return kops::act(cx, x, kind);
         }
         if !cx.fused || matches!(act, Activation::Swiglu | Activation::Geglu) {
             return generic::act(cx, x, act);
@@ -439,6 +443,10 @@ impl Backend for Cpu {
     }
 
     fn rope<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: Cols<Self>, heads: usize, hd: usize, theta: f32) -> R<FT<Self>> {
+        #[cfg(feature = "emu")]
+        if cx.gpu_kernels && kops::fused(cx, &[x.x]) {
+            return kops::rope(cx, x, heads, hd, theta);
+        }
         if !cx.fused {
             return generic::rope(cx, x, heads, hd, theta);
         }

@@ -98,7 +98,10 @@ impl KernelDevice for Cuda {
             Ok(v) => up(*v),
             Err(any) => match any.downcast::<Vec<i32>>() {
                 Ok(v) => up(*v),
-                Err(_) => Err(unavailable()),
+                Err(any) => match any.downcast::<Vec<f32>>() {
+                    Ok(v) => up(*v),
+                    Err(_) => Err(unavailable()),
+                },
             },
         }
     }
@@ -118,12 +121,23 @@ impl Backend<f32> for Cuda {
         }
         kops::layer_norm(cx, x, w, b, eps)
     }
+    fn rms_norm<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, w: &FT<Self>, eps: f32) -> R<FT<Self>> {
+        if !fused(cx, &[x, w]) {
+            return generic::rms_norm(cx, x, w, eps);
+        }
+        kops::rms_norm(cx, x, w, eps)
+    }
     fn act<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: &FT<Self>, act: Activation) -> R<FT<Self>> {
-        match act {
-            Activation::Gelu if fused(cx, &[x]) => kops::gelu(cx, x, false),
-            Activation::GeluExact if fused(cx, &[x]) => kops::gelu(cx, x, true),
+        match kops::act_kind(act) {
+            Some(kind) if fused(cx, &[x]) => kops::act(cx, x, kind),
             _ => generic::act(cx, x, act),
         }
+    }
+    fn rope<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, x: Cols<Self>, heads: usize, hd: usize, theta: f32) -> R<FT<Self>> {
+        if !fused(cx, &[x.x]) {
+            return generic::rope(cx, x, heads, hd, theta);
+        }
+        kops::rope(cx, x, heads, hd, theta)
     }
     fn add<T: Tape<f32, Self>>(cx: &mut Ctx<Self, T>, a: &FT<Self>, b: &FT<Self>) -> R<FT<Self>> {
         if !fused(cx, &[a, b]) {

@@ -108,14 +108,15 @@ pub(crate) trait KernelDevice: crate::backend::Backend<f32> {
     fn gemm(ta: bool, tb: bool, m: usize, n: usize, k: usize, a: u64, lda: usize, b: u64, ldb: usize, beta: f32, c: u64, ldc: usize) -> Result<(), Self::Err>;
     /// `n` zeroed f32 of scratch.
     fn scratch(n: usize) -> Result<Buf, Self::Err>;
-    /// Host integers on the device.
+    /// Host data on the device.
     fn upload<X: Copy + Upload>(v: Vec<X>) -> Result<Buf, Self::Err>;
 }
 
-/// Host integer types the kernels read (`long long` ids and targets, `int` groups).
+/// Host data the kernels read (`long long` ids and targets, `int` groups, `float` tables).
 pub(crate) trait Upload: Copy + Default + std::fmt::Debug + 'static {}
 impl Upload for i64 {}
 impl Upload for i32 {}
+impl Upload for f32 {}
 
 fn launch<D: KernelDevice>(name: &'static str, l: Launch, args: &mut [Arg]) -> Result<(), D::Err> {
     D::launch(name, l, args)
@@ -225,6 +226,18 @@ pub(crate) fn ops_counter<D: KernelDevice, T>(cx: &Ctx<D, T>) -> R<Arc<std::sync
     cx.consts.get("fused gpu ops run".to_string(), || Ok(Arc::new(std::sync::atomic::AtomicUsize::new(0))))
 }
 
+/// The kernels' code for an elementwise activation (gated ones are built from these).
+pub(crate) fn act_kind(act: tfm_ir::Activation) -> Option<i32> {
+    use tfm_ir::Activation as A;
+    match act {
+        A::Gelu => Some(kernels::act::GELU_TANH),
+        A::GeluExact => Some(kernels::act::GELU_ERF),
+        A::Silu => Some(kernels::act::SILU),
+        A::Relu => Some(kernels::act::RELU),
+        A::Swiglu | A::Geglu => None,
+    }
+}
+
 /// Whether the fused kernels take these values: the run asks for them and none is empty (an
 /// empty value has no buffer to address).
 pub(crate) fn fused<D: KernelDevice, T>(cx: &Ctx<D, T>, xs: &[&FT<D>]) -> bool {
@@ -311,13 +324,14 @@ pub(crate) fn layer_norm<D: KernelDevice, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x
     Ok(out)
 }
 
-pub(crate) fn gelu<D: KernelDevice, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &FT<D>, exact: bool) -> R<FT<D>> {
+/// An elementwise activation, `kind` as `kernels::act`.
+pub(crate) fn act<D: KernelDevice, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &FT<D>, kind: i32) -> R<FT<D>> {
     begin(cx)?;
     let n = x.numel();
     let xd = dev_of(cx, x)?;
     let (s, y) = slot(cx, n)?;
     let l = kernels::elementwise(n);
-    launch::<D>("gelu_fwd", l, &mut args![y, xd.ptr, n as i64, exact as i32]).map_err(dev_err)?;
+    launch::<D>("act_fwd", l, &mut args![y, xd.ptr, n as i64, kind]).map_err(dev_err)?;
     let out = finish(s, y, x.shape.clone());
     if T::OWNS_TAPE {
         let (xt, ot) = (x.t.clone(), out.t.clone());
@@ -325,7 +339,71 @@ pub(crate) fn gelu<D: KernelDevice, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &FT<
             let _keep = &xd;
             let gy = grad_of::<D>(grads, &ot)?;
             let gx = grad_of::<D>(grads, &xt)?;
-            launch::<D>("gelu_bwd", l, &mut args![gx, gy, xd.ptr, n as i64, exact as i32])
+            launch::<D>("act_bwd", l, &mut args![gx, gy, xd.ptr, n as i64, kind])
+        });
+    }
+    Ok(out)
+}
+
+pub(crate) fn rms_norm<D: KernelDevice, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &FT<D>, w: &FT<D>, eps: f32) -> R<FT<D>> {
+    let (rows, cols) = (x.rows(), x.last());
+    if w.numel() != cols {
+        return generic::rms_norm(cx, x, w, eps);
+    }
+    begin(cx)?;
+    let (xd, wd) = (dev_of(cx, x)?, dev_of(cx, w)?);
+    let (s, y) = slot(cx, rows * cols)?;
+    let rstd = D::scratch(rows).map_err(dev_err)?;
+    let l = kernels::warp_per_row(rows);
+    launch::<D>("rms_norm_fwd", l, &mut args![y, addr_of(&rstd), xd.ptr, wd.ptr, rows as i32, cols as i32, eps]).map_err(dev_err)?;
+    let out = finish(s, y, x.shape.clone());
+    if T::OWNS_TAPE {
+        let (xt, wt, ot) = (x.t.clone(), w.t.clone(), out.t.clone());
+        cx.tape.add_backward_op(move |grads| {
+            let _keep = (&xd, &wd);
+            let gy = grad_of::<D>(grads, &ot)?;
+            let gx = grad_of::<D>(grads, &xt)?;
+            launch::<D>("rms_norm_bwd_dx", l, &mut args![gx, gy, xd.ptr, wd.ptr, addr_of(&rstd), rows as i32, cols as i32])?;
+            let (chunks, per, lp, lf) = kernels::column_sums(rows, cols);
+            let pw = D::scratch(chunks * cols)?;
+            launch::<D>("rms_norm_w_partials", lp, &mut args![addr_of(&pw), gy, xd.ptr, addr_of(&rstd), rows as i32, cols as i32, per as i32])?;
+            let gw = grad_of::<D>(grads, &wt)?;
+            launch::<D>("col_sum_finish", lf, &mut args![gw, addr_of(&pw), chunks as i32, cols as i32, 1.0f32])
+        });
+    }
+    Ok(out)
+}
+
+/// Rotary embeddings of the `heads * hd` columns of `x [B, L, W]`, positions 0..L, with the same
+/// cos and sin tables as the CPU (`rope_tables`), uploaded once per length.
+pub(crate) fn rope<D: KernelDevice, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: Cols<D>, heads: usize, hd: usize, theta: f32) -> R<FT<D>> {
+    let width = heads * hd;
+    if x.x.shape.len() != 3 || hd % 2 == 1 || x.off + width > x.row_stride() {
+        // the generic version reports what is wrong
+        return generic::rope(cx, x, heads, hd, theta);
+    }
+    begin(cx)?;
+    let (b, l, stride) = (x.x.shape[0], x.x.shape[1], x.row_stride());
+    let rows = b * l;
+    let xd = dev_of(cx, x.x)?;
+    let tables: Arc<(Buf, Buf)> = cx.consts.get(format!("rope tables {l} {hd} {theta}"), || {
+        let (cos, sin) = crate::backend::rope_tables(l, hd, theta);
+        Ok(Arc::new((D::upload(cos).map_err(dev_err)?, D::upload(sin).map_err(dev_err)?)))
+    })?;
+    let (s, y) = slot(cx, rows * width)?;
+    let le = kernels::elementwise(rows * width);
+    let xp = xd.ptr + 4 * x.off as u64;
+    let dims = |rows: usize| (rows as i64, l as i32, stride as i64, heads as i32, hd as i32);
+    let (r64, l32, s64, h32, hd32) = dims(rows);
+    launch::<D>("rope_fwd", le, &mut args![y, xp, tables.0.ptr, tables.1.ptr, r64, l32, s64, h32, hd32]).map_err(dev_err)?;
+    let out = finish(s, y, vec![b, l, width]);
+    if T::OWNS_TAPE {
+        let (xt, ot, off) = (x.x.t.clone(), out.t.clone(), x.off as u64);
+        cx.tape.add_backward_op(move |grads| {
+            let (cos, sin) = (addr_of(&tables.0), addr_of(&tables.1));
+            let gy = grad_of::<D>(grads, &ot)?;
+            let gx = grad_of::<D>(grads, &xt)? + 4 * off;
+            launch::<D>("rope_bwd", le, &mut args![gx, gy, cos, sin, r64, l32, s64, h32, hd32])
         });
     }
     Ok(out)

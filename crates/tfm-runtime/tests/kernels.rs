@@ -22,8 +22,8 @@ trait Runner {
     fn add_fwd(&self, l: Launch, y: &mut [f32], a: &[f32], b: &[f32]);
     fn add_into(&self, l: Launch, dst: &mut [f32], src: &[f32]);
     fn fill_rows(&self, l: Launch, y: &mut [f32], b: &[f32]);
-    fn gelu_fwd(&self, l: Launch, y: &mut [f32], x: &[f32], exact: bool);
-    fn gelu_bwd(&self, l: Launch, dx: &mut [f32], dy: &[f32], x: &[f32], exact: bool);
+    fn act_fwd(&self, l: Launch, y: &mut [f32], x: &[f32], kind: i32);
+    fn act_bwd(&self, l: Launch, dx: &mut [f32], dy: &[f32], x: &[f32], kind: i32);
     fn softmax_rows_fwd(&self, l: Launch, p: &mut [f32], s: &[f32], rows: usize, n: usize, scale: f32, q_len: usize);
     fn softmax_rows_bwd(&self, l: Launch, ds: &mut [f32], p: &[f32], dp: &[f32], rows: usize, n: usize, scale: f32);
     fn attention_fwd(&self, l: Launch, o: &mut [f32], lse: &mut [f32], qkv: &[f32], at: QkvAt, d: AttnDims);
@@ -72,11 +72,11 @@ mod emu_runner {
         fn fill_rows(&self, l: Launch, y: &mut [f32], b: &[f32]) {
             emu::fill_rows(l.grid, l.block, y, b)
         }
-        fn gelu_fwd(&self, l: Launch, y: &mut [f32], x: &[f32], exact: bool) {
-            emu::gelu_fwd(l.grid, l.block, y, x, exact)
+        fn act_fwd(&self, l: Launch, y: &mut [f32], x: &[f32], kind: i32) {
+            emu::act_fwd(l.grid, l.block, y, x, kind)
         }
-        fn gelu_bwd(&self, l: Launch, dx: &mut [f32], dy: &[f32], x: &[f32], exact: bool) {
-            emu::gelu_bwd(l.grid, l.block, dx, dy, x, exact)
+        fn act_bwd(&self, l: Launch, dx: &mut [f32], dy: &[f32], x: &[f32], kind: i32) {
+            emu::act_bwd(l.grid, l.block, dx, dy, x, kind)
         }
         fn softmax_rows_fwd(&self, l: Launch, p: &mut [f32], s: &[f32], rows: usize, n: usize, scale: f32, q_len: usize) {
             emu::softmax_rows_fwd(l.grid, l.block, p, s, rows, n, scale, q_len)
@@ -202,14 +202,14 @@ mod gpu_runner {
             launch!("fill_rows", l, (&mut yd, &bd, (y.len() / b.len()) as i64, b.len() as i32));
             down(&yd, y);
         }
-        fn gelu_fwd(&self, l: Launch, y: &mut [f32], x: &[f32], exact: bool) {
+        fn act_fwd(&self, l: Launch, y: &mut [f32], x: &[f32], kind: i32) {
             let (mut yd, xd) = (up(y), up(x));
-            launch!("gelu_fwd", l, (&mut yd, &xd, x.len() as i64, exact as i32));
+            launch!("act_fwd", l, (&mut yd, &xd, x.len() as i64, kind));
             down(&yd, y);
         }
-        fn gelu_bwd(&self, l: Launch, dx: &mut [f32], dy: &[f32], x: &[f32], exact: bool) {
+        fn act_bwd(&self, l: Launch, dx: &mut [f32], dy: &[f32], x: &[f32], kind: i32) {
             let (mut dxd, dyd, xd) = (up(dx), up(dy), up(x));
-            launch!("gelu_bwd", l, (&mut dxd, &dyd, &xd, x.len() as i64, exact as i32));
+            launch!("act_bwd", l, (&mut dxd, &dyd, &xd, x.len() as i64, kind));
             down(&dxd, dx);
         }
         fn softmax_rows_fwd(&self, l: Launch, p: &mut [f32], s: &[f32], rows: usize, n: usize, scale: f32, q_len: usize) {
@@ -354,12 +354,16 @@ fn erf(x: f64) -> f64 {
     r.copysign(x)
 }
 
-fn gelu64(x: f64, exact: bool) -> f64 {
-    if exact {
-        0.5 * x * (1.0 + erf(x / 2f64.sqrt()))
-    } else {
-        let u = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
-        0.5 * x * (1.0 + u.tanh())
+/// The activations in f64, by the kernels' codes.
+fn act64(x: f64, kind: i32) -> f64 {
+    match kind {
+        kernels::act::GELU_ERF => 0.5 * x * (1.0 + erf(x / 2f64.sqrt())),
+        kernels::act::SILU => x / (1.0 + (-x).exp()),
+        kernels::act::RELU => x.max(0.0),
+        _ => {
+            let u = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
+            0.5 * x * (1.0 + u.tanh())
+        }
     }
 }
 
@@ -483,27 +487,29 @@ fn check_sums_and_fills(r: &dyn Runner) {
     assert!(f.chunks(cols).all(|row| row == &bias[..]), "fill_rows: a row that is not the bias");
 }
 
-fn check_gelu(r: &dyn Runner) {
+fn check_activations(r: &dyn Runner) {
     let n = 5000;
     let x: Vec<f32> = data(n, 21).iter().map(|v| 5.0 * v).collect();
     let l = kernels::elementwise(n);
-    for exact in [true, false] {
+    let names = ["gelu (tanh)", "gelu (erf)", "silu", "relu"];
+    for kind in [kernels::act::GELU_TANH, kernels::act::GELU_ERF, kernels::act::SILU, kernels::act::RELU] {
+        let name = names[kind as usize];
         let mut y = vec![f32::NAN; n];
-        r.gelu_fwd(l, &mut y, &x, exact);
-        let want: Vec<f64> = x.iter().map(|&v| gelu64(v as f64, exact)).collect();
-        close(if exact { "gelu (erf)" } else { "gelu (tanh)" }, &y, &want, 2e-6);
+        r.act_fwd(l, &mut y, &x, kind);
+        let want: Vec<f64> = x.iter().map(|&v| act64(v as f64, kind)).collect();
+        close(name, &y, &want, 2e-6);
 
         let (dy, dx0) = (data(n, 22), data(n, 23));
         let mut dx = dx0.clone();
-        r.gelu_bwd(l, &mut dx, &dy, &x, exact);
+        r.act_bwd(l, &mut dx, &dy, &x, kind);
         let want: Vec<f64> = (0..n)
             .map(|i| {
                 let v = x[i] as f64;
                 let h = 1e-6;
-                dx0[i] as f64 + dy[i] as f64 * (gelu64(v + h, exact) - gelu64(v - h, exact)) / (2.0 * h)
+                dx0[i] as f64 + dy[i] as f64 * (act64(v + h, kind) - act64(v - h, kind)) / (2.0 * h)
             })
             .collect();
-        close(if exact { "gelu (erf) dx" } else { "gelu (tanh) dx" }, &dx, &want, 2e-5);
+        close(&format!("{name} dx"), &dx, &want, 2e-5);
     }
 }
 
@@ -836,8 +842,8 @@ macro_rules! on_runner {
                 check_sums_and_fills(&$runner)
             }
             #[test]
-            fn gelu_both_forms() {
-                check_gelu(&$runner)
+            fn activations() {
+                check_activations(&$runner)
             }
             #[test]
             fn softmax_with_causal_mask() {
