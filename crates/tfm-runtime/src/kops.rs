@@ -244,14 +244,14 @@ pub(crate) fn fused<D: KernelDevice, T>(cx: &Ctx<D, T>, xs: &[&FT<D>]) -> bool {
     cx.fused && xs.iter().all(|x| x.numel() > 0)
 }
 
-
+/// `x [*, in] @ w [out, in]^T + b` as one cuBLAS product (the bias filled in first).
 pub(crate) fn linear<D: KernelDevice, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &FT<D>, w: &FT<D>, b: Option<&FT<D>>) -> R<FT<D>> {
-    begin(cx)?;
     let (o, i) = (w.shape[0], w.numel() / w.shape[0].max(1));
     let n = x.rows();
     if x.last() != i || b.is_some_and(|b| b.numel() != o) {
         return generic::linear(cx, x, w, b);
     }
+    begin(cx)?;
     let (xd, wd) = (dev_of(cx, x)?, dev_of(cx, w)?);
     let bd = b.map(|b| dev_of(cx, b)).transpose()?;
     let (s, y) = slot(cx, n * o)?;
@@ -288,12 +288,13 @@ pub(crate) fn linear<D: KernelDevice, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &F
     Ok(out)
 }
 
+/// Layer norm over the last axis, one warp per row; the row statistics are kept for the backward.
 pub(crate) fn layer_norm<D: KernelDevice, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &FT<D>, w: &FT<D>, b: Option<&FT<D>>, eps: f32) -> R<FT<D>> {
-    begin(cx)?;
     let (rows, cols) = (x.rows(), x.last());
     if w.numel() != cols || b.is_some_and(|b| b.numel() != cols) {
         return generic::layer_norm(cx, x, w, b, eps);
     }
+    begin(cx)?;
     let (xd, wd) = (dev_of(cx, x)?, dev_of(cx, w)?);
     let bd = b.map(|b| dev_of(cx, b)).transpose()?;
     let (s, y) = slot(cx, rows * cols)?;
@@ -345,6 +346,7 @@ pub(crate) fn act<D: KernelDevice, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &FT<D
     Ok(out)
 }
 
+/// RMS norm over the last axis, one warp per row.
 pub(crate) fn rms_norm<D: KernelDevice, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &FT<D>, w: &FT<D>, eps: f32) -> R<FT<D>> {
     let (rows, cols) = (x.rows(), x.last());
     if w.numel() != cols {
@@ -409,6 +411,7 @@ pub(crate) fn rope<D: KernelDevice, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: Cols
     Ok(out)
 }
 
+/// `a + b`, same sizes.
 pub(crate) fn add<D: KernelDevice, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, a: &FT<D>, b: &FT<D>) -> R<FT<D>> {
     begin(cx)?;
     let n = a.numel();
@@ -433,6 +436,7 @@ pub(crate) fn add<D: KernelDevice, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, a: &FT<D
     Ok(out)
 }
 
+/// Inverted dropout from the counter hash: the backward draws the same mask from the seed.
 pub(crate) fn dropout<D: KernelDevice, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &FT<D>, p: f32) -> R<FT<D>> {
     begin(cx)?;
     if p <= 0.0 {
@@ -456,6 +460,7 @@ pub(crate) fn dropout<D: KernelDevice, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, x: &
     Ok(out)
 }
 
+/// Rows of `w` by id; the backward groups positions by id on the host (no atomics).
 pub(crate) fn embedding<D: KernelDevice, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, w: &FT<D>, ids: &IT) -> R<FT<D>> {
     begin(cx)?;
     let (num, dim) = (w.shape[0], w.numel() / w.shape[0].max(1));
@@ -483,6 +488,8 @@ pub(crate) fn embedding<D: KernelDevice, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, w:
     Ok(out)
 }
 
+/// Mean cross-entropy (`-100` ignored); the backward adds the gradient into the logits' buffer in
+/// one pass per row.
 pub(crate) fn cross_entropy<D: KernelDevice, T: Tape<f32, D>>(cx: &mut Ctx<D, T>, logits: &FT<D>, targets: &[i64]) -> R<FT<D>> {
     begin(cx)?;
     let (rows, v) = (logits.rows(), logits.last());
