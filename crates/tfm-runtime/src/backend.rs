@@ -207,7 +207,12 @@ impl DeviceInfo for Cuda {
     }
 }
 
-pub(crate) fn check_targets(targets: &[i64], v: usize) -> R<usize> {
+/// Checks one label per row of `rows x v` logits, each in `0..v` or -100 (ignored); returns how
+/// many count.
+pub(crate) fn check_targets(targets: &[i64], rows: usize, v: usize) -> R<usize> {
+    if targets.len() != rows {
+        return Err(run_err(format!("cross-entropy: expected {rows} labels, found {}", targets.len())));
+    }
     let mut count = 0;
     for &t in targets {
         if t == -100 {
@@ -539,10 +544,7 @@ pub mod generic {
 
     pub fn cross_entropy<E: Elem, D: Device<E>, T: Tape<E, D>>(cx: &mut Ctx<D, T, E>, logits: &FT<D, E>, targets: &[i64]) -> R<FT<D, E>> {
         let (rows, v) = (logits.rows(), logits.last());
-        if targets.len() != rows {
-            return Err(run_err(format!("cross-entropy: expected {rows} labels, found {}", targets.len())));
-        }
-        let count = check_targets(targets, v)?;
+        let count = check_targets(targets, rows, v)?;
         if count == 0 {
             return cx.constant(vec![0.0], vec![]);
         }

@@ -5,7 +5,7 @@
 
 use crate::backend::{generic, Backend, Cols, CoreCfg};
 use crate::cuda_kernels::{device, func};
-use crate::kops::{self, fused, Arg, Buf, KernelDevice, Upload};
+use crate::kops::{self, fused, Arg, Buf, HostVec, KernelDevice};
 use crate::kernels::Launch;
 use crate::value::{Ctx, BT, FT, IT};
 use crate::RuntimeError;
@@ -88,21 +88,15 @@ impl KernelDevice for Cuda {
         Ok(Buf { ptr: *s.device_ptr(), _keep: Box::new(s) })
     }
 
-    fn upload<X: Copy + Upload>(v: Vec<X>) -> Result<Buf, CudaError> {
+    fn upload(v: HostVec) -> Result<Buf, CudaError> {
         fn up<Y: DeviceRepr + ValidAsZeroBits + Unpin + 'static>(v: Vec<Y>) -> Result<Buf, CudaError> {
             let s = device().map_err(|_| unavailable())?.htod_copy(v)?;
             Ok(Buf { ptr: *s.device_ptr(), _keep: Box::new(s) })
         }
-        let any: Box<dyn std::any::Any> = Box::new(v);
-        match any.downcast::<Vec<i64>>() {
-            Ok(v) => up(*v),
-            Err(any) => match any.downcast::<Vec<i32>>() {
-                Ok(v) => up(*v),
-                Err(any) => match any.downcast::<Vec<f32>>() {
-                    Ok(v) => up(*v),
-                    Err(_) => Err(unavailable()),
-                },
-            },
+        match v {
+            HostVec::I64(v) => up(v),
+            HostVec::I32(v) => up(v),
+            HostVec::F32(v) => up(v),
         }
     }
 }

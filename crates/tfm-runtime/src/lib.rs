@@ -209,11 +209,11 @@ impl<D: Backend> Runtime<D> {
         self.gpu_kernels = on;
     }
 
-    /// How many operations the GPU's fused kernels have run in this runtime's passes (on a GPU,
-    /// or on the emulator with [`Runtime::set_gpu_kernels`]).
+    /// How many operations the GPU's fused kernels have run in this runtime's passes on the
+    /// emulator ([`Runtime::set_gpu_kernels`]; counted only in builds with the emulator).
     #[cfg(feature = "emu")]
     pub fn fused_gpu_ops(&self) -> usize {
-        self.consts.get("fused gpu ops run".to_string(), || Ok(std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)))).map_or(0, |c| c.load(std::sync::atomic::Ordering::Relaxed))
+        kops::ops_counter(&self.consts).map_or(0, |c| c.load(std::sync::atomic::Ordering::Relaxed))
     }
 
 
